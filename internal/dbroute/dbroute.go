@@ -99,3 +99,27 @@ func retryable(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
 }
+
+// IsUnavailable reports whether err means the database could not serve the
+// request now (unreachable, shutting down, read-only after a demotion, or a
+// write that timed out waiting for a synchronous standby): the caller should
+// answer 503 and the client may retry.
+func IsUnavailable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code[:2] {
+		case "08", "57": // connection exception, operator intervention (shutdown, cancel)
+			return true
+		}
+		return pe.Code == "25006" // read_only_sql_transaction: a node in recovery
+	}
+	return pgconn.SafeToRetry(err) || pgconn.Timeout(err) || isConnectError(err)
+}
+
+func isConnectError(err error) bool {
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ce)
+}
