@@ -1,0 +1,39 @@
+# socnet: `make run` starts the whole local stack, `make test` runs every test.
+GO        ?= go
+BIN       := bin/socnet
+HOME_DIR  ?= $(HOME)/.socnet
+HTTP      ?= 127.0.0.1:8080
+PKGS      := ./...
+
+.PHONY: all build run test test-short lint bench deps-postgres clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/socnet
+
+# Installs the PostgreSQL server when it is missing and we can (root or sudo).
+deps-postgres:
+	@scripts/ensure-postgres.sh
+
+run: deps-postgres build
+	$(BIN) up --home $(HOME_DIR) --http $(HTTP)
+
+# Unit and integration tests against real PostgreSQL processes started by internal/pgtest.
+test: deps-postgres
+	$(GO) test -count=1 -timeout 15m $(PKGS)
+
+test-short:
+	$(GO) test -count=1 -short $(PKGS)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
+
+# Benchmarks with a million users; figures go to docs/BENCHMARKS.md.
+bench: deps-postgres build
+	scripts/bench.sh
+
+clean:
+	rm -rf bin
