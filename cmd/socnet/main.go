@@ -40,7 +40,9 @@ type command struct {
 }
 
 func commands() map[string]command {
-	return map[string]command{}
+	return map[string]command{
+		"serve": {"serve the API (for a real deployment; `up` runs it for you)", cmdServe},
+	}
 }
 
 // run is main without the process: tests call it directly.
@@ -61,7 +63,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	e := &env{getenv: getenv, stdout: stdout, stderr: stderr, self: self,
 		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel(getenv)}))}
-	return c.run(ctx, e, args[2:])
+	err = c.run(ctx, e, args[2:])
+	if errors.Is(err, errHelp) {
+		return nil
+	}
+	return err
 }
 
 func usage(w io.Writer, cmds map[string]command) {

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"socnet/internal/auth"
+	"socnet/internal/dbroute"
+	"socnet/internal/httpapi"
+	"socnet/internal/postgres"
+)
+
+// serveConfig is the configuration of the API process.
+type serveConfig struct {
+	HTTP          string
+	DB            []string // DSNs of the nodes (each may be multi-host)
+	AdminDB       string   // when set, migrations are applied with it at start
+	KeyFile       string
+	Key           string // hex; overrides KeyFile
+	TokenTTL      time.Duration
+	MaxReplicaLag time.Duration
+	NoReplica     string
+	WriteTimeout  time.Duration
+	MaxConns      int
+	ShutdownAfter time.Duration
+	BcryptCost    int
+	AddrFile      string // written with the bound address once listening
+}
+
+func cmdServe(ctx context.Context, e *env, args []string) error {
+	fs := newFlags("serve", e)
+	httpAddr := fs.String("http", "127.0.0.1:8080", "address to serve the API on (port 0 picks a free one)")
+	db := fs.String("db", "", "DSNs of the database nodes, separated by spaces; any may be multi-host; the primary is found by probing")
+	admin := fs.String("admin-db", "", "DSN with the right to create tables; when set, migrations are applied at start")
+	key := fs.String("token-key", "", "token signing key, hex (at least 32 bytes); default: --key-file")
+	keyFile := fs.String("key-file", filepath.Join(defaultHome(e.getenv), "token.key"), "file holding the token signing key; created (0600) when missing")
+	ttl := fs.Duration("token-ttl", auth.DefaultTokenTTL, "how long a login token is valid")
+	lag := fs.Duration("max-replica-lag", dbroute.DefaultMaxReplicaLag, "a replica lagging more than this gets no reads")
+	noReplica := fs.String("no-replica", dbroute.NoReplicaPrimary, "when no replica is fit for reads: primary (read there) or fail (503)")
+	wt := fs.Duration("write-timeout", dbroute.DefaultWriteTimeout, "bound on a write, including a commit waiting for a synchronous standby")
+	maxConns := fs.Int("max-conns", 32, "connections per database node")
+	cost := fs.Int("bcrypt-cost", auth.DefaultCost, "bcrypt cost of new password hashes")
+	addrFile := fs.String("addr-file", "", "write the bound address to this file once listening")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	c := serveConfig{HTTP: *httpAddr, DB: strings.Fields(*db), AdminDB: *admin, Key: *key, KeyFile: *keyFile,
+		TokenTTL: *ttl, MaxReplicaLag: *lag, NoReplica: *noReplica, WriteTimeout: *wt,
+		MaxConns: *maxConns, BcryptCost: *cost, AddrFile: *addrFile, ShutdownAfter: 10 * time.Second}
+	if len(c.DB) == 0 {
+		return usageError{errors.New("serve: --db (or SOCNET_DB) is required")}
+	}
+	return serve(ctx, e, c)
+}
+
+// serve runs the API until ctx ends, then shuts down gracefully: it stops
+// accepting, lets in-flight requests finish, and closes the pools.
+func serve(ctx context.Context, e *env, c serveConfig) error {
+	key, err := tokenKey(c)
+	if err != nil {
+		return err
+	}
+	if c.AdminDB != "" {
+		if err := postgres.Migrate(ctx, c.AdminDB, e.log); err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	db, err := dbroute.Open(ctx, dbroute.Config{
+		Name: "main", Nodes: c.DB, MaxConns: int32(c.MaxConns), WriteTimeout: c.WriteTimeout,
+		MaxReplicaLag: c.MaxReplicaLag, NoReplica: c.NoReplica, Registry: reg,
+	}, e.log)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	defer db.Close()
+
+	handler := httpapi.NewServer(e.log, httpapi.Deps{
+		Users:    postgres.NewUserStore(db),
+		Friends:  postgres.NewFriendStore(db),
+		Posts:    postgres.NewPostStore(db),
+		Dialogs:  postgres.NewDialogStore(db),
+		Tokens:   auth.NewTokens(key, c.TokenTTL, nil),
+		Registry: reg,
+		Hasher:   auth.Hasher{Cost: c.BcryptCost},
+	})
+	return listenAndServe(ctx, e, "api", c.HTTP, c.AddrFile, handler, c.ShutdownAfter)
+}
+
+// listenAndServe serves h on addr until ctx ends and then shuts down within
+// grace. It prints the bound address (useful with port 0) and, when addrFile
+// is set, writes it there.
+func listenAndServe(ctx context.Context, e *env, name, addr, addrFile string, h http.Handler, grace time.Duration) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%s: listen: %w", name, err)
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	bound := ln.Addr().String()
+	if addrFile != "" {
+		if err := writeFileAtomic(addrFile, []byte(bound+"\n"), 0o644); err != nil {
+			ln.Close()
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	e.log.Info("listening", "service", name, "addr", bound)
+	fmt.Fprintf(e.stdout, "%s listening on http://%s\n", name, bound)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("%s: %w", name, err)
+	case <-ctx.Done():
+	}
+	e.log.Info("shutting down", "service", name)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("%s: shutdown: %w", name, err)
+	}
+	return nil
+}
+
+func tokenKey(c serveConfig) ([]byte, error) {
+	if c.Key != "" {
+		k, err := hex.DecodeString(c.Key)
+		if err != nil || len(k) < auth.KeyLen {
+			return nil, usageError{fmt.Errorf("--token-key: want at least %d bytes in hex", auth.KeyLen)}
+		}
+		return k, nil
+	}
+	k, err := auth.LoadOrCreateKey(c.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("token key: %w", err)
+	}
+	return k, nil
+}
