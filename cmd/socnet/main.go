@@ -41,7 +41,10 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"serve": {"serve the API (for a real deployment; `up` runs it for you)", cmdServe},
+		"serve":  {"serve the API (for a real deployment; `up` runs it for you)", cmdServe},
+		"up":     {"run the local stack: both clusters, their supervisor and the services", cmdUp},
+		"status": {"show every node, the failover history, the services and where reads go", cmdStatus},
+		"seed":   {"fill the database with realistic people (or load the course's CSV)", cmdSeed},
 	}
 }
 

@@ -35,6 +35,7 @@ type serveConfig struct {
 	ShutdownAfter time.Duration
 	BcryptCost    int
 	AddrFile      string // written with the bound address once listening
+	RoutingFile   string // the router's snapshot, rewritten every second
 }
 
 func cmdServe(ctx context.Context, e *env, args []string) error {
@@ -51,12 +52,13 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 	maxConns := fs.Int("max-conns", 32, "connections per database node")
 	cost := fs.Int("bcrypt-cost", auth.DefaultCost, "bcrypt cost of new password hashes")
 	addrFile := fs.String("addr-file", "", "write the bound address to this file once listening")
+	routingFile := fs.String("routing-file", "", "write where queries go (the router's view of the nodes) to this file every second")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
 	c := serveConfig{HTTP: *httpAddr, DB: strings.Fields(*db), AdminDB: *admin, Key: *key, KeyFile: *keyFile,
 		TokenTTL: *ttl, MaxReplicaLag: *lag, NoReplica: *noReplica, WriteTimeout: *wt,
-		MaxConns: *maxConns, BcryptCost: *cost, AddrFile: *addrFile, ShutdownAfter: 10 * time.Second}
+		MaxConns: *maxConns, BcryptCost: *cost, AddrFile: *addrFile, RoutingFile: *routingFile, ShutdownAfter: 10 * time.Second}
 	if len(c.DB) == 0 {
 		return usageError{errors.New("serve: --db (or SOCNET_DB) is required")}
 	}
@@ -85,6 +87,11 @@ func serve(ctx context.Context, e *env, c serveConfig) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	defer db.Close()
+	if c.RoutingFile != "" {
+		rctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go reportRouting(rctx, e.log, db, c.RoutingFile, time.Second)
+	}
 
 	handler := httpapi.NewServer(e.log, httpapi.Deps{
 		Users:    postgres.NewUserStore(db),

@@ -1,0 +1,273 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"socnet/internal/dbroute"
+	"socnet/internal/drill"
+)
+
+// drillUsage lists the drills.
+const drillUsage = `usage: socnet drill DRILL [flags]
+
+Failure experiments against the stack of 'socnet up --home DIR'; each judges
+itself and exits non-zero (3) when an acknowledged write was lost.
+
+drills:
+  failover   SIGKILL a cluster's primary under write load; verify every node
+  fill       SIGKILL the primary part-way through a bulk load of users; verify
+  replica    SIGKILL the sync replica, the async one, then both, under load
+
+Run 'socnet drill DRILL -h' for the flags of a drill. docs/DRILLS.md explains
+what each drill proves and how to read its report.
+`
+
+func cmdDrill(ctx context.Context, e *env, args []string) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(e.stdout, drillUsage)
+		if len(args) == 0 {
+			return usageError{fmt.Errorf("drill: name a drill")}
+		}
+		return nil
+	}
+	switch args[0] {
+	case drill.DrillFailover:
+		return drillFailover(ctx, e, args[1:])
+	case drill.DrillFill:
+		return drillFill(ctx, e, args[1:])
+	case drill.DrillReplica:
+		return drillReplica(ctx, e, args[1:])
+	}
+	fmt.Fprint(e.stderr, drillUsage)
+	return usageError{fmt.Errorf("drill: unknown drill %q", args[0])}
+}
+
+// reportFlags are the output flags every drill has.
+type reportFlags struct {
+	json, html *string
+}
+
+func addReportFlags(fs *flags) reportFlags {
+	return reportFlags{
+		json: fs.String("json", "", "also write the report as JSON to this file"),
+		html: fs.String("html", "", "also write the report as an HTML page with a timeline chart to this file"),
+	}
+}
+
+// finish prints the report, writes its files and turns a failed verdict
+// into an error with exit status 3.
+func (rf reportFlags) finish(e *env, r drill.Report) error {
+	if err := r.WriteText(e.stdout); err != nil {
+		return err
+	}
+	if *rf.json != "" {
+		if err := r.WriteFile(*rf.json, drill.Report.WriteJSON); err != nil {
+			return err
+		}
+	}
+	if *rf.html != "" {
+		if err := r.WriteFile(*rf.html, drill.Report.WriteHTML); err != nil {
+			return err
+		}
+	}
+	return drill.VerdictError(r)
+}
+
+func drillFailover(ctx context.Context, e *env, args []string) error {
+	fs := newFlags("drill failover", e)
+	home := fs.HomeDir()
+	clusterName := fs.String("cluster", mainCluster, "cluster whose primary is killed: main (writes through the API) or counter (direct SQL writes)")
+	killAfter := fs.String("kill-after", drill.DefaultKillAfter.String(), "when to kill the primary after the writes start: a duration, or random (20%-80% of --duration)")
+	duration := fs.Duration("duration", drill.DefaultDuration, "how long to write at least")
+	writers := fs.Int("writers", drill.DefaultWriters, "concurrent writers")
+	repeat := fs.Int("repeat", 1, "runs; each kills the primary of the moment")
+	rf := addReportFlags(fs)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	opt := drill.FailoverOptions{Duration: *duration, Writers: *writers, Log: e.log}
+	if *killAfter == "random" {
+		opt.RandomKill = true
+	} else {
+		d, err := time.ParseDuration(*killAfter)
+		if err != nil || d <= 0 {
+			return usageError{fmt.Errorf("drill failover: --kill-after %q: want a positive duration or random", *killAfter)}
+		}
+		opt.KillAfter = d
+	}
+	if err := checkDrillFlags(*duration, *writers, *repeat); err != nil {
+		return err
+	}
+	t, closeTarget, err := drillTarget(ctx, e, *home, *clusterName, *writers)
+	if err != nil {
+		return err
+	}
+	defer closeTarget()
+	runs, err := drill.RepeatFailover(ctx, t, *repeat, opt)
+	if len(runs) > 0 {
+		if ferr := rf.finish(e, drill.NewReport(drill.DrillFailover, *clusterName, runs)); ferr != nil && err == nil {
+			return ferr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("drill failover: %w", err)
+	}
+	return nil
+}
+
+func drillReplica(ctx context.Context, e *env, args []string) error {
+	fs := newFlags("drill replica", e)
+	home := fs.HomeDir()
+	clusterName := fs.String("cluster", mainCluster, "cluster whose replicas are killed: main or counter")
+	writers := fs.Int("writers", drill.DefaultWriters, "concurrent writers")
+	settle := fs.Duration("settle", 2*time.Second, "writing before each kill and after the replicas are back")
+	rf := addReportFlags(fs)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if err := checkDrillFlags(*settle, *writers, 1); err != nil {
+		return err
+	}
+	t, closeTarget, err := drillTarget(ctx, e, *home, *clusterName, *writers)
+	if err != nil {
+		return err
+	}
+	defer closeTarget()
+	run, err := drill.RunReplica(ctx, t, drill.ReplicaOptions{Writers: *writers, Settle: *settle, Log: e.log})
+	if err != nil {
+		return err
+	}
+	return rf.finish(e, drill.NewReport(drill.DrillReplica, *clusterName, []drill.Run{run}))
+}
+
+func drillFill(ctx context.Context, e *env, args []string) error {
+	fs := newFlags("drill fill", e)
+	home := fs.HomeDir()
+	users := fs.Int("users", 1_000_000, "users to load")
+	killAt := fs.String("kill-at", "30%", "kill the primary when this share of the users is acknowledged (30% or 0.3)")
+	batch := fs.Int("batch", 0, "rows per COPY transaction (default: the loader's)")
+	rf := addReportFlags(fs)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	share, err := parseShare(*killAt)
+	if err != nil {
+		return usageError{fmt.Errorf("drill fill: --kill-at: %w", err)}
+	}
+	if *users < 1 || *batch < 0 {
+		return usageError{fmt.Errorf("drill fill: --users must be ≥ 1 and --batch ≥ 0")}
+	}
+	nodes, err := mainDBNodes("", *home)
+	if err != nil {
+		return err
+	}
+	db, err := dbroute.Open(ctx, dbroute.Config{Name: mainCluster, Nodes: nodes, MaxConns: 4, WriteTimeout: 2 * time.Minute}, e.log)
+	if err != nil {
+		return fmt.Errorf("drill fill: %w", err)
+	}
+	defer db.Close()
+	c := &drill.StackCluster{Status: stackStatusFunc(*home), Cluster: mainCluster, Database: mainDBName}
+	run, err := drill.RunFill(ctx, db, c, drill.FillOptions{Users: *users, KillAt: share, BatchSize: *batch,
+		Progress: e.stderr, Log: e.log})
+	if err != nil {
+		return err
+	}
+	return rf.finish(e, drill.NewReport(drill.DrillFill, mainCluster, []drill.Run{run}))
+}
+
+func checkDrillFlags(duration time.Duration, writers, repeat int) error {
+	switch {
+	case duration <= 0:
+		return usageError{fmt.Errorf("drill: durations must be positive")}
+	case writers < 1 || writers > 256:
+		return usageError{fmt.Errorf("drill: --writers must be 1 to 256, got %d", writers)}
+	case repeat < 1 || repeat > 100:
+		return usageError{fmt.Errorf("drill: --repeat must be 1 to 100, got %d", repeat)}
+	}
+	return nil
+}
+
+// parseShare reads "30%" or "0.3" as a share strictly between 0 and 1.
+func parseShare(s string) (float64, error) {
+	scale := 1.0
+	if p, ok := strings.CutSuffix(strings.TrimSpace(s), "%"); ok {
+		s, scale = p, 100
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a share (30%% or 0.3)", s)
+	}
+	v /= scale
+	if v <= 0 || v >= 1 {
+		return 0, fmt.Errorf("%q: want more than 0%% and less than 100%%", s)
+	}
+	return v, nil
+}
+
+// stackStatusFunc returns the status of the stack in home in the drill's
+// terms: the document of `socnet status --json`.
+func stackStatusFunc(home string) drill.StatusFunc {
+	return func(ctx context.Context) (drill.Status, error) {
+		doc, err := stackStatus(ctx, home)
+		if err != nil {
+			return drill.Status{}, err
+		}
+		b, err := json.Marshal(doc)
+		if err != nil {
+			return drill.Status{}, fmt.Errorf("status: %w", err)
+		}
+		return drill.ParseStatus(b)
+	}
+}
+
+// drillTarget builds what the failover and replica drills run against. The
+// main cluster is written through the API (registrations tagged in the
+// biography) and verified in its database; the counter cluster, whose
+// service has no write path of its own for a drill, gets direct SQL inserts
+// into drill_writes through dbroute.
+func drillTarget(ctx context.Context, e *env, home, clusterName string, writers int) (drill.Target, func(), error) {
+	status := stackStatusFunc(home)
+	st, err := status(ctx)
+	if err != nil {
+		return drill.Target{}, nil, err
+	}
+	cs, ok := st.Cluster(clusterName)
+	if !ok {
+		return drill.Target{}, nil, usageError{fmt.Errorf("drill: the stack in %s has no cluster %q", home, clusterName)}
+	}
+	c := &drill.StackCluster{Status: status, Cluster: clusterName}
+	switch clusterName {
+	case mainCluster:
+		c.Database = mainDBName
+		addr := ""
+		if api, ok := st.Service("api"); ok {
+			addr = api.Addr
+		} else if info, err := readStack(home); err == nil {
+			addr = info.API
+		}
+		if addr == "" {
+			return drill.Target{}, nil, fmt.Errorf("drill: the stack in %s runs no API", home)
+		}
+		return drill.Target{Writer: drill.NewAPIWriter(addr, writers, 15*time.Second), Cluster: c}, func() {}, nil
+	default:
+		var dsns []string
+		for _, n := range cs.Nodes {
+			dsns = append(dsns, n.DSN)
+		}
+		db, err := dbroute.Open(ctx, dbroute.Config{Name: clusterName, Nodes: dsns, MaxConns: int32(writers)}, e.log)
+		if err != nil {
+			return drill.Target{}, nil, fmt.Errorf("drill: %w", err)
+		}
+		w, err := drill.NewSQLWriter(ctx, db)
+		if err != nil {
+			db.Close()
+			return drill.Target{}, nil, fmt.Errorf("drill: %w", err)
+		}
+		return drill.Target{Writer: w, Cluster: c}, db.Close, nil
+	}
+}

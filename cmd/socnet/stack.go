@@ -1,0 +1,59 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// stackInfo is what `up` tells the other commands about the stack it runs:
+// where the services listen and the application DSNs of every database node.
+// It holds passwords, so it is written 0600 under home.
+type stackInfo struct {
+	API       string   `json:"api"`        // host:port of the API
+	Counter   string   `json:"counter"`    // host:port of the counter service
+	MainDB    []string `json:"main_db"`    // app DSNs of the main cluster's nodes
+	CounterDB []string `json:"counter_db"` // app DSNs of the counter cluster's nodes
+}
+
+func stackPath(home string) string { return filepath.Join(home, "stack.json") }
+
+func writeStack(home string, s stackInfo) error {
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(stackPath(home), data, 0o600)
+}
+
+// readStack reads the stack that `up` runs (or ran) in home.
+func readStack(home string) (stackInfo, error) {
+	var s stackInfo
+	data, err := os.ReadFile(stackPath(home))
+	if errors.Is(err, os.ErrNotExist) {
+		return s, fmt.Errorf("no stack in %s: start it with `socnet up --home %s`", home, home)
+	}
+	if err != nil {
+		return s, err
+	}
+	if err := json.Unmarshal(data, &s); err != nil {
+		return s, fmt.Errorf("read %s: %w", stackPath(home), err)
+	}
+	return s, nil
+}
+
+// mainDBNodes returns the DSNs to reach the main database: --db when given,
+// else the stack in home.
+func mainDBNodes(db, home string) ([]string, error) {
+	if nodes := strings.Fields(db); len(nodes) > 0 {
+		return nodes, nil
+	}
+	s, err := readStack(home)
+	if err != nil {
+		return nil, err
+	}
+	return s.MainDB, nil
+}

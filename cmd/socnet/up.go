@@ -1,0 +1,300 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"socnet/internal/cluster"
+	"socnet/internal/postgres"
+)
+
+// Database and role names of the local stack.
+const (
+	mainDBName    = "socnet"
+	mainAppRole   = "socnet_app"
+	serviceGrace  = 10 * time.Second
+	readyTimeout  = 3 * time.Minute
+	mainCluster   = "main"
+	counterClustr = "counter"
+)
+
+// upSecrets are the passwords `up` creates once and keeps under home (0600).
+type upSecrets struct {
+	MainApp    string `json:"main_app_password"`
+	CounterApp string `json:"counter_app_password"`
+}
+
+func cmdUp(ctx context.Context, e *env, args []string) error {
+	fs := newFlags("up", e)
+	home := fs.HomeDir()
+	httpAddr := fs.String("http", "127.0.0.1:8080", "address of the API")
+	counterAddr := fs.String("counter-http", "127.0.0.1:8091", "address of the counter service")
+	deadAfter := fs.Duration("dead-after", time.Second, "a primary failing its probes this long is failed over")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	return up(ctx, e, upConfig{Home: *home, HTTP: *httpAddr, CounterHTTP: *counterAddr, DeadAfter: *deadAfter})
+}
+
+type upConfig struct {
+	Home        string
+	HTTP        string
+	CounterHTTP string
+	DeadAfter   time.Duration
+}
+
+// up runs the whole local stack until ctx ends: both clusters with their
+// supervisor, the control socket, and the services, each restarted when it
+// dies. On the end of ctx it stops the services, then the clusters.
+func up(ctx context.Context, e *env, c upConfig) (err error) {
+	home, err := filepath.Abs(c.Home)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	unlock, err := lockHome(home)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	sec, err := loadUpSecrets(home)
+	if err != nil {
+		return err
+	}
+
+	opts := cluster.Options{DeadAfter: c.DeadAfter}
+	mainC, err := cluster.Open(cluster.Dir(home, mainCluster), cluster.MainSpec(), e.log.With("cluster", mainCluster), opts)
+	if err != nil {
+		return err
+	}
+	counterC, err := cluster.Open(cluster.Dir(home, counterClustr), cluster.CounterSpec(), e.log.With("cluster", counterClustr), opts)
+	if err != nil {
+		return err
+	}
+	clusters := []*cluster.Cluster{mainC, counterC}
+	fmt.Fprintf(e.stdout, "starting PostgreSQL clusters in %s (logs in %s)...\n", home, filepath.Join(home, "logs"))
+	started := time.Now()
+	if err := forEach(clusters, func(cl *cluster.Cluster) error { return cl.Up(ctx) }); err != nil {
+		stopClusters(e, clusters)
+		return fmt.Errorf("up: %w", err)
+	}
+	defer stopClusters(e, clusters)
+	fmt.Fprintf(e.stdout, "clusters up in %s\n", time.Since(started).Round(time.Millisecond))
+
+	if err := prepareMainDB(ctx, e, mainC, sec.MainApp); err != nil {
+		return err
+	}
+
+	// The supervisors and the control socket live as long as the stack.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sctx, stopSupervisors := context.WithCancel(ctx)
+	defer stopSupervisors()
+	for _, cl := range clusters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := cl.Supervise(sctx); err != nil && sctx.Err() == nil {
+				e.log.Error("supervisor stopped", "cluster", cl.Name(), "err", err)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		byName := map[string]*cluster.Cluster{mainCluster: mainC, counterClustr: counterC}
+		if err := cluster.ServeControl(sctx, cluster.ControlSocket(home), byName); err != nil && sctx.Err() == nil {
+			e.log.Error("control socket stopped", "err", err)
+		}
+	}()
+
+	stack := stackInfo{
+		API:     c.HTTP,
+		Counter: c.CounterHTTP,
+		MainDB:  appDSNs(mainC, mainAppRole, sec.MainApp, mainDBName),
+	}
+	if err := writeStack(home, stack); err != nil {
+		return err
+	}
+	logs := filepath.Join(home, "logs")
+	svcs := []*service{{
+		Name: "api",
+		Args: []string{"serve", "--http", c.HTTP, "--key-file", filepath.Join(home, "token.key"),
+			"--routing-file", routingPath(home)},
+		Env:     []string{"SOCNET_DB=" + strings.Join(stack.MainDB, " ")},
+		Addr:    c.HTTP,
+		LogPath: filepath.Join(logs, "api.log"),
+	}}
+	var svcMu sync.Mutex
+	saveServices := func() {
+		svcMu.Lock()
+		defer svcMu.Unlock()
+		if err := writeServices(servicesPath(home), svcs); err != nil {
+			e.log.Warn("write services.json", "err", err)
+		}
+	}
+	defer os.Remove(servicesPath(home))
+	svcCtx, stopServices := context.WithCancel(ctx)
+	var svcWG sync.WaitGroup
+	for _, s := range svcs {
+		svcWG.Add(1)
+		go func() {
+			defer svcWG.Done()
+			s.supervise(svcCtx, e.self, e.log, serviceGrace, saveServices)
+		}()
+	}
+	// Services stop before the supervisors and the clusters (defers run in reverse).
+	defer func() { stopServices(); svcWG.Wait() }()
+
+	rctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	err = waitHTTPHealthy(rctx, "http://"+c.HTTP+"/healthz")
+	cancel()
+	if err != nil {
+		return fmt.Errorf("up: the API did not become healthy (see %s): %w", filepath.Join(logs, "api.log"), err)
+	}
+	fmt.Fprintf(e.stdout, "socnet is up: API on http://%s (ready in %s)\n", c.HTTP, time.Since(started).Round(time.Millisecond))
+	fmt.Fprintf(e.stdout, "  try: curl -s http://%s/user/search?first_name=Ко\\&last_name=Ос\n", c.HTTP)
+	fmt.Fprintf(e.stdout, "  state: socnet status --home %s; stop: Ctrl-C\n", home)
+	<-ctx.Done()
+	fmt.Fprintln(e.stdout, "stopping socnet...")
+	return nil
+}
+
+// prepareMainDB creates the social database on the main primary, applies
+// the migrations as the administrator and makes the API's role.
+func prepareMainDB(ctx context.Context, e *env, c *cluster.Cluster, appPassword string) error {
+	if err := createDatabase(ctx, c.PrimaryDSN("postgres"), mainDBName); err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	admin := c.PrimaryDSN(mainDBName)
+	if err := postgres.Migrate(ctx, admin, e.log); err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	if err := postgres.EnsureAppRole(ctx, admin, mainAppRole, appPassword); err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	return nil
+}
+
+// createDatabase creates database name unless it exists.
+func createDatabase(ctx context.Context, adminDSN, name string) error {
+	conn, err := pgx.Connect(ctx, adminDSN)
+	if err != nil {
+		return fmt.Errorf("create database %s: %w", name, err)
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+		return fmt.Errorf("create database %s: %w", name, err)
+	}
+	if exists {
+		return nil
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return fmt.Errorf("create database %s: %w", name, err)
+	}
+	return nil
+}
+
+// appDSNs returns the application's DSN for every node of the cluster.
+func appDSNs(c *cluster.Cluster, role, password, db string) []string {
+	var out []string
+	for _, name := range c.Nodes() {
+		port := c.Node(name).Config().Port
+		u := url.URL{Scheme: "postgres", User: url.UserPassword(role, password),
+			Host: net.JoinHostPort(cluster.Host, strconv.Itoa(port)), Path: "/" + db, RawQuery: "sslmode=disable"}
+		out = append(out, u.String())
+	}
+	return out
+}
+
+func stopClusters(e *env, clusters []*cluster.Cluster) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := forEach(clusters, func(cl *cluster.Cluster) error { return cl.Stop(ctx) }); err != nil {
+		e.log.Error("stop clusters", "err", err)
+	}
+}
+
+// forEach runs fn on every cluster at once and joins the errors.
+func forEach(clusters []*cluster.Cluster, fn func(*cluster.Cluster) error) error {
+	errs := make([]error, len(clusters))
+	var wg sync.WaitGroup
+	for i, cl := range clusters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(cl); err != nil {
+				errs[i] = fmt.Errorf("cluster %s: %w", cl.Name(), err)
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func loadUpSecrets(home string) (upSecrets, error) {
+	path := filepath.Join(home, "secrets.json")
+	var s upSecrets
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(data, &s); err != nil {
+			return s, fmt.Errorf("read %s: %w", path, err)
+		}
+	case errors.Is(err, os.ErrNotExist):
+	default:
+		return s, err
+	}
+	changed := false
+	for _, p := range []*string{&s.MainApp, &s.CounterApp} {
+		if *p == "" {
+			*p = randomPassword()
+			changed = true
+		}
+	}
+	if changed {
+		data, _ := json.MarshalIndent(s, "", "  ")
+		if err := writeFileAtomic(path, data, 0o600); err != nil {
+			return s, err
+		}
+	}
+	return s, nil
+}
+
+func randomPassword() string {
+	b := make([]byte, 18)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// lockHome takes an exclusive lock on home so that two `up` never run the
+// same clusters.
+func lockHome(home string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(home, "up.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("up: another `socnet up` runs on %s", home)
+	}
+	return func() { f.Close() }, nil
+}

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"socnet/internal/cluster"
+)
+
+// TestUpFailoverAndResume runs the whole local stack as `make run` does,
+// walks the API, SIGKILLs the main primary, checks that the stack fails over
+// by itself with the acknowledged user still there, then stops it and starts
+// it again on the same home: the new roles are resumed.
+func TestUpFailoverAndResume(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts five PostgreSQL nodes")
+	}
+	t.Setenv(beMainEnv, "1")
+	home := filepath.Join(t.TempDir(), "home")
+	apiAddr := freeAddr(t)
+	getenv := func(k string) string {
+		if k == "SOCNET_LOG_LEVEL" {
+			return "warn"
+		}
+		return ""
+	}
+
+	stop := startUp(t, home, apiAddr, getenv)
+	base := "http://" + apiAddr
+	c := &client{t: t, base: base}
+	alice := c.register("Осип", "Мандельштам", "pw-alice")
+
+	doc := mustStatus(t, home, getenv)
+	main := findCluster(t, doc, mainCluster)
+	if got := syncStates(main); got["sync"] != 1 || got["potential"] != 1 {
+		t.Fatalf("main replicas' sync states = %v, want one sync and one potential", got)
+	}
+	if len(doc.Services) == 0 || doc.Services[0].Name != "api" || !processAlive(doc.Services[0].Pid) {
+		t.Fatalf("services = %+v, want a live api", doc.Services)
+	}
+	oldPrimary := main.Primary
+	var pid int
+	for _, n := range main.Nodes {
+		if n.Name == oldPrimary {
+			pid = n.Pid
+		}
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill primary %s (pid %d): %v", oldPrimary, pid, err)
+	}
+	killed := time.Now()
+	// Writes come back on the new primary by themselves.
+	var bob string
+	waitFor(t, 20*time.Second, "a write after the failover", func() bool {
+		id, ok := tryRegister(base, "Борис", "Пастернак")
+		bob = id
+		return ok
+	})
+	t.Logf("first acknowledged write %v after SIGKILL of %s", time.Since(killed).Round(time.Millisecond), oldPrimary)
+	c.do("GET", "/user/get/"+alice, "", nil, 200, nil)
+	var newPrimary string
+	waitFor(t, 60*time.Second, "the old primary back as a replica", func() bool {
+		m := findCluster(t, mustStatus(t, home, getenv), mainCluster)
+		newPrimary = m.Primary
+		for _, n := range m.Nodes {
+			if n.Name == oldPrimary && n.Role == "replica" && n.SyncState != "" {
+				return newPrimary != oldPrimary
+			}
+		}
+		return false
+	})
+	stop()
+
+	// A second `up` on the same home resumes the roles after the failover.
+	stop = startUp(t, home, apiAddr, getenv)
+	defer stop()
+	m := findCluster(t, mustStatus(t, home, getenv), mainCluster)
+	if m.Primary != newPrimary {
+		t.Fatalf("after restart the primary is %s, want %s (the one after the failover)", m.Primary, newPrimary)
+	}
+	c.do("GET", "/user/get/"+alice, "", nil, 200, nil)
+	c.do("GET", "/user/get/"+bob, "", nil, 200, nil)
+}
+
+// startUp runs `socnet up` until the returned stop is called, and waits until
+// the API is healthy.
+func startUp(t *testing.T, home, apiAddr string, getenv func(string) string) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"socnet", "up", "--home", home, "--http", apiAddr, "--counter-http", freeAddr(t)},
+			getenv, &out, &out)
+	}()
+	deadline := time.After(3 * time.Minute)
+	for {
+		select {
+		case err := <-done:
+			cancel()
+			t.Fatalf("up returned early: %v\n%s", err, out.String())
+		case <-deadline:
+			cancel()
+			t.Fatalf("up not ready after 3m:\n%s", out.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+		if ok, _ := healthy("http://" + apiAddr); ok {
+			break
+		}
+	}
+	return func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("up: %v\n%s", err, out.String())
+			}
+		case <-time.After(90 * time.Second):
+			t.Errorf("up did not stop within 90s:\n%s", out.String())
+		}
+	}
+}
+
+func mustStatus(t *testing.T, home string, getenv func(string) string) statusDoc {
+	t.Helper()
+	var out, errOut syncBuffer
+	if err := run(context.Background(), []string{"socnet", "status", "--home", home, "--json"}, getenv, &out, &errOut); err != nil {
+		t.Fatalf("status: %v\n%s", err, errOut.String())
+	}
+	var doc statusDoc
+	if err := json.Unmarshal([]byte(out.String()), &doc); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out.String())
+	}
+	return doc
+}
+
+func findCluster(t *testing.T, doc statusDoc, name string) clusterStatus {
+	t.Helper()
+	for _, c := range doc.Clusters {
+		if c.Name == name {
+			return c
+		}
+	}
+	t.Fatalf("no cluster %q in status", name)
+	return clusterStatus{}
+}
+
+func syncStates(c clusterStatus) map[string]int {
+	got := map[string]int{}
+	for _, n := range c.Nodes {
+		if n.Role == "replica" {
+			got[n.SyncState]++
+		}
+	}
+	return got
+}
+
+func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within %v", what, limit)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+type clusterStatus = cluster.Status
+
+func healthy(base string) (bool, error) {
+	resp, err := http.Get(base + "/healthz")
+	if err != nil {
+		return false, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK, nil
+}
+
+// tryRegister registers a user and reports whether the API acknowledged it.
+func tryRegister(base, first, second string) (string, bool) {
+	body := fmt.Sprintf(`{"first_name":%q,"second_name":%q,"birthdate":"1990-01-02","biography":"","city":"Москва","password":"secret-pw"}`, first, second)
+	resp, err := http.Post(base+"/user/register", "application/json", strings.NewReader(body))
+	if err != nil {
+		return "", false
+	}
+	defer resp.Body.Close()
+	var r struct {
+		UserID string `json:"user_id"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&r) != nil {
+		return "", false
+	}
+	return r.UserID, true
+}
