@@ -162,16 +162,22 @@ func drillFill(ctx context.Context, e *env, args []string) error {
 	if *users < 1 || *batch < 0 {
 		return usageError{fmt.Errorf("drill fill: --users must be ≥ 1 and --batch ≥ 0")}
 	}
-	nodes, err := mainDBNodes("", *home)
+	// The load runs as the administrator, like the verification: the drill
+	// is an operator's tool.
+	c := &drill.StackCluster{Status: stackStatusFunc(*home), Cluster: mainCluster, Database: mainDBName}
+	nodes, err := c.Nodes(ctx)
 	if err != nil {
 		return err
 	}
-	db, err := dbroute.Open(ctx, dbroute.Config{Name: mainCluster, Nodes: nodes, MaxConns: 4, WriteTimeout: 2 * time.Minute}, e.log)
+	var dsns []string
+	for _, n := range nodes {
+		dsns = append(dsns, n.DSN)
+	}
+	db, err := dbroute.Open(ctx, dbroute.Config{Name: mainCluster, Nodes: dsns, MaxConns: 4, WriteTimeout: 2 * time.Minute}, e.log)
 	if err != nil {
 		return fmt.Errorf("drill fill: %w", err)
 	}
 	defer db.Close()
-	c := &drill.StackCluster{Status: stackStatusFunc(*home), Cluster: mainCluster, Database: mainDBName}
 	run, err := drill.RunFill(ctx, db, c, drill.FillOptions{Users: *users, KillAt: share, BatchSize: *batch,
 		Progress: e.stderr, Log: e.log})
 	if err != nil {

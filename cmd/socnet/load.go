@@ -17,7 +17,7 @@ import (
 )
 
 const loadUsage = `usage: socnet load [flags]
-       socnet load --compare A.json B.json [--html FILE] [--png DIR] [--json FILE|-]
+       socnet load --compare A.json B.json [--html FILE] [--png DIR]
 
 Drives the socnet API with a workload and reports throughput, latency
 (HDR histograms: p50 p90 p99 p99.9 max), errors by status and kind, and,

@@ -41,10 +41,11 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"serve":  {"serve the API (for a real deployment; `up` runs it for you)", cmdServe},
-		"up":     {"run the local stack: both clusters, their supervisor and the services", cmdUp},
-		"status": {"show every node, the failover history, the services and where reads go", cmdStatus},
-		"seed":   {"fill the database with realistic people (or load the course's CSV)", cmdSeed},
+		"serve":   {"serve the API (for a real deployment; `up` runs it for you)", cmdServe},
+		"up":      {"run the local stack: both clusters, their supervisor and the services", cmdUp},
+		"status":  {"show every node, the failover history, the services and where reads go", cmdStatus},
+		"cluster": {"switch over, promote, rejoin, stop, start and inspect the clusters", cmdCluster},
+		"seed":    {"fill the database with realistic people (or load the course's CSV)", cmdSeed},
 	}
 }
 

@@ -80,11 +80,11 @@ func up(ctx context.Context, e *env, c upConfig) (err error) {
 	}
 
 	opts := cluster.Options{DeadAfter: c.DeadAfter}
-	mainC, err := cluster.Open(cluster.Dir(home, mainCluster), cluster.MainSpec(), e.log.With("cluster", mainCluster), opts)
+	mainC, err := cluster.Open(cluster.Dir(home, mainCluster), cluster.MainSpec(), e.log, opts)
 	if err != nil {
 		return err
 	}
-	counterC, err := cluster.Open(cluster.Dir(home, counterClustr), cluster.CounterSpec(), e.log.With("cluster", counterClustr), opts)
+	counterC, err := cluster.Open(cluster.Dir(home, counterClustr), cluster.CounterSpec(), e.log, opts)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func TestParseShare(t *testing.T) {
+	tests := []struct {
+		in   string
+		want float64
+		ok   bool
+	}{
+		{"30%", 0.3, true},
+		{"0.3", 0.3, true},
+		{" 5% ", 0.05, true},
+		{"0", 0, false},
+		{"100%", 0, false},
+		{"1.5", 0, false},
+		{"-10%", 0, false},
+		{"half", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := parseShare(tt.in)
+		if (err == nil) != tt.ok || (tt.ok && got != tt.want) {
+			t.Errorf("parseShare(%q) = %v, %v; want %v, ok %v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}
+
+// TestDrillRefusesBadInput checks that bad flags are usage errors (exit
+// status 2) found before any stack is looked for.
+func TestDrillRefusesBadInput(t *testing.T) {
+	home := t.TempDir() // holds no stack: nothing may get as far as reading it
+	for _, args := range [][]string{
+		{},
+		{"explode"},
+		{"failover", "--home", home, "--kill-after", "soon"},
+		{"failover", "--home", home, "--kill-after", "-1s"},
+		{"failover", "--home", home, "--writers", "0"},
+		{"failover", "--home", home, "--repeat", "0"},
+		{"failover", "--home", home, "--duration", "0s"},
+		{"replica", "--home", home, "--settle", "-1s"},
+		{"fill", "--home", home, "--kill-at", "120%"},
+		{"fill", "--home", home, "--users", "0"},
+		{"failover", "--home", home, "--no-such-flag"},
+	} {
+		e := &env{getenv: func(string) string { return "" }, stdout: io.Discard, stderr: io.Discard,
+			log: slog.New(slog.DiscardHandler)}
+		err := cmdDrill(context.Background(), e, args)
+		var u usageError
+		if !errors.As(err, &u) || exitCode(err) != 2 {
+			t.Errorf("drill %s: %v, want a usage error", strings.Join(args, " "), err)
+		}
+	}
+}

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"socnet/internal/counter"
+)
+
+// cmdRelay runs the outbox relay: it delivers the dialogs database's
+// outbox to counterd while it holds the relay lock.
+func cmdRelay(ctx context.Context, e *env, args []string) error {
+	fs := newFlags("relay", e)
+	mainDB := fs.String("main-db", "", "DSNs of the dialogs database's nodes, DSN[,DSN...]; the relay works on the primary")
+	counterURL := fs.String("counter", "http://127.0.0.1:8091", "base URL of counterd")
+	httpAddr := fs.String("http", "127.0.0.1:8092", "address of the relay's /metrics and /healthz (empty: none)")
+	batch := fs.Int("batch", counter.DefaultRelayBatch, "most events per delivery")
+	poll := fs.Duration("poll", counter.DefaultRelayPoll, "pause when nothing is due")
+	attempts := fs.Int("max-attempts", counter.DefaultRelayMaxAttempts, "failures of one event before it moves to the dead-letter table")
+	backoffMax := fs.Duration("backoff-max", counter.DefaultRelayBackoffMax, "longest pause between retries")
+	timeout := fs.Duration("timeout", 10*time.Second, "bound on one delivery to counterd")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	mains := counter.SplitDSNs(*mainDB)
+	switch {
+	case len(mains) == 0:
+		return usageError{errors.New("relay: --main-db (or SOCNET_MAIN_DB) is required")}
+	case !strings.HasPrefix(*counterURL, "http://") && !strings.HasPrefix(*counterURL, "https://"):
+		return usageError{fmt.Errorf("relay: --counter %q: want an http:// or https:// URL", *counterURL)}
+	case *batch < 1 || *batch > counter.MaxBatch:
+		return usageError{fmt.Errorf("relay: --batch must be from 1 to %d", counter.MaxBatch)}
+	case *attempts < 1:
+		return usageError{errors.New("relay: --max-attempts must be at least 1")}
+	}
+	warnArgvPasswords(e, args, "main-db")
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	client := counter.NewClient(*counterURL, counter.WithTimeout(*timeout))
+	defer client.Close()
+	relay, err := counter.NewRelay(counter.RelayConfig{
+		MainDSNs: mains, Counter: client, Batch: *batch, Poll: *poll, MaxAttempts: *attempts,
+		Backoff: counter.Backoff{Max: *backoffMax}, Registry: reg,
+	}, e.log)
+	if err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := make(chan error, 1)
+	if *httpAddr != "" {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, "{\"status\":\"ok\",\"active\":%t}\n", relay.Active())
+		})
+		go func() {
+			served <- listenAndServe(ctx, e, "relay", *httpAddr, "", mux, 5*time.Second)
+			cancel()
+		}()
+	} else {
+		close(served)
+	}
+	err = relay.Run(ctx)
+	cancel()
+	if serr := <-served; serr != nil && err == nil {
+		err = serr
+	}
+	return err
+}
