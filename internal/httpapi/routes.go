@@ -1,0 +1,32 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// addRoutes lists the whole API.
+func addRoutes(mux *routeTable, deps Deps) {
+	bearer := func(h http.Handler) http.Handler { return requireUser(deps.Tokens, h) }
+
+	mux.Handle("POST /user/register", handleUserRegister(deps.Users, deps.Hasher, deps.Now))
+	mux.Handle("POST /login", handleLogin(deps.Users, deps.Hasher, deps.Tokens))
+	mux.Handle("GET /user/get/{id}", handleUserGet(deps.Users))
+	mux.Handle("GET /user/search", handleUserSearch(deps.Users))
+
+	mux.Handle("PUT /friend/set/{user_id}", bearer(handleFriendSet(deps.Friends)))
+	mux.Handle("PUT /friend/delete/{user_id}", bearer(handleFriendDelete(deps.Friends)))
+
+	mux.Handle("POST /post/create", bearer(handlePostCreate(deps.Posts)))
+	mux.Handle("PUT /post/update", bearer(handlePostUpdate(deps.Posts)))
+	mux.Handle("PUT /post/delete/{id}", bearer(handlePostDelete(deps.Posts)))
+	mux.Handle("GET /post/get/{id}", handlePostGet(deps.Posts))
+	mux.Handle("GET /post/feed", bearer(handlePostFeed(deps.Posts)))
+
+	mux.Handle("POST /dialog/{user_id}/send", bearer(handleDialogSend(deps.Dialogs)))
+	mux.Handle("GET /dialog/{user_id}/list", bearer(handleDialogList(deps.Dialogs)))
+
+	mux.Handle("GET /healthz", handleHealthz())
+	mux.Handle("GET /metrics", promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{}))
+}
