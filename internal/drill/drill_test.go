@@ -1,0 +1,244 @@
+package drill_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"socnet/internal/cluster"
+	"socnet/internal/dbroute"
+	"socnet/internal/drill"
+	"socnet/internal/pgtest"
+)
+
+// stack is a real cluster from internal/cluster, brought up in a temporary
+// home with its supervisor running, and the drill's view of it.
+type stack struct {
+	c      *cluster.Cluster
+	db     *dbroute.DB
+	target drill.Target
+}
+
+// mustStack brings up a three-node cluster named main (primary, sync and
+// potential replica) with fast failure detection, and a drill Target that
+// writes rows of drill_writes through dbroute and sees the cluster through
+// its Status, as `socnet status --json` shows it.
+func mustStack(t *testing.T) *stack {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(pgtest.LogWriter(t, "slog"), nil))
+	spec := cluster.MainSpec()
+	spec.Settings = map[string]string{"shared_buffers": "32MB", "max_connections": "50"}
+	c, err := cluster.Open(cluster.Dir(t.TempDir(), spec.Name), spec, log, cluster.Options{
+		Output:         pgtest.LogWriter(t, ""),
+		ProbeInterval:  100 * time.Millisecond,
+		ProbeTimeout:   300 * time.Millisecond,
+		DeadAfter:      time.Second,
+		CatchUpTimeout: 10 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("open cluster: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := c.Up(ctx); err != nil {
+		t.Fatalf("cluster up: %v", err)
+	}
+	supCtx, stopSup := context.WithCancel(context.Background())
+	supDone := make(chan struct{})
+	go func() {
+		defer close(supDone)
+		if err := c.Supervise(supCtx); err != nil {
+			t.Errorf("supervise: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		stopSup()
+		<-supDone
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := c.Stop(ctx); err != nil {
+			t.Errorf("stop cluster: %v", err)
+		}
+	})
+
+	var dsns []string
+	for _, n := range c.Nodes() {
+		dsns = append(dsns, c.Node(n).DSN(""))
+	}
+	db, err := dbroute.Open(ctx, dbroute.Config{Name: "drill", Nodes: dsns, MaxConns: 8,
+		WriteTimeout: 2 * time.Second, HealthInterval: 100 * time.Millisecond}, log)
+	if err != nil {
+		t.Fatalf("dbroute: %v", err)
+	}
+	t.Cleanup(db.Close)
+	w, err := drill.NewSQLWriter(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := func(ctx context.Context) (drill.Status, error) {
+		cs, err := c.Status(ctx)
+		if err != nil {
+			return drill.Status{}, err
+		}
+		// The JSON of a cluster's status is what `socnet status --json`
+		// lists under "clusters".
+		b, err := json.Marshal(map[string]any{"clusters": []cluster.Status{cs}})
+		if err != nil {
+			return drill.Status{}, err
+		}
+		return drill.ParseStatus(b)
+	}
+	return &stack{c: c, db: db, target: drill.Target{
+		Writer:  w,
+		Cluster: &drill.StackCluster{Status: status, Cluster: spec.Name, Poll: 100 * time.Millisecond},
+	}}
+}
+
+func testLog(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(pgtest.LogWriter(t, "drill"), nil))
+}
+
+// TestDrillsOnRealCluster runs the failover drill and the replica drill
+// against a real cluster whose supervisor fails over, and checks that the
+// verification finds a loss when there is one.
+func TestDrillsOnRealCluster(t *testing.T) {
+	s := mustStack(t)
+
+	t.Run("failover", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+		defer cancel()
+		run, err := drill.RunFailover(ctx, s.target, drill.FailoverOptions{
+			Duration: 4 * time.Second, KillAfter: time.Second, Writers: 4, Log: testLog(t),
+		})
+		if err != nil {
+			t.Fatalf("RunFailover: %v", err)
+		}
+		logReport(t, drill.NewReport(drill.DrillFailover, "main", []drill.Run{run}))
+		if !run.OK() {
+			t.Fatalf("the drill failed: %q", run.Problems)
+		}
+		v := run.Verdict
+		if v.Acknowledged == 0 || v.Lost != 0 || v.Duplicates != 0 || len(v.Nodes) != 3 {
+			t.Fatalf("verdict: %d acknowledged, %d lost, %d duplicates, %d nodes", v.Acknowledged, v.Lost, v.Duplicates, len(v.Nodes))
+		}
+		for _, n := range v.Nodes {
+			if n.Err != "" || n.Rows < v.Acknowledged {
+				t.Errorf("%s: %d rows (error %q), want at least the %d acknowledged", n.Node, n.Rows, n.Err, v.Acknowledged)
+			}
+		}
+		if run.NewPrimary == "" || run.NewPrimary == run.OldPrimary {
+			t.Errorf("new primary %q, old %q", run.NewPrimary, run.OldPrimary)
+		}
+		if run.UnavailableMS == nil || run.PromotionMS == nil || run.RejoinMS == nil {
+			t.Fatalf("figures missing: unavailable %v, promotion %v, rejoin %v", run.UnavailableMS, run.PromotionMS, run.RejoinMS)
+		}
+		if *run.PromotionMS > *run.RejoinMS {
+			t.Errorf("promotion after %v ms, but the rejoin after %v ms", *run.PromotionMS, *run.RejoinMS)
+		}
+		kinds := map[string]bool{}
+		for _, e := range run.Events {
+			kinds[e.Kind] = true
+		}
+		for _, k := range []string{drill.EventKill, drill.EventPromotion, drill.EventRejoin, drill.EventStop} {
+			if !kinds[k] {
+				t.Errorf("no %s event in %+v", k, run.Events)
+			}
+		}
+		if p := s.c.Primary(); p != run.NewPrimary {
+			t.Errorf("cluster primary is %s, drill saw %s", p, run.NewPrimary)
+		}
+	})
+
+	t.Run("verification finds a lost write", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		l := drill.NewLedger(drill.NewRunID(time.Now()))
+		for range 3 {
+			seq, tag := l.Next()
+			start := time.Now()
+			res := s.target.Writer.Write(ctx, tag)
+			if res.Outcome != drill.Acknowledged {
+				t.Fatalf("write %s: %+v", tag, res)
+			}
+			l.Record(drill.Attempt{Seq: seq, Tag: tag, Outcome: res.Outcome, ID: res.ID, Start: start, End: time.Now()})
+		}
+		gone := l.Attempts()[1].Tag
+		err := s.db.Transact(ctx, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `DELETE FROM drill_writes WHERE tag = $1`, gone)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := drill.VerifyWrites(ctx, s.target, l.Prefix(), l.Attempts(), 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.OK() || v.Lost != 1 || len(v.Nodes) != 3 {
+			t.Fatalf("verdict after deleting an acknowledged row: ok %v, lost %d, %d nodes: %q", v.OK(), v.Lost, len(v.Nodes), v.Problems)
+		}
+		for _, n := range v.Nodes {
+			if n.Lost != 1 || len(n.LostTags) != 1 || n.LostTags[0] != gone {
+				t.Errorf("%s: lost %d %q, want 1 [%s]", n.Node, n.Lost, n.LostTags, gone)
+			}
+		}
+	})
+
+	t.Run("replica", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+		defer cancel()
+		run, err := drill.RunReplica(ctx, s.target, drill.ReplicaOptions{
+			Writers: 4, Settle: 500 * time.Millisecond, Log: testLog(t),
+		})
+		if err != nil {
+			t.Fatalf("RunReplica: %v", err)
+		}
+		logReport(t, drill.NewReport(drill.DrillReplica, "main", []drill.Run{run}))
+		if !run.OK() {
+			t.Fatalf("the drill failed: %q", run.Problems)
+		}
+		if len(run.Phases) != 3 {
+			t.Fatalf("%d phases, want 3", len(run.Phases))
+		}
+		for _, p := range run.Phases {
+			if p.Skipped != "" || p.BackMS == nil {
+				t.Errorf("phase %s: skipped %q, back %v", p.Name, p.Skipped, p.BackMS)
+			}
+		}
+		both := run.Phases[2]
+		if len(both.Killed) != 2 {
+			t.Errorf("phase both killed %q", both.Killed)
+		}
+		if run.Verdict.Lost != 0 || run.Verdict.Acknowledged == 0 {
+			t.Errorf("verdict: %d acknowledged, %d lost", run.Verdict.Acknowledged, run.Verdict.Lost)
+		}
+	})
+}
+
+// logReport writes the report's text to the test log, and checks that the
+// HTML and JSON forms render.
+func logReport(t *testing.T, r drill.Report) {
+	t.Helper()
+	var text, page, js strings.Builder
+	if err := r.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("report:\n%s", text.String())
+	if err := r.WriteHTML(&page); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range r.Runs[0].Events {
+		if !strings.Contains(page.String(), fmt.Sprintf("%s %s", e.Kind, e.Node)) && e.Node != "" {
+			t.Errorf("the chart has no marker for %s %s", e.Kind, e.Node)
+		}
+	}
+}

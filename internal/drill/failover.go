@@ -1,0 +1,404 @@
+package drill
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// Defaults of the drills' options.
+const (
+	DefaultDuration        = 10 * time.Second
+	DefaultKillAfter       = 3 * time.Second
+	DefaultWriters         = 8
+	DefaultFailoverTimeout = 60 * time.Second
+	DefaultRejoinTimeout   = 120 * time.Second
+	DefaultReplayTimeout   = 30 * time.Second
+	DefaultHealthyTimeout  = 120 * time.Second
+	DefaultBucket          = 100 * time.Millisecond
+)
+
+// errorPause is how long a writer waits after a write that was not
+// acknowledged, so that a refused connection does not become a busy loop.
+const errorPause = 50 * time.Millisecond
+
+// FailoverOptions tune RunFailover. Zero fields take the defaults.
+type FailoverOptions struct {
+	// Duration is how long the writers write at least.
+	Duration time.Duration
+	// KillAfter is when the primary is killed, from the first write.
+	KillAfter time.Duration
+	// RandomKill kills at a uniformly random moment between 20% and 80% of
+	// Duration instead of KillAfter.
+	RandomKill bool
+	// Writers is the number of concurrent writers.
+	Writers int
+	// FailoverTimeout bounds how long writing goes on after the kill while
+	// no write is acknowledged, and the wait for the promotion.
+	FailoverTimeout time.Duration
+	// RejoinTimeout bounds the wait for the old primary to stream again.
+	RejoinTimeout time.Duration
+	// ReplayTimeout bounds the wait for each replica to replay up to the
+	// primary before it is verified.
+	ReplayTimeout time.Duration
+	// HealthyTimeout bounds the wait, before the run, for a primary and
+	// every replica streaming.
+	HealthyTimeout time.Duration
+	// Bucket is the width of the timeline's buckets.
+	Bucket time.Duration
+	// Log receives progress; nil discards it.
+	Log *slog.Logger
+	// Rand draws the random kill moment in [0, 1); nil uses math/rand/v2.
+	Rand func() float64
+}
+
+func (o FailoverOptions) withDefaults() FailoverOptions {
+	setDefault(&o.Duration, DefaultDuration)
+	setDefault(&o.KillAfter, DefaultKillAfter)
+	setDefault(&o.FailoverTimeout, DefaultFailoverTimeout)
+	setDefault(&o.RejoinTimeout, DefaultRejoinTimeout)
+	setDefault(&o.ReplayTimeout, DefaultReplayTimeout)
+	setDefault(&o.HealthyTimeout, DefaultHealthyTimeout)
+	setDefault(&o.Bucket, DefaultBucket)
+	if o.Writers <= 0 {
+		o.Writers = DefaultWriters
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Float64
+	}
+	return o
+}
+
+func setDefault(d *time.Duration, def time.Duration) {
+	if *d <= 0 {
+		*d = def
+	}
+}
+
+// RunFailover runs the failover drill once: it writes with opt.Writers
+// concurrent writers, SIGKILLs the cluster's primary at the chosen moment,
+// keeps writing while the supervisor fails over (at least opt.Duration in
+// all, and until a write is acknowledged after the kill or
+// opt.FailoverTimeout passes), stops, waits for the old primary to stream
+// again as a replica, and verifies every write on every node once the
+// replicas have replayed up to the new primary.
+//
+// The error is for a drill that could not run (no healthy cluster, the
+// kill failed, ctx ended); what the drill found, a loss or a repair that
+// did not happen, is in Run.Problems.
+func RunFailover(ctx context.Context, t Target, opt FailoverOptions) (Run, error) {
+	opt = opt.withDefaults()
+	log := opt.Log
+	nodes, err := WaitHealthy(ctx, t.Cluster, opt.HealthyTimeout)
+	if err != nil {
+		return Run{}, fmt.Errorf("failover drill: %w", err)
+	}
+	old := primaryOf(nodes)
+	killAfter := opt.KillAfter
+	if opt.RandomKill {
+		killAfter = time.Duration((0.2 + 0.6*opt.Rand()) * float64(opt.Duration))
+	}
+
+	run := newRun(DrillFailover, t, opt.Writers, opt.Bucket)
+	run.OldPrimary = old
+	ledger := NewLedger(run.RunID)
+	log.Info("drill: writing", "run", run.RunID, "cluster", run.Cluster, "writers", opt.Writers, "kill_after", killAfter)
+	pool := startWriters(ctx, t.Writer, ledger, opt.Writers)
+	run.Started = pool.started
+
+	// The kill.
+	if err := sleepCtx(ctx, time.Until(run.Started.Add(killAfter))); err != nil {
+		pool.stop()
+		return Run{}, fmt.Errorf("failover drill: %w", err)
+	}
+	log.Info("drill: killing the primary", "node", old)
+	killedAt, err := t.Cluster.Kill(ctx, old)
+	if err != nil {
+		pool.stop()
+		return Run{}, fmt.Errorf("failover drill: %w", err)
+	}
+	run.Events = append(run.Events, Event{Kind: EventKill, Node: old, At: killedAt, Detail: "SIGKILL to the postmaster and its children"})
+
+	repaired := watchRepair(ctx, t.Cluster, old, killedAt, opt.FailoverTimeout, opt.RejoinTimeout)
+
+	// Keep writing for the rest of the duration, and until writes work again.
+	end := run.Started.Add(opt.Duration)
+	giveUp := killedAt.Add(opt.FailoverTimeout)
+	for {
+		now := time.Now()
+		back := !ledger.LatestAckStart().Before(killedAt)
+		if now.After(giveUp) || (back && !now.Before(end)) {
+			break
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			pool.stop()
+			return Run{}, fmt.Errorf("failover drill: %w", err)
+		}
+	}
+	stoppedAt := pool.stop()
+	run.Stopped = stoppedAt
+	run.Events = append(run.Events, Event{Kind: EventStop, At: stoppedAt, Detail: "writers stopped"})
+	attempts := ledger.Attempts()
+	log.Info("drill: writers stopped", "attempts", len(attempts))
+
+	rep := <-repaired
+	if ctx.Err() != nil {
+		return Run{}, fmt.Errorf("failover drill: %w", ctx.Err())
+	}
+	rep.record(&run, old, killedAt, log)
+
+	if at, ok := FirstAckAfter(attempts, killedAt); ok {
+		run.UnavailableMS = msPtr(at.Sub(killedAt))
+	} else {
+		run.Problems = append(run.Problems, "no write was acknowledged after the kill")
+	}
+	finishRun(ctx, &run, t, ledger.Prefix(), attempts, opt.ReplayTimeout, opt.Bucket)
+	log.Info("drill: verified", "run", run.RunID, "ok", run.OK())
+	return run, ctx.Err()
+}
+
+// repair is what the supervisor did after a kill of the primary, as the
+// drill saw it.
+type repair struct {
+	promoted     string
+	promotedAt   time.Time
+	detail       string
+	promoteErr   error
+	rejoinedAt   time.Time
+	rejoinErr    error
+	failoverWait time.Duration
+	rejoinWait   time.Duration
+}
+
+// watchRepair waits, from the kill on and while the drill goes on, for a
+// new primary and then for the old primary to stream as a replica, so that
+// both moments are seen when they happen.
+func watchRepair(ctx context.Context, c Cluster, old string, killedAt time.Time, failoverTimeout, rejoinTimeout time.Duration) <-chan repair {
+	out := make(chan repair, 1)
+	go func() {
+		r := repair{failoverWait: failoverTimeout, rejoinWait: rejoinTimeout}
+		pctx, cancel := context.WithTimeout(ctx, failoverTimeout)
+		r.promoted, r.promotedAt, r.detail, r.promoteErr = c.WaitPromoted(pctx, old, killedAt)
+		cancel()
+		if r.promoteErr != nil {
+			out <- r
+			return
+		}
+		rctx, cancel := context.WithTimeout(ctx, rejoinTimeout)
+		r.rejoinedAt, r.rejoinErr = c.WaitStreaming(rctx, old)
+		cancel()
+		out <- r
+	}()
+	return out
+}
+
+// record adds the repair's events, figures and problems to run.
+func (r repair) record(run *Run, old string, killedAt time.Time, log *slog.Logger) {
+	if r.promoteErr != nil {
+		run.Problems = append(run.Problems, fmt.Sprintf("no new primary within %v of the kill: %v", r.failoverWait, r.promoteErr))
+		return
+	}
+	run.NewPrimary = r.promoted
+	run.Events = append(run.Events, Event{Kind: EventPromotion, Node: r.promoted, At: r.promotedAt, Detail: r.detail})
+	run.PromotionMS = msPtr(r.promotedAt.Sub(killedAt))
+	log.Info("drill: promoted", "node", r.promoted, "after", r.promotedAt.Sub(killedAt))
+	if r.rejoinErr != nil {
+		run.Problems = append(run.Problems, fmt.Sprintf("the old primary %s did not stream as a replica within %v of the promotion: %v", old, r.rejoinWait, r.rejoinErr))
+		return
+	}
+	run.Events = append(run.Events, Event{Kind: EventRejoin, Node: old, At: r.rejoinedAt, Detail: "streams as a replica"})
+	run.RejoinMS = msPtr(r.rejoinedAt.Sub(killedAt))
+	log.Info("drill: old primary rejoined", "node", old, "after", r.rejoinedAt.Sub(killedAt))
+}
+
+// RepeatFailover runs the failover drill n times; each run kills whichever
+// node is the primary then, so the role moves around the cluster. It stops
+// at the first run that could not run, and returns the runs so far.
+func RepeatFailover(ctx context.Context, t Target, n int, opt FailoverOptions) ([]Run, error) {
+	var runs []Run
+	for i := range max(n, 1) {
+		run, err := RunFailover(ctx, t, opt)
+		if err != nil {
+			return runs, fmt.Errorf("run %d of %d: %w", i+1, n, err)
+		}
+		runs = append(runs, run)
+	}
+	return runs, nil
+}
+
+// newRun starts the record of a run.
+func newRun(drill string, t Target, writers int, bucket time.Duration) Run {
+	return Run{
+		RunID:    NewRunID(time.Now()),
+		Drill:    drill,
+		Cluster:  t.Cluster.Name(),
+		Writes:   t.Writer.Describe(),
+		Writers:  writers,
+		BucketMS: int(bucket / time.Millisecond),
+		Errors:   map[string]int{},
+		Problems: []string{},
+	}
+}
+
+// finishRun verifies the run's writes on every node and fills in the
+// figures of the ledger.
+func finishRun(ctx context.Context, run *Run, t Target, prefix string, attempts []Attempt, replayTimeout, bucket time.Duration) {
+	v, err := VerifyWrites(ctx, t, prefix, attempts, replayTimeout)
+	if err != nil {
+		v = Judge(attempts, nil)
+		run.Problems = append(run.Problems, err.Error())
+	}
+	run.Verdict = &v
+	run.Problems = append(run.Problems, v.Problems...)
+	fillFigures(run, attempts, bucket)
+}
+
+// fillFigures computes the figures of a run from its attempts: errors,
+// the longest stall while writing, and the timeline up to the last event.
+func fillFigures(run *Run, attempts []Attempt, bucket time.Duration) {
+	sortEvents(run.Events)
+	run.Errors = ErrorCounts(attempts)
+	gap, _ := LongestGap(attempts, run.Started, run.Stopped)
+	run.LongestStallMS = millis(gap)
+	end := run.Stopped
+	for _, e := range run.Events {
+		if e.At.After(end) {
+			end = e.At
+		}
+	}
+	run.Timeline = Timeline(attempts, run.Started, end.Add(bucket), bucket)
+	run.Ended = time.Now()
+}
+
+// primaryOf returns the name of the primary among nodes, "" if none.
+func primaryOf(nodes []Node) string {
+	for _, n := range nodes {
+		if n.Role == RolePrimary {
+			return n.Name
+		}
+	}
+	return ""
+}
+
+// WaitHealthy waits until the cluster has a primary and every other node
+// streams from it as a replica, and returns the nodes then.
+func WaitHealthy(ctx context.Context, c Cluster, timeout time.Duration) ([]Node, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	why := "not asked yet"
+	for {
+		nodes, err := c.Nodes(ctx)
+		if err == nil {
+			if why = unhealthy(nodes); why == "" {
+				return nodes, nil
+			}
+		} else {
+			why = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cluster %s not healthy within %v: %s", c.Name(), timeout, why)
+		case <-t.C:
+		}
+	}
+}
+
+// unhealthy says what keeps nodes from being a healthy cluster, "" if
+// nothing.
+func unhealthy(nodes []Node) string {
+	primaries := 0
+	for _, n := range nodes {
+		switch {
+		case n.Role == RolePrimary:
+			primaries++
+		case n.Role != RoleReplica:
+			return n.Name + " is " + n.Role
+		case n.SyncState == "":
+			return n.Name + " does not stream from the primary"
+		}
+	}
+	switch {
+	case len(nodes) < 2:
+		return "fewer than two nodes"
+	case primaries != 1:
+		return fmt.Sprintf("%d primaries", primaries)
+	}
+	return ""
+}
+
+// writerPool is the drill's concurrent writers.
+type writerPool struct {
+	started time.Time
+	cancel  chan struct{}
+	wg      sync.WaitGroup
+}
+
+// startWriters starts n writers that write through w into the ledger until
+// stopped.
+func startWriters(ctx context.Context, w Writer, l *Ledger, n int) *writerPool {
+	p := &writerPool{started: time.Now(), cancel: make(chan struct{})}
+	for range n {
+		p.wg.Go(func() {
+			for {
+				select {
+				case <-p.cancel:
+					return
+				case <-ctx.Done():
+					return
+				default:
+				}
+				seq, tag := l.Next()
+				start := time.Now()
+				res := w.Write(ctx, tag)
+				l.Record(Attempt{Seq: seq, Tag: tag, Outcome: res.Outcome, ID: res.ID, Error: res.Error, Start: start, End: time.Now()})
+				if res.Outcome != Acknowledged {
+					select {
+					case <-p.cancel:
+						return
+					case <-ctx.Done():
+						return
+					case <-time.After(errorPause):
+					}
+				}
+			}
+		})
+	}
+	return p
+}
+
+// stop asks the writers to stop, waits for the writes in flight to end (a
+// write is always recorded with what its client saw), and returns when it
+// asked.
+func (p *writerPool) stop() time.Time {
+	at := time.Now()
+	select {
+	case <-p.cancel:
+	default:
+		close(p.cancel)
+	}
+	p.wg.Wait()
+	return at
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,322 @@
+package drill
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+)
+
+// SchemaVersion names the JSON format of a Report; it changes only when a
+// field changes meaning or goes away.
+const SchemaVersion = "socnet-drill/1"
+
+// The drills.
+const (
+	DrillFailover = "failover"
+	DrillReplica  = "replica"
+	DrillFill     = "fill"
+)
+
+// Run is the result of one execution of a drill.
+type Run struct {
+	RunID   string `json:"run_id"`
+	Drill   string `json:"drill"`
+	Cluster string `json:"cluster"`
+	Writes  string `json:"writes"`
+	Writers int    `json:"writers"`
+	// Started is when the writes began, Stopped when the writers stopped,
+	// Ended when the verification finished.
+	Started time.Time `json:"started"`
+	Stopped time.Time `json:"stopped"`
+	Ended   time.Time `json:"ended"`
+	// OldPrimary was killed; NewPrimary was promoted (failover and fill).
+	OldPrimary string  `json:"old_primary,omitempty"`
+	NewPrimary string  `json:"new_primary,omitempty"`
+	Events     []Event `json:"events"`
+	// UnavailableMS is from the kill to the first acknowledged write that
+	// started after it; null when writes never came back.
+	UnavailableMS *float64 `json:"unavailable_ms"`
+	// PromotionMS is from the kill to the promotion of the new primary.
+	PromotionMS *float64 `json:"promotion_ms"`
+	// RejoinMS is from the kill to the old primary streaming as a replica.
+	RejoinMS *float64 `json:"rejoin_ms"`
+	// LongestStallMS is the longest time without an acknowledgement while
+	// writing.
+	LongestStallMS float64 `json:"longest_stall_ms"`
+	// Errors counts unacknowledged attempts by error class.
+	Errors map[string]int `json:"errors"`
+	// Phases are the steps of the replica drill.
+	Phases []Phase `json:"phases,omitempty"`
+	// Verdict judges the tagged writes (failover, replica).
+	Verdict *Verdict `json:"verdict,omitempty"`
+	// Fill judges a bulk load (fill).
+	Fill *FillVerdict `json:"fill,omitempty"`
+	// BucketMS is the width of the timeline's buckets.
+	BucketMS int      `json:"bucket_ms"`
+	Timeline []Bucket `json:"timeline"`
+	// Problems lists everything that failed the run: the verdict's
+	// problems and the supervisor's repairs that did not happen in time.
+	Problems []string `json:"problems"`
+}
+
+// OK reports whether the run passed.
+func (r Run) OK() bool { return len(r.Problems) == 0 }
+
+// Lost returns how many acknowledged writes (rows, for a fill) some node
+// lacks.
+func (r Run) Lost() int64 {
+	switch {
+	case r.Verdict != nil:
+		return int64(r.Verdict.Lost)
+	case r.Fill != nil:
+		return r.Fill.Lost
+	}
+	return 0
+}
+
+// Phase is one step of the replica drill: which replicas were killed and
+// what the writers felt until they were back.
+type Phase struct {
+	Name   string    `json:"name"`
+	Killed []string  `json:"killed"`
+	At     time.Time `json:"at"`
+	// BackMS is from the kill to the last killed replica streaming again;
+	// null when one did not come back in time.
+	BackMS *float64 `json:"back_ms"`
+	// LongestStallMS is the longest time without an acknowledgement from the
+	// kill to a moment after the replicas were back.
+	LongestStallMS float64 `json:"longest_stall_ms"`
+	// Acknowledged counts writes acknowledged in that window.
+	Acknowledged int `json:"acknowledged"`
+	// AllDownErrors counts, by error class, the attempts that started while
+	// every killed replica was down and were not acknowledged.
+	AllDownErrors map[string]int `json:"all_down_errors"`
+	// Skipped says why the phase did not run (a cluster with one replica
+	// has no asynchronous one).
+	Skipped string `json:"skipped,omitempty"`
+}
+
+// Report is what `socnet drill` writes: the runs of one invocation and,
+// for repeated runs, the distribution of their figures.
+type Report struct {
+	Schema  string `json:"schema"`
+	Drill   string `json:"drill"`
+	Cluster string `json:"cluster"`
+	Runs    []Run  `json:"runs"`
+	// Unavailability and Rejoin summarize UnavailableMS and RejoinMS over
+	// the runs that measured them.
+	Unavailability Distribution `json:"unavailability"`
+	Rejoin         Distribution `json:"rejoin"`
+	// TotalLost sums Lost over the runs; must be 0.
+	TotalLost int64 `json:"total_lost"`
+	OK        bool  `json:"ok"`
+}
+
+// NewReport summarizes runs of one drill.
+func NewReport(drill, cluster string, runs []Run) Report {
+	r := Report{Schema: SchemaVersion, Drill: drill, Cluster: cluster, Runs: runs, OK: len(runs) > 0}
+	var unav, rejoin []time.Duration
+	for _, run := range runs {
+		if run.UnavailableMS != nil {
+			unav = append(unav, msDuration(*run.UnavailableMS))
+		}
+		if run.RejoinMS != nil {
+			rejoin = append(rejoin, msDuration(*run.RejoinMS))
+		}
+		r.TotalLost += run.Lost()
+		r.OK = r.OK && run.OK()
+	}
+	r.Unavailability = Distribute(unav)
+	r.Rejoin = Distribute(rejoin)
+	return r
+}
+
+func msDuration(ms float64) time.Duration { return time.Duration(ms * float64(time.Millisecond)) }
+
+func msPtr(d time.Duration) *float64 {
+	v := millis(d)
+	return &v
+}
+
+// WriteJSON writes r as indented JSON.
+func (r Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(r); err != nil {
+		return fmt.Errorf("write drill report: %w", err)
+	}
+	return nil
+}
+
+// WriteFile writes the report to path with write: Report.WriteJSON or
+// Report.WriteHTML.
+func (r Report) WriteFile(path string, write func(Report, io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	if err := write(r, f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write report %s: %w", path, err)
+	}
+	return nil
+}
+
+// WriteText writes the human summary that `socnet drill` prints.
+func (r Report) WriteText(w io.Writer) error {
+	var b strings.Builder
+	for i, run := range r.Runs {
+		if len(r.Runs) > 1 {
+			fmt.Fprintf(&b, "--- run %d of %d ---\n", i+1, len(r.Runs))
+		}
+		writeRunText(&b, run)
+	}
+	if len(r.Runs) > 1 {
+		fmt.Fprintf(&b, "--- %d runs ---\n", len(r.Runs))
+		if d := r.Unavailability; d.Count > 0 {
+			fmt.Fprintf(&b, "write unavailability: min %s, median %s, p90 %s, max %s (%d runs)\n",
+				formatMillis(d.Min), formatMillis(d.Median), formatMillis(d.P90), formatMillis(d.Max), d.Count)
+		}
+		if d := r.Rejoin; d.Count > 0 {
+			fmt.Fprintf(&b, "old primary back as replica: min %s, median %s, p90 %s, max %s (%d runs)\n",
+				formatMillis(d.Min), formatMillis(d.Median), formatMillis(d.P90), formatMillis(d.Max), d.Count)
+		}
+		fmt.Fprintf(&b, "lost acknowledged writes, all runs: %d\n", r.TotalLost)
+	}
+	if r.OK {
+		b.WriteString("verdict: PASS\n")
+	} else {
+		b.WriteString("verdict: FAIL\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func writeRunText(b *strings.Builder, run Run) {
+	fmt.Fprintf(b, "drill %s on cluster %s, run %s\n", run.Drill, run.Cluster, run.RunID)
+	writers := fmt.Sprintf("%d writers", run.Writers)
+	if run.Writers == 1 {
+		writers = "one writer"
+	}
+	fmt.Fprintf(b, "writes: %s; %s for %s\n", run.Writes, writers, run.Stopped.Sub(run.Started).Round(time.Millisecond))
+	for _, e := range run.Events {
+		detail := ""
+		if e.Detail != "" {
+			detail = " (" + e.Detail + ")"
+		}
+		fmt.Fprintf(b, "  %+8.3fs  %-9s %s%s\n", e.At.Sub(run.Started).Seconds(), e.Kind, e.Node, detail)
+	}
+	if v := run.Verdict; v != nil {
+		fmt.Fprintf(b, "attempts: %d; acknowledged %d, failed %d, in doubt %d\n", v.Attempts, v.Acknowledged, v.Failed, v.Unknown)
+		fmt.Fprintf(b, "lost (acknowledged, absent from a node): %d\n", v.Lost)
+		fmt.Fprintf(b, "present but unacknowledged: %d\n", v.PresentUnacknowledged)
+		fmt.Fprintf(b, "duplicates: %d\n", v.Duplicates)
+		for _, n := range v.Nodes {
+			if n.Err != "" {
+				fmt.Fprintf(b, "  %-10s %-8s not verified: %s\n", n.Node, n.Role, n.Err)
+				continue
+			}
+			fmt.Fprintf(b, "  %-10s %-8s rows %d, lost %d, unacknowledged present %d, duplicates %d, vs %s: -%d +%d\n",
+				n.Node, n.Role, n.Rows, n.Lost, n.PresentUnacknowledged, n.Duplicates, v.Reference, n.Missing, n.Extra)
+		}
+	}
+	if f := run.Fill; f != nil {
+		fmt.Fprintf(b, "load: %d rows asked, %d acknowledged in %d batches, expected %d rows per node\n",
+			f.Target, f.AckedRows, f.Batches, f.Expected)
+		fmt.Fprintf(b, "lost acknowledged rows: %d\n", f.Lost)
+		for _, n := range f.Nodes {
+			if n.Err != "" {
+				fmt.Fprintf(b, "  %-10s %-8s not verified: %s\n", n.Node, n.Role, n.Err)
+				continue
+			}
+			fmt.Fprintf(b, "  %-10s %-8s rows %d, distinct ids %d, acknowledged present %d\n",
+				n.Node, n.Role, n.Rows, n.Distinct, n.AckedPresent)
+		}
+	}
+	if run.UnavailableMS != nil {
+		fmt.Fprintf(b, "write unavailability (kill -> first acknowledged write after it): %s\n", formatMillis(*run.UnavailableMS))
+	}
+	if run.PromotionMS != nil {
+		fmt.Fprintf(b, "promotion (kill -> new primary): %s\n", formatMillis(*run.PromotionMS))
+	}
+	if run.RejoinMS != nil {
+		fmt.Fprintf(b, "old primary back as replica (kill -> streaming): %s\n", formatMillis(*run.RejoinMS))
+	}
+	for _, p := range run.Phases {
+		if p.Skipped != "" {
+			fmt.Fprintf(b, "phase %-6s skipped: %s\n", p.Name, p.Skipped)
+			continue
+		}
+		back := "did not come back"
+		if p.BackMS != nil {
+			back = "back after " + formatMillis(*p.BackMS)
+		}
+		fmt.Fprintf(b, "phase %-6s killed %s: %s; longest stall %s, %d acknowledged, errors while all were down: %s\n",
+			p.Name, strings.Join(p.Killed, "+"), back, formatMillis(p.LongestStallMS), p.Acknowledged, formatCounts(p.AllDownErrors))
+	}
+	fmt.Fprintf(b, "longest stall between acknowledgements: %s\n", formatMillis(run.LongestStallMS))
+	fmt.Fprintf(b, "errors by class: %s\n", formatCounts(run.Errors))
+	for _, p := range run.Problems {
+		fmt.Fprintf(b, "PROBLEM: %s\n", p)
+	}
+}
+
+func formatCounts(m map[string]int) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	keys := sortedKeys(m)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// sortEvents orders events by time.
+func sortEvents(es []Event) {
+	slices.SortStableFunc(es, func(a, b Event) int { return a.At.Compare(b.At) })
+}
+
+// errExit is an error carrying the exit status of a drill that found a
+// problem.
+type errExit struct {
+	msg  string
+	code int
+}
+
+func (e *errExit) Error() string { return e.msg }
+
+// ExitCode returns the process exit status the error asks for.
+func (e *errExit) ExitCode() int { return e.code }
+
+// ExitCodeFailed is the exit status of a drill whose verdict is FAIL.
+const ExitCodeFailed = 3
+
+// VerdictError returns nil when the report passed, else an error whose
+// ExitCode is ExitCodeFailed and whose message sums up the failure.
+func VerdictError(r Report) error {
+	if r.OK {
+		return nil
+	}
+	msg := fmt.Sprintf("drill %s failed", r.Drill)
+	if r.TotalLost > 0 {
+		msg += fmt.Sprintf(": %d acknowledged writes lost", r.TotalLost)
+	}
+	for _, run := range r.Runs {
+		if len(run.Problems) > 0 {
+			msg += ": " + run.Problems[0]
+			break
+		}
+	}
+	return &errExit{msg: msg, code: ExitCodeFailed}
+}
+
+var _ interface{ ExitCode() int } = (*errExit)(nil)
