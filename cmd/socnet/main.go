@@ -45,6 +45,7 @@ func commands() map[string]command {
 		"up":      {"run the local stack: both clusters, their supervisor and the services", cmdUp},
 		"status":  {"show every node, the failover history, the services and where reads go", cmdStatus},
 		"cluster": {"switch over, promote, rejoin, stop, start and inspect the clusters", cmdCluster},
+		"drill":   {"failure experiments that judge themselves: failover, fill, replica", cmdDrill},
 		"seed":    {"fill the database with realistic people (or load the course's CSV)", cmdSeed},
 	}
 }

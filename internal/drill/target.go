@@ -14,7 +14,7 @@ import (
 // Writer performs the writes of a drill and finds them again.
 type Writer interface {
 	// Describe says in a few words what one write is, for the report
-	// ("POST /user/register through the API").
+	// ("POST /post/create through the API").
 	Describe() string
 	// Write performs one logical write that stores tag, once: it never
 	// retries, so that a tag found twice is the system's duplicate.

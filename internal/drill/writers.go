@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -19,11 +20,15 @@ import (
 	"socnet/internal/load"
 )
 
-// APIWriter registers users through the socnet API, each with its tag as
-// the biography.
+// APIWriter creates posts through the socnet API, each with its tag as the
+// text, as one drill user. Posts, not registrations, so that the write rate
+// is the database's and not bcrypt's.
 type APIWriter struct {
 	base   string
 	client *http.Client
+
+	mu    sync.Mutex
+	token string // bearer token of the drill's author, once logged in
 }
 
 // NewAPIWriter returns a writer to the API at addr (host:port or a base
@@ -44,54 +49,87 @@ func NewAPIWriter(addr string, conns int, timeout time.Duration) *APIWriter {
 
 // Describe says what a write is.
 func (w *APIWriter) Describe() string {
-	return "POST /user/register through the API at " + w.base + " (tag in the biography)"
+	return "POST /post/create through the API at " + w.base + " (tag as the text)"
 }
 
-// apiPassword is the password of every user a drill registers.
+// apiPassword is the password of the user a drill writes as.
 const apiPassword = "drill-password"
 
-// Write registers one user whose biography is tag. POST is not idempotent,
-// so net/http never resends it on its own.
+// Write creates one post whose text is tag. POST is not idempotent, so
+// net/http never resends it on its own. Until the drill's author is
+// registered and logged in, a write fails without reaching the database.
 func (w *APIWriter) Write(ctx context.Context, tag string) WriteResult {
-	body, _ := json.Marshal(map[string]string{
-		"first_name":  "Drill",
-		"second_name": "Writer",
-		"birthdate":   "1990-01-01",
-		"biography":   tag,
-		"city":        "Drill",
-		"password":    apiPassword,
-	})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.base+"/user/register", bytes.NewReader(body))
+	token, err := w.session(ctx)
 	if err != nil {
-		return WriteResult{Outcome: Failed, Error: "request"}
+		return WriteResult{Outcome: Failed, Error: "no session"}
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := w.client.Do(req)
+	body, _ := json.Marshal(map[string]string{"text": tag})
+	status, data, err := w.post(ctx, "/post/create", token, body)
 	if err != nil {
 		return WriteResult{Outcome: ClassifyHTTP(0, err), Error: load.Classify(0, err).String()}
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	out := WriteResult{Outcome: ClassifyHTTP(resp.StatusCode, err)}
-	switch {
-	case out.Outcome != Acknowledged && err != nil:
-		out.Error = load.Classify(0, err).String()
-	case out.Outcome != Acknowledged:
-		out.Error = strconv.Itoa(resp.StatusCode)
-	default:
-		var ans struct {
-			UserID string `json:"user_id"`
-		}
-		if json.Unmarshal(data, &ans) == nil {
-			out.ID = ans.UserID
-		}
+	out := WriteResult{Outcome: ClassifyHTTP(status, nil)}
+	if out.Outcome != Acknowledged {
+		out.Error = strconv.Itoa(status)
+		return out
+	}
+	var id string
+	if json.Unmarshal(data, &id) == nil {
+		out.ID = id
 	}
 	return out
 }
 
-// Tagged returns the users whose biography starts with prefix.
+// session returns the author's token, registering and logging in first.
+func (w *APIWriter) session(ctx context.Context) (string, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.token != "" {
+		return w.token, nil
+	}
+	reg, _ := json.Marshal(map[string]string{"first_name": "Drill", "second_name": "Writer",
+		"birthdate": "1990-01-01", "biography": "", "city": "Drill", "password": apiPassword})
+	status, data, err := w.post(ctx, "/user/register", "", reg)
+	var user struct {
+		UserID string `json:"user_id"`
+	}
+	if err != nil || status != http.StatusOK || json.Unmarshal(data, &user) != nil {
+		return "", fmt.Errorf("register the drill's author: status %d: %v", status, err)
+	}
+	login, _ := json.Marshal(map[string]string{"id": user.UserID, "password": apiPassword})
+	status, data, err = w.post(ctx, "/login", "", login)
+	var tok struct {
+		Token string `json:"token"`
+	}
+	if err != nil || status != http.StatusOK || json.Unmarshal(data, &tok) != nil {
+		return "", fmt.Errorf("log in the drill's author: status %d: %v", status, err)
+	}
+	w.token = tok.Token
+	return w.token, nil
+}
+
+// post sends a JSON body and returns the status and up to 64 KiB of body.
+func (w *APIWriter) post(ctx context.Context, path, token string, body []byte) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.base+path, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := w.client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	return resp.StatusCode, data, err
+}
+
+// Tagged returns the posts whose text starts with prefix.
 func (w *APIWriter) Tagged(ctx context.Context, conn *pgx.Conn, prefix string) ([]Row, error) {
-	return queryRows(ctx, conn, `SELECT biography, id::text FROM users WHERE biography LIKE $1`, likePrefix(prefix))
+	return queryRows(ctx, conn, `SELECT text, id::text FROM posts WHERE text LIKE $1`, likePrefix(prefix))
 }
 
 // SQLWriter inserts rows into the table drill_writes of a cluster through a

@@ -1,0 +1,426 @@
+package dbroute_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"socnet/internal/dbroute"
+)
+
+// TestReplicaKilled: a replica SIGKILLed under read load drops out of
+// rotation; reads move to the other replica with no failures beyond the
+// reads in flight on the killed node at that moment.
+func TestReplicaKilled(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := mustCluster(t, 2, "")
+	mustExec(t, ctx, c.primary, "INSERT INTO items (v) SELECT 'x' || g FROM generate_series(1, 100) g")
+	c.waitReplayed(t, ctx)
+	r1, r2 := c.replicas[0], c.replicas[1]
+	db := mustOpen(t, dbroute.Config{Nodes: c.dsns(), MaxConns: 4})
+	waitFor(t, ctx, 10*time.Second, "replicas healthy", func() bool {
+		return nodeStatus(t, db, r1).Healthy && nodeStatus(t, db, r2).Healthy
+	})
+
+	const workers = 4
+	var (
+		ok, okAfterKill atomic.Int64
+		killed          atomic.Bool
+		mu              sync.Mutex
+		errs            errCounter
+		portsAfterKill  = map[int]int{}
+	)
+	loadCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for loadCtx.Err() == nil {
+				after := killed.Load()
+				var n int64
+				var port int
+				err := db.ReadReplica(loadCtx, func(q dbroute.Querier) error {
+					return q.QueryRow(loadCtx, "SELECT count(*), inet_server_port() FROM items").Scan(&n, &port)
+				})
+				mu.Lock()
+				errs.add(err)
+				if err == nil && after {
+					portsAfterKill[port]++
+				}
+				mu.Unlock()
+				if err == nil {
+					ok.Add(1)
+					if after {
+						okAfterKill.Add(1)
+					}
+				}
+			}
+		})
+	}
+	waitFor(t, ctx, 20*time.Second, "reads before the kill", func() bool { return ok.Load() >= 300 })
+	if err := r1.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killedAt := time.Now()
+	killed.Store(true)
+	waitFor(t, ctx, 10*time.Second, "r1 down", func() bool { return nodeStatus(t, db, r1).Role == dbroute.RoleDown })
+	t.Logf("router saw r1 down %v after the kill", time.Since(killedAt).Round(time.Millisecond))
+	waitFor(t, ctx, 20*time.Second, "reads after the kill", func() bool { return okAfterKill.Load() >= 500 })
+	stop()
+	wg.Wait()
+
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("reads: %d ok (%d after the kill), %d unavailable, ports after the kill %v", ok.Load(), okAfterKill.Load(), errs.unavailable, portsAfterKill)
+	for _, err := range errs.other {
+		t.Errorf("read failed with a non-unavailable error: %v", err)
+	}
+	if errs.unavailable > workers {
+		t.Errorf("%d reads failed, want at most the %d in flight at the kill", errs.unavailable, workers)
+	}
+	if n := portsAfterKill[r1.Config().Port]; n != 0 {
+		t.Errorf("%d reads started after the kill were served by r1", n)
+	}
+	if portsAfterKill[r2.Config().Port] < 400 {
+		t.Errorf("r2 served %d reads after the kill, want nearly all of them: %v", portsAfterKill[r2.Config().Port], portsAfterKill)
+	}
+	if !nodeStatus(t, db, r2).Healthy {
+		t.Errorf("r2 unhealthy: %+v", nodeStatus(t, db, r2))
+	}
+}
+
+// writeResult is one write of a load: when it started and ended, its error.
+type writeResult struct {
+	id         int64
+	start, end time.Time
+	err        error
+}
+
+// TestPrimaryKilledAndReplicaPromoted: the primary is SIGKILLed under mixed
+// load and the synchronous replica promoted; writes fail with unavailable
+// errors only, reach the new primary within a second of the promotion,
+// without a restart, and no acknowledged write is missing there.
+func TestPrimaryKilledAndReplicaPromoted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := mustCluster(t, 2, "FIRST 1 (r1, r2)")
+	r1 := c.replicas[0]
+	db := mustOpen(t, dbroute.Config{Nodes: c.dsns(), MaxConns: 4, WriteTimeout: 2 * time.Second})
+
+	loadCtx, stop := context.WithCancel(ctx)
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		writes  []writeResult
+		readErr errCounter
+		reads   atomic.Int64
+	)
+	for w := range 2 {
+		wg.Go(func() {
+			for i := 0; loadCtx.Err() == nil; i++ {
+				start := time.Now()
+				id, err := insertItem(loadCtx, db, fmt.Sprintf("w%d-%d", w, i))
+				if errors.Is(err, context.Canceled) {
+					return
+				}
+				mu.Lock()
+				writes = append(writes, writeResult{id: id, start: start, end: time.Now(), err: err})
+				mu.Unlock()
+				if err != nil {
+					// A client backs off before retrying.
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		})
+	}
+	for range 2 {
+		wg.Go(func() {
+			for loadCtx.Err() == nil {
+				var n int64
+				err := db.ReadReplica(loadCtx, func(q dbroute.Querier) error {
+					return q.QueryRow(loadCtx, "SELECT count(*) FROM items").Scan(&n)
+				})
+				mu.Lock()
+				readErr.add(err)
+				mu.Unlock()
+				if err == nil {
+					reads.Add(1)
+				}
+			}
+		})
+	}
+	okWrites := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, w := range writes {
+			if w.err == nil {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, ctx, 20*time.Second, "writes before the kill", func() bool { return okWrites() >= 100 })
+
+	if err := c.primary.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killedAt := time.Now()
+	waitFor(t, ctx, 10*time.Second, "old primary seen down", func() bool {
+		return nodeStatus(t, db, c.primary).Role == dbroute.RoleDown
+	})
+	// With no primary, the replicas keep serving reads past MaxReplicaLag
+	// (1 s): nothing fresher answers.
+	readsAtKill := reads.Load()
+	waitFor(t, ctx, 10*time.Second, "reads with no primary for over 1.2s", func() bool {
+		return time.Since(killedAt) > 1200*time.Millisecond && reads.Load() > readsAtKill+100
+	})
+	mu.Lock()
+	if readErr.unavailable > 0 {
+		t.Errorf("%d reads failed while no primary was known", readErr.unavailable)
+	}
+	mu.Unlock()
+	if err := r1.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	promotedAt := time.Now()
+	var firstOK time.Time
+	waitFor(t, ctx, 10*time.Second, "a write on the new primary", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, w := range writes {
+			if w.err == nil && w.start.After(promotedAt) {
+				firstOK = w.end
+				return true
+			}
+		}
+		return false
+	})
+	// Keep the load on for a while on the new primary.
+	waitFor(t, ctx, 20*time.Second, "writes after the promotion", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, w := range writes {
+			if w.start.After(promotedAt.Add(time.Second)) {
+				n++
+			}
+		}
+		return n >= 50
+	})
+	stop()
+	wg.Wait()
+
+	mu.Lock()
+	defer mu.Unlock()
+	var failed, failedLate, noPrimary int
+	var acked []int64
+	for _, w := range writes {
+		switch {
+		case w.err == nil:
+			acked = append(acked, w.id)
+		case !dbroute.IsUnavailable(w.err):
+			t.Errorf("write failed with a non-unavailable error: %v", w.err)
+		default:
+			failed++
+			if errors.Is(w.err, dbroute.ErrNoPrimary) {
+				// Nothing known to write to: fail fast, do not wait.
+				noPrimary++
+				if d := w.end.Sub(w.start); d > 100*time.Millisecond {
+					t.Errorf("a write with no primary known took %v to fail, want it at once", d)
+				}
+			}
+			if w.start.After(promotedAt.Add(time.Second)) {
+				failedLate++
+				t.Errorf("write started %v after the promotion failed: %v", w.start.Sub(promotedAt), w.err)
+			}
+		}
+	}
+	for _, err := range readErr.other {
+		t.Errorf("read failed with a non-unavailable error: %v", err)
+	}
+	t.Logf("kill to promotion %v; promotion to first write on the new primary %v; %d writes acknowledged, %d failed as unavailable (%d with no primary known); %d reads ok, %d unavailable",
+		promotedAt.Sub(killedAt).Round(time.Millisecond), firstOK.Sub(promotedAt).Round(time.Millisecond), len(acked), failed, noPrimary, reads.Load(), readErr.unavailable)
+	if noPrimary == 0 {
+		t.Errorf("no write met the gap with no primary; the test did not exercise it")
+	}
+	if d := firstOK.Sub(promotedAt); d > time.Second {
+		t.Errorf("first write on the new primary %v after the promotion, want within 1s", d)
+	}
+	if !nodeStatus(t, db, r1).Elected {
+		t.Errorf("r1 not elected: %+v", db.Snapshot())
+	}
+	port, err := serverPort(ctx, db.Primary())
+	if err != nil || port != r1.Config().Port {
+		t.Errorf("Primary() reaches port %d (err %v), want r1's %d", port, err, r1.Config().Port)
+	}
+	// Synchronous replication: every acknowledged write is on the new primary.
+	var missing int64
+	err = db.ReadPrimary(ctx, func(q dbroute.Querier) error {
+		return q.QueryRow(ctx, "SELECT count(*) FROM unnest($1::bigint[]) a(id) WHERE NOT EXISTS (SELECT 1 FROM items i WHERE i.id = a.id)", acked).Scan(&missing)
+	})
+	if err != nil || missing != 0 {
+		t.Errorf("acknowledged writes missing on the new primary: %d (err %v)", missing, err)
+	}
+}
+
+// TestStuckCommitTimesOut: with synchronous_standby_names set and both
+// replicas down, COMMIT waits for a standby; WriteTimeout ends the wait with
+// ErrCommitUnconfirmed (the rows are committed locally), no goroutine or
+// connection is leaked, and writes work again once a standby is back.
+func TestStuckCommitTimesOut(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := mustCluster(t, 2, "FIRST 1 (r1, r2)")
+	const writeTimeout = time.Second
+	const maxConns = 4
+	db := mustOpen(t, dbroute.Config{Nodes: c.dsns(), WriteTimeout: writeTimeout, MaxConns: maxConns})
+	if _, err := insertItem(ctx, db, "before"); err != nil {
+		t.Fatalf("write with standbys up: %v", err)
+	}
+	for _, r := range c.replicas {
+		if err := r.Kill(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, ctx, 10*time.Second, "replicas seen down", func() bool {
+		return nodeStatus(t, db, c.replicas[0]).Role == dbroute.RoleDown && nodeStatus(t, db, c.replicas[1]).Role == dbroute.RoleDown
+	})
+	baseline := runtime.NumGoroutine()
+
+	// More writers than connections: some wait for a connection, not a
+	// standby; all must end within the timeout.
+	const writers = maxConns + 2
+	type outcome struct {
+		elapsed time.Duration
+		err     error
+	}
+	results := make([]outcome, writers)
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Go(func() {
+			start := time.Now()
+			_, err := insertItem(ctx, db, fmt.Sprint("stuck", i))
+			results[i] = outcome{time.Since(start), err}
+		})
+	}
+	wg.Wait()
+	unconfirmed := 0
+	for i, r := range results {
+		t.Logf("stuck write %d: %v after %v", i, r.err, r.elapsed.Round(time.Millisecond))
+		if r.err == nil || !dbroute.IsUnavailable(r.err) {
+			t.Errorf("write %d: err = %v, want an unavailable error", i, r.err)
+		}
+		if r.elapsed > writeTimeout+500*time.Millisecond {
+			t.Errorf("write %d took %v, want at most WriteTimeout %v + 500ms", i, r.elapsed, writeTimeout)
+		}
+		if errors.Is(r.err, dbroute.ErrCommitUnconfirmed) {
+			unconfirmed++
+		}
+	}
+	if unconfirmed == 0 {
+		t.Errorf("no write reached a stuck COMMIT")
+	}
+
+	// The server released the waiting backends (cancelled, not abandoned),
+	// and each unconfirmed commit is there, committed locally.
+	waitFor(t, ctx, 5*time.Second, "no backend waiting for a standby", func() bool {
+		return queryInt(t, ctx, c.primary, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'") == 0
+	})
+	if n := queryInt(t, ctx, c.primary, "SELECT count(*) FROM items WHERE v LIKE 'stuck%'"); n != int64(unconfirmed) {
+		t.Errorf("%d stuck rows committed locally, want one per unconfirmed commit (%d)", n, unconfirmed)
+	}
+	// No leaks: every connection is back in the pool or destroyed, and the
+	// goroutines are as before.
+	if st := db.Primary().Stat(); st.AcquiredConns() != 0 || st.TotalConns() > maxConns {
+		t.Errorf("pool after the stuck writes: acquired %d, total %d; want 0 and at most %d", st.AcquiredConns(), st.TotalConns(), maxConns)
+	}
+	waitFor(t, ctx, 5*time.Second, "goroutines back to the baseline", func() bool {
+		return runtime.NumGoroutine() <= baseline
+	})
+	// The pool still works for reads.
+	var n int64
+	if err := db.ReadPrimary(ctx, func(q dbroute.Querier) error {
+		return q.QueryRow(ctx, "SELECT count(*) FROM items").Scan(&n)
+	}); err != nil {
+		t.Errorf("read after the stuck writes: %v", err)
+	}
+
+	// A standby back: writes are confirmed again.
+	r1 := c.replicas[0]
+	if err := r1.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitStreaming(t, ctx, c.primary, r1.Name())
+	if _, err := insertItem(ctx, db, "after"); err != nil {
+		t.Errorf("write with r1 back: %v", err)
+	}
+}
+
+// TestTwoPrimariesHigherTimelineWins: a replica promoted while the old
+// primary still runs (a switchover in progress, or split brain) takes the
+// writes, since its timeline is higher; a second promotion onto the same
+// timeline does not move them again.
+func TestTwoPrimariesHigherTimelineWins(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := mustCluster(t, 2, "")
+	r1, r2 := c.replicas[0], c.replicas[1]
+	db := mustOpen(t, dbroute.Config{Nodes: c.dsns(), HealthInterval: 100 * time.Millisecond})
+	waitPrimary(t, ctx, db, c.primary, 5*time.Second)
+	writePort := func() int {
+		t.Helper()
+		var port int
+		err := db.Transact(ctx, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "INSERT INTO items (v) VALUES ('x')"); err != nil {
+				return err
+			}
+			return tx.QueryRow(ctx, "SELECT inet_server_port()").Scan(&port)
+		})
+		if err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		return port
+	}
+	if got := writePort(); got != c.primary.Config().Port {
+		t.Fatalf("write went to port %d, want the primary's %d", got, c.primary.Config().Port)
+	}
+
+	if err := r1.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitPrimary(t, ctx, db, r1, 2*time.Second)
+	if got := writePort(); got != r1.Config().Port {
+		t.Errorf("write went to port %d, want r1's %d (timeline 2)", got, r1.Config().Port)
+	}
+	old := nodeStatus(t, db, c.primary)
+	if old.Role != dbroute.RolePrimary || old.Elected || old.Timeline != 1 {
+		t.Errorf("old primary status %+v: want role primary, timeline 1, not elected", old)
+	}
+	if st := nodeStatus(t, db, r1); st.Timeline != 2 {
+		t.Errorf("r1 timeline %d, want 2", st.Timeline)
+	}
+
+	if err := r2.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, 5*time.Second, "r2 seen as primary", func() bool { return nodeStatus(t, db, r2).Role == dbroute.RolePrimary })
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for range 20 {
+		if !nodeStatus(t, db, r1).Elected {
+			t.Fatalf("the elected primary moved off r1 on a timeline tie: %+v", db.Snapshot())
+		}
+		<-tick.C
+	}
+	if got := writePort(); got != r1.Config().Port {
+		t.Errorf("write went to port %d, want r1's %d", got, r1.Config().Port)
+	}
+}

@@ -1,0 +1,150 @@
+package dbroute
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// node is one PostgreSQL server: its pool, its probe connection and what the
+// last probe found.
+type node struct {
+	name     string
+	pool     *pgxpool.Pool
+	probeCfg *pgx.ConnConfig
+	probe    *pgx.Conn // owned by the node's watch goroutine
+
+	kick       chan struct{} // asks the watch goroutine for a probe now
+	probed     chan struct{} // closed after the first probe
+	probedOnce sync.Once
+
+	inflight atomic.Int64 // calls running on the node now
+	reads    atomic.Int64 // ReadPrimary and ReadReplica calls served
+	writes   atomic.Int64 // Transact calls served
+
+	st nodeState // guarded by DB.mu
+}
+
+// nodeState is what the probes found out about a node.
+type nodeState struct {
+	reachable  bool
+	inRecovery bool
+	timeline   uint32        // the primary's current timeline; 0 on replicas
+	pos        lsn           // primary: pg_current_wal_lsn(); replica: pg_last_wal_replay_lsn()
+	lag        time.Duration // replicas: replay lag in time
+	lagBytes   int64         // replicas: the primary's position minus pos
+	checkedAt  time.Time     // end of the last probe
+	okAt       time.Time     // end of the last successful probe
+	err        string        // the last probe's error
+	// suspectAt is when a call met a broken connection on the node; the
+	// node gets no reads until a probe sent after it succeeds.
+	suspectAt time.Time
+}
+
+// probeResult is one probe's answer.
+type probeResult struct {
+	inRecovery bool
+	timeline   uint32
+	pos        lsn
+	receive    lsn
+	replayLag  time.Duration // from the replay timestamp; 0 when caught up with what was received
+}
+
+// probeSQL asks in one round trip what routing needs. On a primary the
+// timeline comes from the name of the current WAL file, which changes at the
+// moment of promotion, where pg_control_checkpoint() would show the new
+// timeline only after the next checkpoint. On a replica, lag is 0 when all
+// WAL received is replayed, else the age of the last replayed transaction;
+// staleness against the primary's position is added by the router.
+const probeSQL = `SELECT r,
+  CASE WHEN r THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text,
+  pg_last_wal_receive_lsn()::text,
+  CASE WHEN r THEN 0 ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END,
+  CASE WHEN NOT r OR pg_last_wal_receive_lsn() IS NULL
+         OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
+       ELSE COALESCE(extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()), 0) END::float8
+FROM pg_is_in_recovery() AS r`
+
+func newNode(ctx context.Context, pc *pgxpool.Config) (*node, error) {
+	name := nodeName(pc)
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("open pool %s: %w", name, err)
+	}
+	probeCfg := pc.ConnConfig.Copy()
+	// A probe that times out just drops its connection; the next reconnects.
+	probeCfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.DeadlineContextWatcherHandler{Conn: c.Conn()}
+	}
+	return &node{
+		name:     name,
+		pool:     pool,
+		probeCfg: probeCfg,
+		kick:     make(chan struct{}, 1),
+		probed:   make(chan struct{}),
+	}, nil
+}
+
+// ask runs the probe query on the node's probe connection, connecting
+// first when needed; a failure drops the connection.
+func (n *node) ask(ctx context.Context) (probeResult, error) {
+	var res probeResult
+	if n.probe == nil {
+		c, err := pgx.ConnectConfig(ctx, n.probeCfg)
+		if err != nil {
+			return res, fmt.Errorf("connect: %w", err)
+		}
+		n.probe = c
+	}
+	var (
+		pos, receive *string
+		tl           int64
+		lagSec       float64
+	)
+	err := n.probe.QueryRow(ctx, probeSQL).Scan(&res.inRecovery, &pos, &receive, &tl, &lagSec)
+	if err != nil {
+		n.closeProbe()
+		return res, fmt.Errorf("probe: %w", err)
+	}
+	if res.pos, err = parseNullLSN(pos); err != nil {
+		return res, err
+	}
+	if res.receive, err = parseNullLSN(receive); err != nil {
+		return res, err
+	}
+	res.timeline = uint32(tl)
+	res.replayLag = time.Duration(lagSec * float64(time.Second))
+	return res, nil
+}
+
+func (n *node) closeProbe() {
+	if n.probe == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	n.probe.Close(ctx)
+	n.probe = nil
+}
+
+// run runs fn counted as in flight on the node.
+func (n *node) run(fn func() error) error {
+	n.inflight.Add(1)
+	defer n.inflight.Add(-1)
+	return fn()
+}
+
+// kickNow asks for a probe without waiting for it.
+func (n *node) kickNow() {
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
