@@ -12,7 +12,7 @@ import (
 func cmdSeed(ctx context.Context, e *env, args []string) error {
 	fs := newFlags("seed", e)
 	home := fs.HomeDir()
-	db := fs.String("db", "", "DSNs of the main database's nodes (default: the stack in --home)")
+	db := fs.String("db", "", "administrator DSNs of the main database's nodes, separated by spaces (default: the stack in --home)")
 	users := fs.Int("users", seed.DefaultUsers, "how many people to generate")
 	seedN := fs.Int("seed", 1, "random seed: the same seed gives the same people")
 	batch := fs.Int("batch", seed.DefaultBatchSize, "rows per COPY transaction")
@@ -23,7 +23,7 @@ func cmdSeed(ctx context.Context, e *env, args []string) error {
 	if *users < 0 || *batch < 1 {
 		return usageError{fmt.Errorf("seed: --users must be ≥ 0 and --batch ≥ 1")}
 	}
-	nodes, err := mainDBNodes(*db, *home)
+	nodes, err := mainAdminNodes(*db, *home)
 	if err != nil {
 		return err
 	}

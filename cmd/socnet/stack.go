@@ -16,6 +16,7 @@ type stackInfo struct {
 	API       string   `json:"api"`        // host:port of the API
 	Counter   string   `json:"counter"`    // host:port of the counter service
 	MainDB    []string `json:"main_db"`    // app DSNs of the main cluster's nodes
+	MainAdmin []string `json:"main_admin"` // administrator DSNs of the same, for seed and drills
 	CounterDB []string `json:"counter_db"` // app DSNs of the counter cluster's nodes
 }
 
@@ -45,9 +46,9 @@ func readStack(home string) (stackInfo, error) {
 	return s, nil
 }
 
-// mainDBNodes returns the DSNs to reach the main database: --db when given,
-// else the stack in home.
-func mainDBNodes(db, home string) ([]string, error) {
+// mainAdminNodes returns administrator DSNs of the main database's nodes:
+// --db when given, else those of the stack in home.
+func mainAdminNodes(db, home string) ([]string, error) {
 	if nodes := strings.Fields(db); len(nodes) > 0 {
 		return nodes, nil
 	}
@@ -55,5 +56,5 @@ func mainDBNodes(db, home string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.MainDB, nil
+	return s.MainAdmin, nil
 }

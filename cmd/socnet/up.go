@@ -126,9 +126,10 @@ func up(ctx context.Context, e *env, c upConfig) (err error) {
 	}()
 
 	stack := stackInfo{
-		API:     c.HTTP,
-		Counter: c.CounterHTTP,
-		MainDB:  appDSNs(mainC, mainAppRole, sec.MainApp, mainDBName),
+		API:       c.HTTP,
+		Counter:   c.CounterHTTP,
+		MainDB:    appDSNs(mainC, mainAppRole, sec.MainApp, mainDBName),
+		MainAdmin: adminDSNs(mainC, mainDBName),
 	}
 	if err := writeStack(home, stack); err != nil {
 		return err
@@ -221,6 +222,15 @@ func appDSNs(c *cluster.Cluster, role, password, db string) []string {
 		u := url.URL{Scheme: "postgres", User: url.UserPassword(role, password),
 			Host: net.JoinHostPort(cluster.Host, strconv.Itoa(port)), Path: "/" + db, RawQuery: "sslmode=disable"}
 		out = append(out, u.String())
+	}
+	return out
+}
+
+// adminDSNs returns the administrator's DSN of database db on every node.
+func adminDSNs(c *cluster.Cluster, db string) []string {
+	var out []string
+	for _, name := range c.Nodes() {
+		out = append(out, c.Node(name).DSN(db))
 	}
 	return out
 }
