@@ -174,7 +174,7 @@ func cmdLoad(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	if *data == "db" && usersDSN == "" {
-		return usageError{errors.New("load: --data db needs --dsn, --nodes, --status or a stack in --home")}
+		return usageError{errors.New("load: --data db needs --dsn, --status or a stack in --home")}
 	}
 	if *data == "api" {
 		usersDSN = ""
@@ -184,7 +184,7 @@ func cmdLoad(ctx context.Context, e *env, args []string) error {
 		defer runtime.GOMAXPROCS(prev)
 	}
 
-	pc := load.PrepareConfig{Target: *target, DSN: usersDSN, Database: usersDB, Sessions: *users,
+	pc := load.PrepareConfig{Target: *target, AllowRemote: *allowRemote, DSN: usersDSN, Database: usersDB, Sessions: *users,
 		Password: *password, NeedUsers: needUsers, NeedSessions: needSessions, Timeout: *timeout, Log: e.log}
 	ds, err := load.Prepare(ctx, pc)
 	if err != nil && *data == "auto" && usersDSN != "" && ctx.Err() == nil {
@@ -222,19 +222,23 @@ func cmdLoad(ctx context.Context, e *env, args []string) error {
 }
 
 // parseInterspersed parses flags that may come after positional arguments
-// (socnet load --compare A.json B.json --html out.html).
+// (socnet load --compare A.json B.json --html out.html); everything after
+// "--" is positional.
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var positional []string
+	var positional, tail []string
+	for i, a := range args {
+		if a == "--" {
+			args, tail = args[:i], args[i+1:]
+			break
+		}
+	}
 	for {
 		if err := fs.Parse(args); err != nil {
 			return nil, err
 		}
 		rest := fs.Args()
 		if len(rest) == 0 {
-			return positional, nil
-		}
-		if rest[0] == "--" {
-			return append(positional, rest[1:]...), nil
+			return append(positional, tail...), nil
 		}
 		positional = append(positional, rest[0])
 		args = rest[1:]
