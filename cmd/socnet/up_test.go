@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -210,4 +211,97 @@ func tryRegister(base, first, second string) (string, bool) {
 		return "", false
 	}
 	return r.UserID, true
+}
+
+// TestDrillAndLoadOnStack runs a short failover drill and a short load
+// against a real stack, through the commands as a user types them: the
+// drill must judge its own run (PASS, zero lost) and the load must count
+// every request and show where the reads landed.
+func TestDrillAndLoadOnStack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts five PostgreSQL nodes")
+	}
+	t.Setenv(beMainEnv, "1")
+	home := filepath.Join(t.TempDir(), "home")
+	apiAddr := freeAddr(t)
+	getenv := func(k string) string {
+		if k == "SOCNET_LOG_LEVEL" {
+			return "warn"
+		}
+		return ""
+	}
+	stop := startUp(t, home, apiAddr, getenv)
+	defer stop()
+	dir := t.TempDir()
+
+	var out, errOut syncBuffer
+	report := filepath.Join(dir, "drill.json")
+	err := run(context.Background(), []string{"socnet", "drill", "failover", "--home", home,
+		"--duration", "4s", "--kill-after", "1500ms", "--writers", "4", "--json", report}, getenv, &out, &errOut)
+	if err != nil {
+		t.Fatalf("drill failover: %v\n%s\n%s", err, out.String(), errOut.String())
+	}
+	var rep struct {
+		OK        bool  `json:"ok"`
+		TotalLost int64 `json:"total_lost"`
+		Runs      []struct {
+			UnavailableMS *float64 `json:"unavailable_ms"`
+		} `json:"runs"`
+	}
+	mustReadJSON(t, report, &rep)
+	if !rep.OK || rep.TotalLost != 0 || len(rep.Runs) != 1 || rep.Runs[0].UnavailableMS == nil {
+		t.Fatalf("drill report: ok=%v lost=%d runs=%+v\n%s", rep.OK, rep.TotalLost, rep.Runs, out.String())
+	}
+	t.Logf("drill: write unavailability %.0f ms", *rep.Runs[0].UnavailableMS)
+
+	out, errOut = syncBuffer{}, syncBuffer{}
+	result := filepath.Join(dir, "load.json")
+	err = run(context.Background(), []string{"socnet", "load", "--home", home, "--url", "http://" + apiAddr,
+		"--mix", "get=50,search=50", "--connections", "8", "--duration", "3s", "--quiet", "--json", result,
+		"--html", filepath.Join(dir, "load.html")}, getenv, &out, &errOut)
+	if err != nil {
+		t.Fatalf("load: %v\n%s\n%s", err, out.String(), errOut.String())
+	}
+	var res struct {
+		Requests  int64 `json:"requests"`
+		Successes int64 `json:"successes"`
+		Errors    int64 `json:"errors"`
+		Nodes     []struct {
+			Name    string `json:"name"`
+			Cluster string `json:"cluster"`
+			Role    string `json:"role"`
+			Xacts   int64  `json:"xacts"`
+		} `json:"nodes"`
+	}
+	mustReadJSON(t, result, &res)
+	if res.Requests == 0 || res.Requests != res.Successes+res.Errors || res.Errors != 0 {
+		t.Fatalf("load: requests %d, successes %d, errors %d", res.Requests, res.Successes, res.Errors)
+	}
+	// Reads go to the replicas: together they carried more transactions
+	// than the primary.
+	var onPrimary, onReplicas int64
+	for _, n := range res.Nodes {
+		switch {
+		case n.Cluster != mainCluster:
+		case n.Role == "primary":
+			onPrimary += n.Xacts
+		case n.Role == "replica":
+			onReplicas += n.Xacts
+		}
+	}
+	if onReplicas <= onPrimary {
+		t.Fatalf("load: main replicas carried %d transactions, the primary %d; want the replicas to serve the reads\n%s",
+			onReplicas, onPrimary, out.String())
+	}
+}
+
+func mustReadJSON(t *testing.T, path string, v any) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
 }
