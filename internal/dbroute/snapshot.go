@@ -50,7 +50,7 @@ func (db *DB) Snapshot() []NodeStatus {
 			Elected:   n == db.primary,
 			Lag:       st.lag,
 			LagBytes:  st.lagBytes,
-			LSN:       st.pos.String(),
+			LSN:       lsnText(st.pos),
 			Timeline:  st.timeline,
 			Reads:     n.reads.Load(),
 			Writes:    n.writes.Load(),
