@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"socnet/internal/pgnode"
 )
 
 // Writer performs the writes of a drill and finds them again.
@@ -110,7 +112,7 @@ func (s *StackCluster) Nodes(ctx context.Context) ([]Node, error) {
 	return nodes, nil
 }
 
-// Kill SIGKILLs the node's postmaster and its children (KillPostgres).
+// Kill SIGKILLs the node's postmaster and its children (pgnode.KillServer).
 func (s *StackCluster) Kill(ctx context.Context, node string) (time.Time, error) {
 	c, err := s.cluster(ctx)
 	if err != nil {
@@ -123,7 +125,7 @@ func (s *StackCluster) Kill(ctx context.Context, node string) (time.Time, error)
 	case n.Role == RoleDown || n.Pid <= 0:
 		return time.Time{}, fmt.Errorf("kill %s: the node is down", node)
 	}
-	return KillPostgres(n.Pid, 10*time.Second)
+	return pgnode.KillServer(n.Pid, 10*time.Second)
 }
 
 // historyWait bounds how long WaitPromoted waits, once it sees the new

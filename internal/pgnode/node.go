@@ -498,20 +498,69 @@ func (n *Node) Kill() error {
 // killGrace bounds the wait for killed processes to disappear.
 const killGrace = 10 * time.Second
 
+// sigkillServer kills postmaster pid and its children the way a crashed
+// machine or `docker kill` would: the postmaster is stopped so that it forks
+// no more, its children are listed, then all get SIGKILL. PostgreSQL gives
+// every backend a process group of its own, so killing the postmaster's
+// group alone would leave backends holding shared memory and client
+// connections. It returns the children it killed.
+func sigkillServer(pid int) ([]procEntry, error) {
+	_ = syscall.Kill(pid, syscall.SIGSTOP)
+	kids := childrenOf(pid)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return nil, fmt.Errorf("sigkill postmaster %d: %w", pid, err)
+	}
+	for _, k := range kids {
+		_ = syscall.Kill(-k.pid, syscall.SIGKILL)
+		_ = syscall.Kill(k.pid, syscall.SIGKILL)
+	}
+	return kids, nil
+}
+
+// KillServer SIGKILLs the PostgreSQL server whose postmaster is pid, and its
+// children, whoever started it (the failure drills kill the primary of a
+// stack that another process runs). It refuses a pid that does not run
+// postgres (a stale or reused pid), returns the moment the signals were
+// sent, and waits up to wait for every process to be gone.
+func KillServer(pid int, wait time.Duration) (time.Time, error) {
+	if pid <= 0 || !processIsPostgres(pid) {
+		return time.Time{}, fmt.Errorf("kill server: pid %d does not run postgres", pid)
+	}
+	kids, err := sigkillServer(pid)
+	at := time.Now()
+	if err != nil {
+		return at, fmt.Errorf("kill server: %w", err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		alive := 0
+		if processAlive(pid) {
+			alive++
+		}
+		for _, k := range kids {
+			if !k.gone() {
+				alive++
+			}
+		}
+		if alive == 0 {
+			return at, nil
+		}
+		if time.Now().After(deadline) {
+			return at, fmt.Errorf("kill server %d: %d processes still alive %v after SIGKILL", pid, alive, wait)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func (n *Node) kill() error {
 	proc, exited, drained := n.current()
 	if proc == nil || !n.Running() {
 		return nil
 	}
 	pid := proc.Pid
-	_ = syscall.Kill(pid, syscall.SIGSTOP)
-	kids := childrenOf(pid)
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("sigkill postmaster %d: %w", pid, err)
-	}
-	for _, k := range kids {
-		_ = syscall.Kill(-k.pid, syscall.SIGKILL)
-		_ = syscall.Kill(k.pid, syscall.SIGKILL)
+	kids, err := sigkillServer(pid)
+	if err != nil {
+		return err
 	}
 	deadline := time.NewTimer(killGrace)
 	defer deadline.Stop()
