@@ -22,12 +22,14 @@ func cmdCounterd(ctx context.Context, e *env, args []string) error {
 	every := fs.Duration("reconcile-every", 0, "reconcile counters with the dialogs database this often and repair drift (0: never)")
 	lag := fs.Duration("max-replica-lag", dbroute.DefaultMaxReplicaLag, "a counter replica lagging more than this gets no reads")
 	retention := fs.Duration("inbox-retention", counter.DefaultInboxRetention, "how long applied event ids are remembered")
+	maxConns := fs.Int("max-conns", counter.DefaultCounterdConns, "connections per counter database node")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
 	cfg := counter.CounterdConfig{
 		HTTPAddr: *httpAddr, DBs: counter.SplitDSNs(*db), AdminDBs: counter.SplitDSNs(*admin),
 		MainDBs: counter.SplitDSNs(*mainDB), ReconcileEvery: *every, MaxReplicaLag: *lag, InboxRetention: *retention,
+		MaxConns: int32(*maxConns),
 	}
 	switch {
 	case len(cfg.DBs) == 0:

@@ -41,13 +41,15 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"serve":   {"serve the API (for a real deployment; `up` runs it for you)", cmdServe},
-		"up":      {"run the local stack: both clusters, their supervisor and the services", cmdUp},
-		"status":  {"show every node, the failover history, the services and where reads go", cmdStatus},
-		"cluster": {"switch over, promote, rejoin, stop, start and inspect the clusters", cmdCluster},
-		"drill":   {"failure experiments that judge themselves: failover, fill, replica", cmdDrill},
-		"load":    {"drive the API with load; latency, throughput and where the database load landed", cmdLoad},
-		"seed":    {"fill the database with realistic people (or load the course's CSV)", cmdSeed},
+		"serve":     {"serve the API (for a real deployment; `up` runs it for you)", cmdServe},
+		"up":        {"run the local stack: both clusters, their supervisor and the services", cmdUp},
+		"status":    {"show every node, the failover history, the services and where reads go", cmdStatus},
+		"cluster":   {"switch over, promote, rejoin, stop, start and inspect the clusters", cmdCluster},
+		"drill":     {"failure experiments that judge themselves: failover, fill, replica", cmdDrill},
+		"seed":      {"fill the database with realistic people (or load the course's CSV)", cmdSeed},
+		"counterd":  {"run the unread-message counter service", cmdCounterd},
+		"relay":     {"deliver the dialogs outbox to the counter service", cmdRelay},
+		"reconcile": {"compare unread counters with the dialogs and repair drift (--check: report only)", cmdReconcile},
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"socnet/internal/auth"
+	"socnet/internal/counter"
 	"socnet/internal/dbroute"
 	"socnet/internal/httpapi"
 	"socnet/internal/postgres"
@@ -36,6 +37,7 @@ type serveConfig struct {
 	BcryptCost    int
 	AddrFile      string // written with the bound address once listening
 	RoutingFile   string // the router's snapshot, rewritten every second
+	CounterURL    string // base URL of counterd
 }
 
 func cmdServe(ctx context.Context, e *env, args []string) error {
@@ -53,12 +55,14 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 	cost := fs.Int("bcrypt-cost", auth.DefaultCost, "bcrypt cost of new password hashes")
 	addrFile := fs.String("addr-file", "", "write the bound address to this file once listening")
 	routingFile := fs.String("routing-file", "", "write where queries go (the router's view of the nodes) to this file every second")
+	counterURL := fs.String("counter", "http://127.0.0.1:8091", "base URL of the unread-message counter service (socnet counterd)")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
 	c := serveConfig{HTTP: *httpAddr, DB: strings.Fields(*db), AdminDB: *admin, Key: *key, KeyFile: *keyFile,
 		TokenTTL: *ttl, MaxReplicaLag: *lag, NoReplica: *noReplica, WriteTimeout: *wt,
-		MaxConns: *maxConns, BcryptCost: *cost, AddrFile: *addrFile, RoutingFile: *routingFile, ShutdownAfter: 10 * time.Second}
+		MaxConns: *maxConns, BcryptCost: *cost, AddrFile: *addrFile, RoutingFile: *routingFile, ShutdownAfter: 10 * time.Second,
+		CounterURL: *counterURL}
 	if len(c.DB) == 0 {
 		return usageError{errors.New("serve: --db (or SOCNET_DB) is required")}
 	}
@@ -93,11 +97,16 @@ func serve(ctx context.Context, e *env, c serveConfig) error {
 		go reportRouting(rctx, e.log, db, c.RoutingFile, time.Second)
 	}
 
+	dialogs := postgres.NewDialogStore(db)
+	unread := counter.NewClient(c.CounterURL)
+	defer unread.Close()
 	handler := httpapi.NewServer(e.log, httpapi.Deps{
 		Users:    postgres.NewUserStore(db),
 		Friends:  postgres.NewFriendStore(db),
 		Posts:    postgres.NewPostStore(db),
-		Dialogs:  postgres.NewDialogStore(db),
+		Dialogs:  dialogs,
+		Reader:   dialogs,
+		Unread:   unread,
 		Tokens:   auth.NewTokens(key, c.TokenTTL, nil),
 		Registry: reg,
 		Hasher:   auth.Hasher{Cost: c.BcryptCost},

@@ -26,6 +26,8 @@ func addRoutes(mux *routeTable, deps Deps) {
 
 	mux.Handle("POST /dialog/{user_id}/send", bearer(handleDialogSend(deps.Dialogs)))
 	mux.Handle("GET /dialog/{user_id}/list", bearer(handleDialogList(deps.Dialogs)))
+	mux.Handle("GET /dialog/unread", bearer(handleDialogUnread(deps.Unread)))
+	mux.Handle("PUT /dialog/{user_id}/read", bearer(handleDialogRead(deps.Reader, deps.Unread)))
 
 	mux.Handle("GET /healthz", handleHealthz())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{}))

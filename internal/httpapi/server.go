@@ -17,6 +17,10 @@ type Deps struct {
 	Friends social.FriendStore
 	Posts   social.PostStore
 	Dialogs social.DialogStore
+	// Reader marks dialogs read and Unread is the counter service: GET
+	// /dialog/unread and PUT /dialog/{user_id}/read answer 503 without them.
+	Reader social.DialogReader
+	Unread social.UnreadCounter
 	// Tokens issues tokens at login and verifies them on bearer routes.
 	Tokens *auth.Tokens
 	// Registry receives the HTTP metrics and is served at /metrics;
