@@ -27,8 +27,8 @@ func cmdCounterd(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	cfg := counter.CounterdConfig{
-		HTTPAddr: *httpAddr, DBs: counter.SplitDSNs(*db), AdminDBs: counter.SplitDSNs(*admin),
-		MainDBs: counter.SplitDSNs(*mainDB), ReconcileEvery: *every, MaxReplicaLag: *lag, InboxRetention: *retention,
+		HTTPAddr: *httpAddr, DBs: dbroute.SplitDSNList(*db), AdminDBs: dbroute.SplitDSNList(*admin),
+		MainDBs: dbroute.SplitDSNList(*mainDB), ReconcileEvery: *every, MaxReplicaLag: *lag, InboxRetention: *retention,
 		MaxConns: int32(*maxConns),
 	}
 	switch {
@@ -59,7 +59,7 @@ func cmdReconcile(ctx context.Context, e *env, args []string) error {
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	mains, counters := counter.SplitDSNs(*mainDB), counter.SplitDSNs(*counterDB)
+	mains, counters := dbroute.SplitDSNList(*mainDB), dbroute.SplitDSNList(*counterDB)
 	if len(mains) == 0 || len(counters) == 0 {
 		return usageError{errors.New("reconcile: --main-db and --counter-db (or SOCNET_MAIN_DB, SOCNET_COUNTER_DB) are required")}
 	}

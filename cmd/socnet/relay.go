@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"socnet/internal/counter"
+	"socnet/internal/dbroute"
 )
 
 // cmdRelay runs the outbox relay: it delivers the dialogs database's
@@ -30,7 +31,7 @@ func cmdRelay(ctx context.Context, e *env, args []string) error {
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	mains := counter.SplitDSNs(*mainDB)
+	mains := dbroute.SplitDSNList(*mainDB)
 	switch {
 	case len(mains) == 0:
 		return usageError{errors.New("relay: --main-db (or SOCNET_MAIN_DB) is required")}

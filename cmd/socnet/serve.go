@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,7 +42,7 @@ type serveConfig struct {
 func cmdServe(ctx context.Context, e *env, args []string) error {
 	fs := newFlags("serve", e)
 	httpAddr := fs.String("http", "127.0.0.1:8080", "address to serve the API on (port 0 picks a free one)")
-	db := fs.String("db", "", "DSNs of the database nodes, separated by spaces; any may be multi-host; the primary is found by probing")
+	db := fs.String("db", "", "DSNs of the database nodes, DSN[,DSN...] or separated by spaces; any may be multi-host; the primary is found by probing")
 	admin := fs.String("admin-db", "", "DSN with the right to create tables; when set, migrations are applied at start")
 	key := fs.String("token-key", "", "token signing key, hex (at least 32 bytes); default: --key-file")
 	keyFile := fs.String("key-file", filepath.Join(defaultHome(e.getenv), "token.key"), "file holding the token signing key; created (0600) when missing")
@@ -59,7 +58,7 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	c := serveConfig{HTTP: *httpAddr, DB: strings.Fields(*db), AdminDB: *admin, Key: *key, KeyFile: *keyFile,
+	c := serveConfig{HTTP: *httpAddr, DB: dbroute.SplitDSNList(*db), AdminDB: *admin, Key: *key, KeyFile: *keyFile,
 		TokenTTL: *ttl, MaxReplicaLag: *lag, NoReplica: *noReplica, WriteTimeout: *wt,
 		MaxConns: *maxConns, BcryptCost: *cost, AddrFile: *addrFile, RoutingFile: *routingFile, ShutdownAfter: 10 * time.Second,
 		CounterURL: *counterURL}

@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
+
+	"socnet/internal/dbroute"
 )
 
 // stackInfo is what `up` tells the other commands about the stack it runs:
@@ -49,7 +50,7 @@ func readStack(home string) (stackInfo, error) {
 // mainAdminNodes returns administrator DSNs of the main database's nodes:
 // --db when given, else those of the stack in home.
 func mainAdminNodes(db, home string) ([]string, error) {
-	if nodes := strings.Fields(db); len(nodes) > 0 {
+	if nodes := dbroute.SplitDSNList(db); len(nodes) > 0 {
 		return nodes, nil
 	}
 	s, err := readStack(home)

@@ -59,9 +59,9 @@ func runRole(role string) int {
 		every, _ := time.ParseDuration(os.Getenv(envReconcile))
 		err = counter.RunCounterd(ctx, counter.CounterdConfig{
 			HTTPAddr:       os.Getenv(envHTTP),
-			DBs:            counter.SplitDSNs(os.Getenv(envDB)),
-			AdminDBs:       counter.SplitDSNs(os.Getenv(envAdminDB)),
-			MainDBs:        counter.SplitDSNs(os.Getenv(envMainDB)),
+			DBs:            dbroute.SplitDSNList(os.Getenv(envDB)),
+			AdminDBs:       dbroute.SplitDSNList(os.Getenv(envAdminDB)),
+			MainDBs:        dbroute.SplitDSNList(os.Getenv(envMainDB)),
 			ReconcileEvery: every,
 		}, log)
 	case "relay":
@@ -82,7 +82,7 @@ func runRelay(ctx context.Context, log *slog.Logger) error {
 	attempts, _ := strconv.Atoi(os.Getenv(envMaxAttempts))
 	client := counter.NewClient(os.Getenv(envCounterURL), counter.WithTimeout(5*time.Second))
 	relay, err := counter.NewRelay(counter.RelayConfig{
-		MainDSNs:    counter.SplitDSNs(os.Getenv(envMainDB)),
+		MainDSNs:    dbroute.SplitDSNList(os.Getenv(envMainDB)),
 		Counter:     client,
 		Poll:        20 * time.Millisecond,
 		MaxAttempts: attempts,
@@ -105,7 +105,7 @@ func runSender(ctx context.Context, log *slog.Logger) error {
 	n, _ := strconv.Atoi(os.Getenv(envMessages))
 	readEvery, _ := strconv.Atoi(os.Getenv(envReadEvery))
 	seed, _ := strconv.ParseUint(os.Getenv(envSeed), 10, 64)
-	db, err := dbroute.Open(ctx, dbroute.Config{Name: "main", Nodes: counter.SplitDSNs(os.Getenv(envMainDB)), MaxConns: 4}, log)
+	db, err := dbroute.Open(ctx, dbroute.Config{Name: "main", Nodes: dbroute.SplitDSNList(os.Getenv(envMainDB)), MaxConns: 4}, log)
 	if err != nil {
 		return err
 	}

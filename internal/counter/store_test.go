@@ -217,27 +217,6 @@ func TestPruneInbox(t *testing.T) {
 	}
 }
 
-func TestSplitDSNs(t *testing.T) {
-	cases := []struct {
-		in   string
-		want []string
-	}{
-		{"", nil},
-		{"postgres://a@h1:5432/db", []string{"postgres://a@h1:5432/db"}},
-		{"postgres://a@h1/db,postgres://b@h2/db", []string{"postgres://a@h1/db", "postgres://b@h2/db"}},
-		{"postgres://a@h1:5432,h2:5432/db", []string{"postgres://a@h1:5432,h2:5432/db"}},
-		{"postgres://a@h1/db postgresql://b@h2/db", []string{"postgres://a@h1/db", "postgresql://b@h2/db"}},
-		{"host=h1,h2 port=5432,5433 dbname=x", []string{"host=h1,h2 port=5432,5433 dbname=x"}},
-		{"host=h1 port=1, host=h2 port=2", []string{"host=h1 port=1", "host=h2 port=2"}},
-		{" postgres://a@h/db , ", []string{"postgres://a@h/db"}},
-	}
-	for _, tc := range cases {
-		if diff := cmp.Diff(tc.want, counter.SplitDSNs(tc.in)); diff != "" {
-			t.Errorf("SplitDSNs(%q) (-want +got):\n%s", tc.in, diff)
-		}
-	}
-}
-
 func TestBackoff(t *testing.T) {
 	b := counter.Backoff{Base: 100 * time.Millisecond, Max: time.Second}
 	for _, r := range []float64{0, 0.999} {
