@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"socnet/internal/pgnode"
+	"socnet/internal/pgrole"
 )
 
 // Host is the address every node listens on.
@@ -399,28 +400,12 @@ func (c *Cluster) dropInactiveSlots(ctx context.Context, node string) error {
 // ensureReplicator creates (or resets) the replication role on the primary
 // with the password of secrets.json, sending only its SCRAM verifier.
 func (c *Cluster) ensureReplicator(ctx context.Context, primary string) error {
-	verifier, err := scramVerifier(c.sec.ReplicatorPassword)
-	if err != nil {
-		return err
-	}
 	conn, err := c.connect(ctx, primary)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.Background())
-	var exists bool
-	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", replicationUser).Scan(&exists); err != nil {
-		return fmt.Errorf("look up role %s: %w", replicationUser, err)
-	}
-	verb := "CREATE"
-	if exists {
-		verb = "ALTER"
-	}
-	stmt := verb + " ROLE " + replicationUser + " WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD " + quoteLiteral(verifier)
-	if _, err := conn.Exec(ctx, stmt); err != nil {
-		return fmt.Errorf("%s role %s: %w", strings.ToLower(verb), replicationUser, err)
-	}
-	return nil
+	return pgrole.Ensure(ctx, conn, replicationUser, c.sec.ReplicatorPassword, "REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE")
 }
 
 // startNode starts a node as a child of this process, first shutting down a

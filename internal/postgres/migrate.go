@@ -2,12 +2,8 @@ package postgres
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/pbkdf2"
-	"crypto/rand"
 	"crypto/sha256"
 	"embed"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -20,7 +16,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"golang.org/x/text/secure/precis"
+
+	"socnet/internal/pgrole"
 )
 
 //go:embed migrations/*.sql
@@ -179,7 +176,7 @@ func EnsureAppRole(ctx context.Context, adminDSN, role, password string) error {
 	if password == "" {
 		return fmt.Errorf("app role %s: empty password", role)
 	}
-	verifier, err := scramVerifier(password)
+	verifier, err := pgrole.SCRAMVerifier(password)
 	if err != nil {
 		return fmt.Errorf("app role %s: %w", role, err)
 	}
@@ -242,31 +239,4 @@ func EnsureAppRole(ctx context.Context, adminDSN, role, password string) error {
 		return fmt.Errorf("app role %s: %w", role, err)
 	}
 	return nil
-}
-
-// scramVerifier returns the SCRAM-SHA-256 verifier PostgreSQL stores for
-// password (RFC 5802, RFC 7677; the format of pg_authid.rolpassword). The
-// password is normalized as pgx and libpq do before they authenticate.
-func scramVerifier(password string) (string, error) {
-	if p, err := precis.OpaqueString.String(password); err == nil {
-		password = p
-	}
-	const iterations = 4096
-	salt := make([]byte, 16)
-	if _, err := rand.Read(salt); err != nil {
-		return "", fmt.Errorf("salt: %w", err)
-	}
-	salted, err := pbkdf2.Key(sha256.New, password, salt, iterations, sha256.Size)
-	if err != nil {
-		return "", fmt.Errorf("pbkdf2: %w", err)
-	}
-	mac := func(key []byte, msg string) []byte {
-		h := hmac.New(sha256.New, key)
-		h.Write([]byte(msg))
-		return h.Sum(nil)
-	}
-	storedKey := sha256.Sum256(mac(salted, "Client Key"))
-	serverKey := mac(salted, "Server Key")
-	b64 := base64.StdEncoding.EncodeToString
-	return fmt.Sprintf("SCRAM-SHA-256$%d:%s$%s:%s", iterations, b64(salt), b64(storedKey[:]), b64(serverKey)), nil
 }
