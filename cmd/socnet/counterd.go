@@ -51,8 +51,9 @@ func (driftError) ExitCode() int { return 3 }
 // drift; with --check it only reports, failing when there is drift.
 func cmdReconcile(ctx context.Context, e *env, args []string) error {
 	fs := newFlags("reconcile", e)
-	mainDB := fs.String("main-db", "", "DSNs of the dialogs database's nodes, DSN[,DSN...]")
-	counterDB := fs.String("counter-db", "", "DSNs of the counter database's nodes, DSN[,DSN...]")
+	home := fs.HomeDir()
+	mainDB := fs.String("main-db", "", "administrator DSNs of the dialogs database's nodes, DSN[,DSN...] (default: the stack in --home)")
+	counterDB := fs.String("counter-db", "", "DSNs of the counter database's nodes, DSN[,DSN...] (default: the stack in --home)")
 	check := fs.Bool("check", false, "only report; exit 3 when any counter drifts")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	drain := fs.Duration("drain-timeout", counter.DefaultDrainTimeout, "how long to wait for the relay to deliver events older than the watermark")
@@ -60,8 +61,15 @@ func cmdReconcile(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	mains, counters := dbroute.SplitDSNList(*mainDB), dbroute.SplitDSNList(*counterDB)
+	if len(mains) == 0 && len(counters) == 0 {
+		// The stack's: reconciliation writes the dialogs database's
+		// bookkeeping, which only the administrator may.
+		if st, err := readStack(*home); err == nil {
+			mains, counters = st.MainAdmin, st.CounterAdmin
+		}
+	}
 	if len(mains) == 0 || len(counters) == 0 {
-		return usageError{errors.New("reconcile: --main-db and --counter-db (or SOCNET_MAIN_DB, SOCNET_COUNTER_DB) are required")}
+		return usageError{errors.New("reconcile: --main-db and --counter-db (or SOCNET_MAIN_DB, SOCNET_COUNTER_DB) are required, or a stack in --home")}
 	}
 	warnArgvPasswords(e, args, "main-db", "counter-db")
 	db, err := dbroute.Open(ctx, dbroute.Config{Name: "counter", Nodes: counters, MaxConns: 2}, e.log)

@@ -46,6 +46,7 @@ func commands() map[string]command {
 		"status":    {"show every node, the failover history, the services and where reads go", cmdStatus},
 		"cluster":   {"switch over, promote, rejoin, stop, start and inspect the clusters", cmdCluster},
 		"drill":     {"failure experiments that judge themselves: failover, fill, replica", cmdDrill},
+		"load":      {"drive the API with load; latency, throughput and where the database load landed", cmdLoad},
 		"seed":      {"fill the database with realistic people (or load the course's CSV)", cmdSeed},
 		"counterd":  {"run the unread-message counter service", cmdCounterd},
 		"relay":     {"deliver the dialogs outbox to the counter service", cmdRelay},

@@ -19,6 +19,8 @@ type stackInfo struct {
 	MainDB    []string `json:"main_db"`    // app DSNs of the main cluster's nodes
 	MainAdmin []string `json:"main_admin"` // administrator DSNs of the same, for seed and drills
 	CounterDB []string `json:"counter_db"` // app DSNs of the counter cluster's nodes
+	// CounterAdmin are administrator DSNs of the counter database.
+	CounterAdmin []string `json:"counter_admin"`
 }
 
 func stackPath(home string) string { return filepath.Join(home, "stack.json") }

@@ -20,17 +20,21 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"socnet/internal/cluster"
+	"socnet/internal/counter"
+	"socnet/internal/pgrole"
 	"socnet/internal/postgres"
 )
 
 // Database and role names of the local stack.
 const (
-	mainDBName    = "socnet"
-	mainAppRole   = "socnet_app"
-	serviceGrace  = 10 * time.Second
-	readyTimeout  = 3 * time.Minute
-	mainCluster   = "main"
-	counterClustr = "counter"
+	mainDBName     = "socnet"
+	mainAppRole    = "socnet_app"
+	counterDBName  = "counter"
+	counterAppRole = "counter_app"
+	serviceGrace   = 10 * time.Second
+	readyTimeout   = 3 * time.Minute
+	mainCluster    = "main"
+	counterClustr  = "counter"
 )
 
 // upSecrets are the passwords `up` creates once and keeps under home (0600).
@@ -44,17 +48,19 @@ func cmdUp(ctx context.Context, e *env, args []string) error {
 	home := fs.HomeDir()
 	httpAddr := fs.String("http", "127.0.0.1:8080", "address of the API")
 	counterAddr := fs.String("counter-http", "127.0.0.1:8091", "address of the counter service")
+	relayAddr := fs.String("relay-http", "127.0.0.1:8092", "address of the outbox relay's /metrics and /healthz")
 	deadAfter := fs.Duration("dead-after", time.Second, "a primary failing its probes this long is failed over")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	return up(ctx, e, upConfig{Home: *home, HTTP: *httpAddr, CounterHTTP: *counterAddr, DeadAfter: *deadAfter})
+	return up(ctx, e, upConfig{Home: *home, HTTP: *httpAddr, CounterHTTP: *counterAddr, RelayHTTP: *relayAddr, DeadAfter: *deadAfter})
 }
 
 type upConfig struct {
 	Home        string
 	HTTP        string
 	CounterHTTP string
+	RelayHTTP   string
 	DeadAfter   time.Duration
 }
 
@@ -101,6 +107,9 @@ func up(ctx context.Context, e *env, c upConfig) (err error) {
 	if err := prepareMainDB(ctx, e, mainC, sec.MainApp); err != nil {
 		return err
 	}
+	if err := prepareCounterDB(ctx, e, counterC, sec.CounterApp); err != nil {
+		return err
+	}
 
 	// The supervisors and the control socket live as long as the stack.
 	var wg sync.WaitGroup
@@ -126,19 +135,34 @@ func up(ctx context.Context, e *env, c upConfig) (err error) {
 	}()
 
 	stack := stackInfo{
-		API:       c.HTTP,
-		Counter:   c.CounterHTTP,
-		MainDB:    appDSNs(mainC, mainAppRole, sec.MainApp, mainDBName),
-		MainAdmin: adminDSNs(mainC, mainDBName),
+		API:          c.HTTP,
+		Counter:      c.CounterHTTP,
+		MainDB:       appDSNs(mainC, mainAppRole, sec.MainApp, mainDBName),
+		MainAdmin:    adminDSNs(mainC, mainDBName),
+		CounterDB:    appDSNs(counterC, counterAppRole, sec.CounterApp, counterDBName),
+		CounterAdmin: adminDSNs(counterC, counterDBName),
 	}
 	if err := writeStack(home, stack); err != nil {
 		return err
 	}
 	logs := filepath.Join(home, "logs")
+	counterURL := "http://" + c.CounterHTTP
 	svcs := []*service{{
+		Name:    "counter",
+		Args:    []string{"counterd", "--http", c.CounterHTTP},
+		Env:     []string{"SOCNET_DB=" + strings.Join(stack.CounterDB, " ")},
+		Addr:    c.CounterHTTP,
+		LogPath: filepath.Join(logs, "counterd.log"),
+	}, {
+		Name:    "relay",
+		Args:    []string{"relay", "--counter", counterURL, "--http", c.RelayHTTP},
+		Env:     []string{"SOCNET_MAIN_DB=" + strings.Join(stack.MainDB, " ")},
+		Addr:    c.RelayHTTP,
+		LogPath: filepath.Join(logs, "relay.log"),
+	}, {
 		Name: "api",
 		Args: []string{"serve", "--http", c.HTTP, "--key-file", filepath.Join(home, "token.key"),
-			"--routing-file", routingPath(home)},
+			"--routing-file", routingPath(home), "--counter", counterURL},
 		Env:     []string{"SOCNET_DB=" + strings.Join(stack.MainDB, " ")},
 		Addr:    c.HTTP,
 		LogPath: filepath.Join(logs, "api.log"),
@@ -165,11 +189,13 @@ func up(ctx context.Context, e *env, c upConfig) (err error) {
 	defer func() { stopServices(); svcWG.Wait() }()
 
 	rctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	err = waitHTTPHealthy(rctx, "http://"+c.HTTP+"/healthz")
-	cancel()
-	if err != nil {
-		return fmt.Errorf("up: the API did not become healthy (see %s): %w", filepath.Join(logs, "api.log"), err)
+	defer cancel()
+	for _, s := range svcs {
+		if err := waitHTTPHealthy(rctx, "http://"+s.Addr+"/healthz"); err != nil {
+			return fmt.Errorf("up: %s did not become healthy (see %s): %w", s.Name, s.LogPath, err)
+		}
 	}
+	cancel()
 	fmt.Fprintf(e.stdout, "socnet is up: API on http://%s (ready in %s)\n", c.HTTP, time.Since(started).Round(time.Millisecond))
 	fmt.Fprintf(e.stdout, "  try: curl -s http://%s/user/search?first_name=Ко\\&last_name=Ос\n", c.HTTP)
 	fmt.Fprintf(e.stdout, "  state: socnet status --home %s; stop: Ctrl-C\n", home)
@@ -189,6 +215,30 @@ func prepareMainDB(ctx context.Context, e *env, c *cluster.Cluster, appPassword 
 		return fmt.Errorf("up: %w", err)
 	}
 	if err := postgres.EnsureAppRole(ctx, admin, mainAppRole, appPassword); err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	return nil
+}
+
+// prepareCounterDB creates the counter service's database on the counter
+// primary, applies its migrations and makes its role.
+func prepareCounterDB(ctx context.Context, e *env, c *cluster.Cluster, appPassword string) error {
+	if err := createDatabase(ctx, c.PrimaryDSN("postgres"), counterDBName); err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	admin := []string{c.PrimaryDSN(counterDBName)}
+	if err := counter.Migrate(ctx, admin, e.log); err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	conn, err := pgx.Connect(ctx, admin[0])
+	if err != nil {
+		return fmt.Errorf("up: counter role: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := pgrole.Ensure(ctx, conn, counterAppRole, appPassword, "NOSUPERUSER NOCREATEDB NOCREATEROLE"); err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	if err := counter.GrantAppRole(ctx, admin, counterAppRole); err != nil {
 		return fmt.Errorf("up: %w", err)
 	}
 	return nil

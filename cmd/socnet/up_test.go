@@ -44,8 +44,12 @@ func TestUpFailoverAndResume(t *testing.T) {
 	if got := syncStates(main); got["sync"] != 1 || got["potential"] != 1 {
 		t.Fatalf("main replicas' sync states = %v, want one sync and one potential", got)
 	}
-	if len(doc.Services) == 0 || doc.Services[0].Name != "api" || !processAlive(doc.Services[0].Pid) {
-		t.Fatalf("services = %+v, want a live api", doc.Services)
+	running := map[string]bool{}
+	for _, s := range doc.Services {
+		running[s.Name] = processAlive(s.Pid)
+	}
+	if !running["api"] || !running["counter"] || !running["relay"] {
+		t.Fatalf("services = %+v, want a live api, counter and relay", doc.Services)
 	}
 	oldPrimary := main.Primary
 	var pid int
@@ -89,6 +93,27 @@ func TestUpFailoverAndResume(t *testing.T) {
 	}
 	c.do("GET", "/user/get/"+alice, "", nil, 200, nil)
 	c.do("GET", "/user/get/"+bob, "", nil, 200, nil)
+
+	// The unread counter follows the dialogs through the outbox.
+	aliceToken, bobToken := c.login(alice, "pw-alice"), c.login(bob, "secret-pw")
+	for range 3 {
+		c.do("POST", "/dialog/"+alice+"/send", bobToken, map[string]any{"text": "привет"}, 200, nil)
+	}
+	waitFor(t, 10*time.Second, "3 unread messages for alice", func() bool {
+		var u struct {
+			Total int `json:"total"`
+		}
+		c.do("GET", "/dialog/unread", aliceToken, nil, 200, &u)
+		return u.Total == 3
+	})
+	c.do("PUT", "/dialog/"+bob+"/read", aliceToken, nil, 200, nil)
+	var u struct {
+		Total int `json:"total"`
+	}
+	c.do("GET", "/dialog/unread", aliceToken, nil, 200, &u)
+	if u.Total != 0 {
+		t.Fatalf("unread after reading = %d, want 0", u.Total)
+	}
 }
 
 // startUp runs `socnet up` until the returned stop is called, and waits until
