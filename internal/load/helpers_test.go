@@ -261,6 +261,7 @@ func MustFakeAPI(tb testing.TB) *fakeAPI {
 		}
 	})
 	handle("GET /dialog/{id}/list", true, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, `[]`) })
+	handle("GET /dialog/unread", true, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, `{"total":0,"dialogs":[]}`) })
 	handle("GET /healthz", false, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, `{"status":"ok"}`) })
 	f.Server = httptest.NewServer(mux)
 	tb.Cleanup(f.Close)

@@ -466,7 +466,7 @@ func newWorker(ctx context.Context, id int, r *runner) *worker {
 	w := &worker{id: id, r: r, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(id))),
 		jsonH: []string{"application/json"}}
 	paths := [numOps]string{"/healthz", "/user/get/", "/user/search", "/user/register",
-		"/post/create", "/post/feed", "/dialog/", "/dialog/"}
+		"/post/create", "/post/feed", "/dialog/", "/dialog/", "/dialog/unread"}
 	for op := range numOps {
 		u := *r.wl.base
 		u.Path = r.wl.base.Path + paths[op]
@@ -559,7 +559,7 @@ func (w *worker) do(op Op) (int, error) {
 	case OpPostCreate:
 		req.Header["Authorization"] = wl.sessions[w.rng.IntN(len(wl.sessions))].auth
 		w.setBody(req, wl.postBodies[w.rng.IntN(len(wl.postBodies))])
-	case OpPostFeed:
+	case OpPostFeed, OpDialogUnread:
 		req.Header["Authorization"] = wl.sessions[w.rng.IntN(len(wl.sessions))].auth
 	case OpDialogSend:
 		s := &wl.sessions[w.rng.IntN(len(wl.sessions))]

@@ -20,11 +20,12 @@ const (
 	OpPostFeed               // GET /post/feed (bearer)
 	OpDialogSend             // POST /dialog/{id}/send (bearer)
 	OpDialogList             // GET /dialog/{id}/list (bearer)
+	OpDialogUnread           // GET /dialog/unread (bearer)
 	numOps
 )
 
 var opNames = [numOps]string{"healthz", "user_get", "user_search", "user_register",
-	"post_create", "post_feed", "dialog_send", "dialog_list"}
+	"post_create", "post_feed", "dialog_send", "dialog_list", "dialog_unread"}
 
 // String returns the operation's name as it appears in reports.
 func (o Op) String() string {
@@ -41,7 +42,7 @@ func OpNames() []string { return append([]string(nil), opNames[:]...) }
 func (o Op) needsUsers() bool { return o == OpUserGet || o == OpUserSearch }
 
 // needsSessions reports whether o needs logged-in users.
-func (o Op) needsSessions() bool { return o >= OpPostCreate && o <= OpDialogList }
+func (o Op) needsSessions() bool { return o >= OpPostCreate && o <= OpDialogUnread }
 
 // scenarios maps each scenario to its operations, in equal shares.
 var scenarios = map[string][]Op{
@@ -51,6 +52,7 @@ var scenarios = map[string][]Op{
 	"register": {OpUserRegister},
 	"post":     {OpPostCreate, OpPostFeed},
 	"dialog":   {OpDialogSend, OpDialogList},
+	"unread":   {OpDialogUnread},
 }
 
 // Scenarios returns the names of the scenarios a mix may weigh, sorted.

@@ -90,7 +90,7 @@ func TestPrepareFromAPIAndRunEveryScenario(t *testing.T) {
 		}
 	}
 
-	m, err := load.ParseMix("healthz,get,search,register,post,dialog")
+	m, err := load.ParseMix("healthz,get,search,register,post,dialog,unread")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +106,7 @@ func TestPrepareFromAPIAndRunEveryScenario(t *testing.T) {
 		"healthz": "GET /healthz", "user_get": "GET /user/get/{id}", "user_search": "GET /user/search",
 		"user_register": "POST /user/register", "post_create": "POST /post/create", "post_feed": "GET /post/feed",
 		"dialog_send": "POST /dialog/{id}/send", "dialog_list": "GET /dialog/{id}/list",
+		"dialog_unread": "GET /dialog/unread",
 	}
 	if len(res.Ops) != len(routes) {
 		t.Errorf("ops %+v: want all %d", res.Ops, len(routes))
@@ -114,10 +115,10 @@ func TestPrepareFromAPIAndRunEveryScenario(t *testing.T) {
 		if got := api.Hits(routes[op.Name]) - setup[routes[op.Name]]; got != op.Requests {
 			t.Errorf("%s: generator counted %d requests, the API served %d", op.Name, op.Requests, got)
 		}
-		// Six scenarios of equal weight; post and dialog split theirs in two.
-		want := 1.0 / 6
-		if strings.HasPrefix(op.Name, "post") || strings.HasPrefix(op.Name, "dialog") {
-			want = 1.0 / 12
+		// Seven scenarios of equal weight; post and dialog split theirs in two.
+		want := 1.0 / 7
+		if strings.HasPrefix(op.Name, "post") || op.Name == "dialog_send" || op.Name == "dialog_list" {
+			want = 1.0 / 14
 		}
 		if share := float64(op.Requests) / total; share < want*0.7 || share > want*1.3 {
 			t.Errorf("%s got %.3f of the requests, want about %.3f", op.Name, share, want)
