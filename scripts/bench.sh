@@ -96,6 +96,16 @@ log "load generator ceiling: GET /healthz with one core"
 "$BIN" load --url "http://$API" --scenario healthz --cpus 1 --connections 64 --duration 10s --quiet \
 	--label "healthz, 1 core" --json "$OUT/healthz.json" | tee -a "$OUT/summary.txt"
 
+log "unread counters: dialogs for $DUR to fill the counters, then GET /dialog/unread, $CONNS connections, $DUR"
+"$BIN" load --home "$HOME_DIR" --url "http://$API" --scenario dialog --users 200 --connections "$CONNS" --duration "$DUR" --quiet \
+	--label "dialogs" --json "$OUT/dialog.json" | tee -a "$OUT/summary.txt"
+"$BIN" load --home "$HOME_DIR" --url "http://$API" --scenario unread --users 200 --connections "$CONNS" --duration "$DUR" --quiet \
+	--label "GET /dialog/unread" --json "$OUT/unread.json" | tee -a "$OUT/summary.txt"
+"$BIN" reconcile --home "$HOME_DIR" --check 2>/dev/null | tee -a "$OUT/summary.txt"
+
+log "counter delivery latency (commit -> counter applied) and outbox backlog"
+go test -run '^$' -bench 'Delivery' -benchtime 30000x ./internal/counter/ 2>&1 | grep -E "Benchmark|p50|p99|backlog|ok" | tee -a "$OUT/summary.txt"
+
 log "failover: socnet drill failover --repeat $FAILOVERS"
 "$BIN" drill failover --home "$HOME_DIR" --repeat "$FAILOVERS" --duration 6s --kill-after random \
 	--json "$OUT/failover.json" --html "$OUT/failover.html" 2>"$OUT/drill.log" | tee -a "$OUT/summary.txt"
