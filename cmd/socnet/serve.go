@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"path/filepath"
 	"time"
 
@@ -37,6 +38,7 @@ type serveConfig struct {
 	AddrFile      string // written with the bound address once listening
 	RoutingFile   string // the router's snapshot, rewritten every second
 	CounterURL    string // base URL of counterd
+	DebugHTTP     string // when set, /debug/pprof is served there
 }
 
 func cmdServe(ctx context.Context, e *env, args []string) error {
@@ -54,6 +56,7 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 	cost := fs.Int("bcrypt-cost", auth.DefaultCost, "bcrypt cost of new password hashes")
 	addrFile := fs.String("addr-file", "", "write the bound address to this file once listening")
 	routingFile := fs.String("routing-file", "", "write where queries go (the router's view of the nodes) to this file every second")
+	debugHTTP := fs.String("debug-http", "", "serve Go's /debug/pprof profiles on this address (keep it on loopback)")
 	counterURL := fs.String("counter", "http://127.0.0.1:8091", "base URL of the unread-message counter service (socnet counterd)")
 	if err := fs.parse(args); err != nil {
 		return err
@@ -61,7 +64,7 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 	c := serveConfig{HTTP: *httpAddr, DB: dbroute.SplitDSNList(*db), AdminDB: *admin, Key: *key, KeyFile: *keyFile,
 		TokenTTL: *ttl, MaxReplicaLag: *lag, NoReplica: *noReplica, WriteTimeout: *wt,
 		MaxConns: *maxConns, BcryptCost: *cost, AddrFile: *addrFile, RoutingFile: *routingFile, ShutdownAfter: 10 * time.Second,
-		CounterURL: *counterURL}
+		CounterURL: *counterURL, DebugHTTP: *debugHTTP}
 	if len(c.DB) == 0 {
 		return usageError{errors.New("serve: --db (or SOCNET_DB) is required")}
 	}
@@ -90,6 +93,15 @@ func serve(ctx context.Context, e *env, c serveConfig) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	defer db.Close()
+	if c.DebugHTTP != "" {
+		dctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go func() {
+			if err := listenAndServe(dctx, e, "debug", c.DebugHTTP, "", debugMux(), time.Second); err != nil {
+				e.log.Warn("debug listener", "err", err)
+			}
+		}()
+	}
 	if c.RoutingFile != "" {
 		rctx, stop := context.WithCancel(ctx)
 		defer stop()
@@ -168,4 +180,15 @@ func tokenKey(c serveConfig) ([]byte, error) {
 		return nil, fmt.Errorf("token key: %w", err)
 	}
 	return k, nil
+}
+
+// debugMux serves the runtime profiles, for operators chasing CPU or memory.
+func debugMux() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgxpool"
+	pgxuuid "github.com/vgarvardt/pgx-google-uuid/v5"
 )
 
 // node is one PostgreSQL server: its pool, its probe connection and what the
@@ -74,6 +75,17 @@ FROM pg_is_in_recovery() AS r`
 
 func newNode(ctx context.Context, pc *pgxpool.Config) (*node, error) {
 	name := nodeName(pc)
+	// uuid.UUID arguments and results go over the wire in binary; without
+	// the codec pgx would format and parse text through driver.Valuer on
+	// every query.
+	after := pc.AfterConnect
+	pc.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+		pgxuuid.Register(conn.TypeMap())
+		if after != nil {
+			return after(ctx, conn)
+		}
+		return nil
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("open pool %s: %w", name, err)

@@ -374,7 +374,7 @@ func TestUserSearchLimits(t *testing.T) {
 	if n := count("first_name=Max&last_name=Lim&limit=1000"); n != want {
 		t.Errorf("page of 1000 has %d users; want %d", n, want)
 	}
-	if n := count("first_name=Max&last_name=Lim&offset=100"); n != 5 {
-		t.Errorf("page at offset 100 has %d users; want 5", n)
+	if n := count(fmt.Sprintf("first_name=Max&last_name=Lim&offset=%d", social.DefaultSearchLimit)); n != 5 {
+		t.Errorf("page at offset %d has %d users; want 5", social.DefaultSearchLimit, n)
 	}
 }

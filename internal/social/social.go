@@ -20,7 +20,7 @@ const (
 	FeedCap = 1000
 	// DefaultSearchLimit and MaxSearchLimit bound /user/search so that a
 	// one-letter prefix never returns the whole table.
-	DefaultSearchLimit = 100
+	DefaultSearchLimit = 20
 	MaxSearchLimit     = 1000
 	// DefaultFeedLimit is the page size of /post/feed without ?limit.
 	DefaultFeedLimit = 10
