@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
 
+	"socnet/internal/counter"
 	"socnet/internal/dbroute"
 	"socnet/internal/drill"
 )
@@ -16,10 +18,12 @@ import (
 const drillUsage = `usage: socnet drill DRILL [flags]
 
 Failure experiments against the stack of 'socnet up --home DIR'; each judges
-itself and exits non-zero (3) when an acknowledged write was lost.
+itself and exits non-zero (3) when an acknowledged write was lost (or, on the
+counter cluster, when an unread counter drifted from the messages).
 
 drills:
   failover   SIGKILL a cluster's primary under write load; verify every node
+             (--cluster counter: dialog messages, then the unread counters)
   fill       SIGKILL the primary part-way through a bulk load of users; verify
   replica    SIGKILL the sync replica, the async one, then both, under load
 
@@ -81,7 +85,8 @@ func (rf reportFlags) finish(e *env, r drill.Report) error {
 func drillFailover(ctx context.Context, e *env, args []string) error {
 	fs := newFlags("drill failover", e)
 	home := fs.HomeDir()
-	clusterName := fs.String("cluster", mainCluster, "cluster whose primary is killed: main (writes through the API) or counter (direct SQL writes)")
+	clusterName := fs.String("cluster", mainCluster, "cluster whose primary is killed: main (posts through the API) or counter (dialog messages through the API, then the unread counters are checked)")
+	writes := fs.String("writes", writesAPI, "how the drill writes: api, or sql (direct INSERTs into drill_writes; --cluster counter only)")
 	killAfter := fs.String("kill-after", drill.DefaultKillAfter.String(), "when to kill the primary after the writes start: a duration, or random (20%-80% of --duration)")
 	duration := fs.Duration("duration", drill.DefaultDuration, "how long to write at least")
 	writers := fs.Int("writers", drill.DefaultWriters, "concurrent writers")
@@ -103,7 +108,10 @@ func drillFailover(ctx context.Context, e *env, args []string) error {
 	if err := checkDrillFlags(*duration, *writers, *repeat); err != nil {
 		return err
 	}
-	t, closeTarget, err := drillTarget(ctx, e, *home, *clusterName, *writers)
+	if err := checkWrites(*clusterName, *writes); err != nil {
+		return err
+	}
+	t, closeTarget, err := drillTarget(ctx, e, *home, *clusterName, *writes, *writers)
 	if err != nil {
 		return err
 	}
@@ -133,7 +141,14 @@ func drillReplica(ctx context.Context, e *env, args []string) error {
 	if err := checkDrillFlags(*settle, *writers, 1); err != nil {
 		return err
 	}
-	t, closeTarget, err := drillTarget(ctx, e, *home, *clusterName, *writers)
+	// The replica drill measures the stalls of commits on the cluster whose
+	// replicas die; dialog messages commit on main, so the counter cluster
+	// gets direct SQL writes.
+	writes := writesAPI
+	if *clusterName != mainCluster {
+		writes = writesSQL
+	}
+	t, closeTarget, err := drillTarget(ctx, e, *home, *clusterName, writes, *writers)
 	if err != nil {
 		return err
 	}
@@ -231,12 +246,30 @@ func stackStatusFunc(home string) drill.StatusFunc {
 	}
 }
 
+// The write paths of the failover and replica drills (--writes).
+const (
+	writesAPI = "api" // through the API: posts (main), dialog messages (counter)
+	writesSQL = "sql" // direct INSERTs into drill_writes (counter)
+)
+
+// checkWrites refuses a write path the cluster has no use for.
+func checkWrites(clusterName, writes string) error {
+	switch {
+	case writes != writesAPI && writes != writesSQL:
+		return usageError{fmt.Errorf("drill: --writes %q: want %s or %s", writes, writesAPI, writesSQL)}
+	case writes == writesSQL && clusterName == mainCluster:
+		return usageError{fmt.Errorf("drill: --writes %s is for --cluster %s; the main cluster is written through the API", writesSQL, counterClustr)}
+	}
+	return nil
+}
+
 // drillTarget builds what the failover and replica drills run against. The
-// main cluster is written through the API (registrations tagged in the
-// biography) and verified in its database; the counter cluster, whose
-// service has no write path of its own for a drill, gets direct SQL inserts
-// into drill_writes through dbroute.
-func drillTarget(ctx context.Context, e *env, home, clusterName string, writers int) (drill.Target, func(), error) {
+// main cluster is written through the API (posts) and verified in its
+// database. The counter cluster is written either through the API as the
+// unread counter's saga (dialog messages, verified in the main database,
+// then the counters checked against them) or, with writes = sql, with
+// direct SQL inserts into drill_writes through dbroute.
+func drillTarget(ctx context.Context, e *env, home, clusterName, writes string, writers int) (drill.Target, func(), error) {
 	status := stackStatusFunc(home)
 	st, err := status(ctx)
 	if err != nil {
@@ -247,19 +280,21 @@ func drillTarget(ctx context.Context, e *env, home, clusterName string, writers 
 		return drill.Target{}, nil, usageError{fmt.Errorf("drill: the stack in %s has no cluster %q", home, clusterName)}
 	}
 	c := &drill.StackCluster{Status: status, Cluster: clusterName}
-	switch clusterName {
-	case mainCluster:
+	switch {
+	case clusterName == mainCluster:
 		c.Database = mainDBName
-		addr := ""
-		if api, ok := st.Service("api"); ok {
-			addr = api.Addr
-		} else if info, err := readStack(home); err == nil {
-			addr = info.API
-		}
-		if addr == "" {
-			return drill.Target{}, nil, fmt.Errorf("drill: the stack in %s runs no API", home)
+		addr, err := stackAPI(st, home)
+		if err != nil {
+			return drill.Target{}, nil, err
 		}
 		return drill.Target{Writer: drill.NewAPIWriter(addr, writers, 15*time.Second), Cluster: c}, func() {}, nil
+	case writes == writesAPI:
+		t, err := dialogTarget(ctx, e, st, home, writers)
+		if err != nil {
+			return drill.Target{}, nil, err
+		}
+		t.Cluster = c
+		return t, func() {}, nil
 	default:
 		var dsns []string
 		for _, n := range cs.Nodes {
@@ -276,4 +311,66 @@ func drillTarget(ctx context.Context, e *env, home, clusterName string, writers 
 		}
 		return drill.Target{Writer: w, Cluster: c}, db.Close, nil
 	}
+}
+
+// dialogTarget returns the writes of a drill on the counter cluster through
+// its saga: dialog messages sent through the API, verified on the main
+// cluster, and the counters checked afterwards, by the API and by a
+// reconciliation of the stack's databases. Its drill users are signed up
+// before the drill starts.
+func dialogTarget(ctx context.Context, e *env, st drill.Status, home string, writers int) (drill.Target, error) {
+	addr, err := stackAPI(st, home)
+	if err != nil {
+		return drill.Target{}, err
+	}
+	info, err := readStack(home)
+	if err != nil {
+		return drill.Target{}, fmt.Errorf("drill: %w", err)
+	}
+	if len(info.MainAdmin) == 0 || len(info.CounterAdmin) == 0 {
+		return drill.Target{}, fmt.Errorf("drill: the stack in %s lists no administrator DSNs of its databases", home)
+	}
+	w := drill.NewDialogWriter(addr, drill.DefaultDialogSenders, writers, 15*time.Second)
+	if err := w.Setup(ctx); err != nil {
+		return drill.Target{}, fmt.Errorf("drill: %w", err)
+	}
+	return drill.Target{
+		Writer: w,
+		Verify: &drill.StackCluster{Status: stackStatusFunc(home), Cluster: mainCluster, Database: mainDBName},
+		Counters: &drill.CounterCheck{Dialogs: w,
+			Reconciler: stackReconciler{mains: info.MainAdmin, counters: info.CounterAdmin, log: e.log}},
+	}, nil
+}
+
+// stackAPI returns the address of the stack's API.
+func stackAPI(st drill.Status, home string) (string, error) {
+	if api, ok := st.Service("api"); ok && api.Addr != "" {
+		return api.Addr, nil
+	}
+	if info, err := readStack(home); err == nil && info.API != "" {
+		return info.API, nil
+	}
+	return "", fmt.Errorf("drill: the stack in %s runs no API", home)
+}
+
+// stackReconciler reconciles the counters of a stack's databases as
+// `socnet reconcile` does, opening the counter database for each run only,
+// so that nothing watches the counter cluster while a drill breaks it.
+type stackReconciler struct {
+	mains, counters []string // administrator DSNs
+	log             *slog.Logger
+}
+
+// Run runs one reconciliation.
+func (s stackReconciler) Run(ctx context.Context, opts counter.ReconcileOptions) (counter.ReconcileReport, error) {
+	db, err := dbroute.Open(ctx, dbroute.Config{Name: counterClustr, Nodes: s.counters, MaxConns: 2}, s.log)
+	if err != nil {
+		return counter.ReconcileReport{}, fmt.Errorf("reconcile: %w", err)
+	}
+	defer db.Close()
+	rc, err := counter.NewReconciler(s.mains, db, nil, s.log)
+	if err != nil {
+		return counter.ReconcileReport{}, fmt.Errorf("reconcile: %w", err)
+	}
+	return rc.Run(ctx, opts)
 }

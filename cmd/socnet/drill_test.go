@@ -48,6 +48,9 @@ func TestDrillRefusesBadInput(t *testing.T) {
 		{"fill", "--home", home, "--kill-at", "120%"},
 		{"fill", "--home", home, "--users", "0"},
 		{"failover", "--home", home, "--no-such-flag"},
+		{"failover", "--home", home, "--writes", "carrier-pigeon"},
+		{"failover", "--home", home, "--writes", "sql"}, // main is written through the API only
+		{"failover", "--home", home, "--cluster", "counter", "--writes", ""},
 	} {
 		e := &env{getenv: func(string) string { return "" }, stdout: io.Discard, stderr: io.Discard,
 			log: slog.New(slog.DiscardHandler)}

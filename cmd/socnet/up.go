@@ -197,7 +197,7 @@ func up(ctx context.Context, e *env, c upConfig) (err error) {
 	}
 	cancel()
 	fmt.Fprintf(e.stdout, "socnet is up: API on http://%s (ready in %s)\n", c.HTTP, time.Since(started).Round(time.Millisecond))
-	fmt.Fprintf(e.stdout, "  try: curl -s http://%s/user/search?first_name=Ко\\&last_name=Ос\n", c.HTTP)
+	fmt.Fprintf(e.stdout, "  try: curl -s 'http://%s/user/search?first_name=Ко&last_name=Ос'\n", c.HTTP)
 	fmt.Fprintf(e.stdout, "  state: socnet status --home %s; stop: Ctrl-C\n", home)
 	<-ctx.Done()
 	fmt.Fprintln(e.stdout, "stopping socnet...")

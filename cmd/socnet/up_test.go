@@ -330,3 +330,105 @@ func mustReadJSON(t *testing.T, path string, v any) {
 		t.Fatalf("%s: %v", path, err)
 	}
 }
+
+// TestCounterDrillOnStack runs the failover drill on the counter cluster
+// through the command as a user types it: dialog messages go through the API
+// and the unread counter's saga while the counter primary is SIGKILLed. The
+// drill must find every acknowledged message on every main node, and the
+// counters exact: per sender equal to the unread messages, and a
+// reconciliation without drift.
+func TestCounterDrillOnStack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts five PostgreSQL nodes")
+	}
+	t.Setenv(beMainEnv, "1")
+	home := filepath.Join(t.TempDir(), "home")
+	getenv := func(k string) string {
+		if k == "SOCNET_LOG_LEVEL" {
+			return "warn"
+		}
+		return ""
+	}
+	stop := startUp(t, home, freeAddr(t), getenv)
+	defer stop()
+	before := findCluster(t, mustStatus(t, home, getenv), counterClustr).Primary
+
+	var out, errOut syncBuffer
+	report := filepath.Join(t.TempDir(), "drill.json")
+	err := run(context.Background(), []string{"socnet", "drill", "failover", "--home", home, "--cluster", "counter",
+		"--duration", "5s", "--kill-after", "1500ms", "--writers", "4", "--json", report}, getenv, &out, &errOut)
+	t.Logf("drill report:\n%s", out.String())
+	if err != nil {
+		t.Fatalf("drill failover --cluster counter: %v\n%s", err, errOut.String())
+	}
+	var rep struct {
+		OK                bool  `json:"ok"`
+		TotalLost         int64 `json:"total_lost"`
+		TotalCounterDrift int   `json:"total_counter_drift"`
+		Runs              []struct {
+			VerifiedOn string `json:"verified_on"`
+			OldPrimary string `json:"old_primary"`
+			NewPrimary string `json:"new_primary"`
+			Verdict    struct {
+				Acknowledged int    `json:"acknowledged"`
+				Lost         int    `json:"lost"`
+				Reference    string `json:"reference"`
+				Nodes        []struct {
+					Node string `json:"node"`
+					Rows int    `json:"rows"`
+				} `json:"nodes"`
+			} `json:"verdict"`
+			Counters *struct {
+				DialogsChecked int `json:"dialogs_checked"`
+				Drift          int `json:"drift"`
+				Dialogs        []struct {
+					Counter int `json:"counter"`
+					Unread  int `json:"unread"`
+				} `json:"dialogs"`
+				Reconcile *struct {
+					Compared int `json:"compared"`
+					Drift    int `json:"drift"`
+				} `json:"reconcile"`
+			} `json:"counters"`
+		} `json:"runs"`
+	}
+	mustReadJSON(t, report, &rep)
+	if !rep.OK || rep.TotalLost != 0 || rep.TotalCounterDrift != 0 || len(rep.Runs) != 1 {
+		t.Fatalf("drill report: ok=%v lost=%d counter drift=%d runs=%d", rep.OK, rep.TotalLost, rep.TotalCounterDrift, len(rep.Runs))
+	}
+	r := rep.Runs[0]
+	if r.OldPrimary != before || r.NewPrimary == "" || r.NewPrimary == before {
+		t.Errorf("killed %q (the counter primary was %q), promoted %q", r.OldPrimary, before, r.NewPrimary)
+	}
+	if now := findCluster(t, mustStatus(t, home, getenv), counterClustr).Primary; now != r.NewPrimary {
+		t.Errorf("counter primary after the drill is %s, the drill saw %s promoted", now, r.NewPrimary)
+	}
+	// The messages are verified where they live: on every main node.
+	v := r.Verdict
+	if r.VerifiedOn != mainCluster || v.Acknowledged == 0 || v.Lost != 0 || len(v.Nodes) != 3 {
+		t.Fatalf("verified on %q: %d acknowledged, %d lost, %d nodes", r.VerifiedOn, v.Acknowledged, v.Lost, len(v.Nodes))
+	}
+	stored := -1
+	for _, n := range v.Nodes {
+		if !strings.HasPrefix(n.Node, mainCluster+"-") || n.Rows < v.Acknowledged {
+			t.Errorf("node %s holds %d messages of the run, want a main node with at least the %d acknowledged", n.Node, n.Rows, v.Acknowledged)
+		}
+		if n.Node == v.Reference {
+			stored = n.Rows
+		}
+	}
+	// The recipient is new and reads nothing: every message of the run is
+	// unread, and the counters count exactly those.
+	c := r.Counters
+	if c == nil || c.DialogsChecked != 4 || c.Drift != 0 || c.Reconcile == nil || c.Reconcile.Drift != 0 || c.Reconcile.Compared < 4 {
+		t.Fatalf("counters: %+v", c)
+	}
+	counted, unread := 0, 0
+	for _, d := range c.Dialogs {
+		counted += d.Counter
+		unread += d.Unread
+	}
+	if counted != stored || unread != stored {
+		t.Errorf("the counters count %d and the database %d unread messages, but the run stored %d", counted, unread, stored)
+	}
+}

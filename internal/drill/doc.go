@@ -4,7 +4,10 @@
 // write attempt and what the client saw, then reads back every row the run
 // tagged from every node and reports what was lost, what appeared without
 // an acknowledgement, what was duplicated and how long writes were
-// unavailable.
+// unavailable. Writes that travel the unread counter's saga (DialogWriter)
+// are followed by a CounterCheck: the counter service's counts must equal
+// the unread messages once the outbox has drained, and a reconciliation
+// must find no drift.
 //
 // The ledger and the verdict (Ledger, Judge, JudgeFill) are pure functions
 // of what was observed. The experiments (RunFailover, RunReplica, RunFill)

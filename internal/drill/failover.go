@@ -159,7 +159,7 @@ func RunFailover(ctx context.Context, t Target, opt FailoverOptions) (Run, error
 		run.Problems = append(run.Problems, "no write was acknowledged after the kill")
 	}
 	finishRun(ctx, &run, t, ledger.Prefix(), attempts, opt.ReplayTimeout, opt.Bucket)
-	log.Info("drill: verified", "run", run.RunID, "ok", run.OK())
+	log.Info("drill: verified", "run", run.RunID, "ok", run.OK(), "counter_drift", run.CounterDrift())
 	return run, ctx.Err()
 }
 
@@ -234,7 +234,7 @@ func RepeatFailover(ctx context.Context, t Target, n int, opt FailoverOptions) (
 
 // newRun starts the record of a run.
 func newRun(drill string, t Target, writers int, bucket time.Duration) Run {
-	return Run{
+	run := Run{
 		RunID:    NewRunID(time.Now()),
 		Drill:    drill,
 		Cluster:  t.Cluster.Name(),
@@ -244,10 +244,14 @@ func newRun(drill string, t Target, writers int, bucket time.Duration) Run {
 		Errors:   map[string]int{},
 		Problems: []string{},
 	}
+	if v := t.verifyCluster().Name(); v != run.Cluster {
+		run.VerifiedOn = v
+	}
+	return run
 }
 
-// finishRun verifies the run's writes on every node and fills in the
-// figures of the ledger.
+// finishRun verifies the run's writes on every node, checks the counters
+// when the target asks for it, and fills in the figures of the ledger.
 func finishRun(ctx context.Context, run *Run, t Target, prefix string, attempts []Attempt, replayTimeout, bucket time.Duration) {
 	v, err := VerifyWrites(ctx, t, prefix, attempts, replayTimeout)
 	if err != nil {
@@ -256,6 +260,11 @@ func finishRun(ctx context.Context, run *Run, t Target, prefix string, attempts 
 	}
 	run.Verdict = &v
 	run.Problems = append(run.Problems, v.Problems...)
+	if t.Counters != nil {
+		cv := t.Counters.Check(ctx, t.verifyCluster(), run.Stopped)
+		run.Counters = &cv
+		run.Problems = append(run.Problems, cv.Problems...)
+	}
 	fillFigures(run, attempts, bucket)
 }
 

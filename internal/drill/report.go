@@ -26,8 +26,11 @@ type Run struct {
 	RunID   string `json:"run_id"`
 	Drill   string `json:"drill"`
 	Cluster string `json:"cluster"`
-	Writes  string `json:"writes"`
-	Writers int    `json:"writers"`
+	// VerifiedOn names the cluster that holds the writes when it is not
+	// Cluster (dialog messages in main while counter is broken).
+	VerifiedOn string `json:"verified_on,omitempty"`
+	Writes     string `json:"writes"`
+	Writers    int    `json:"writers"`
 	// Started is when the writes began, Stopped when the writers stopped,
 	// Ended when the verification finished.
 	Started time.Time `json:"started"`
@@ -55,6 +58,9 @@ type Run struct {
 	Verdict *Verdict `json:"verdict,omitempty"`
 	// Fill judges a bulk load (fill).
 	Fill *FillVerdict `json:"fill,omitempty"`
+	// Counters judges the unread counters of dialog writes (failover on
+	// the counter cluster).
+	Counters *CounterVerdict `json:"counters,omitempty"`
 	// BucketMS is the width of the timeline's buckets.
 	BucketMS int      `json:"bucket_ms"`
 	Timeline []Bucket `json:"timeline"`
@@ -76,6 +82,20 @@ func (r Run) Lost() int64 {
 		return r.Fill.Lost
 	}
 	return 0
+}
+
+// CounterDrift returns how many dialogs the counter service counted wrong:
+// the larger of the drifting dialogs the run's own comparison found and
+// those the reconciliation found (which compares the run's dialogs too).
+func (r Run) CounterDrift() int {
+	if r.Counters == nil {
+		return 0
+	}
+	n := r.Counters.Drift
+	if rc := r.Counters.Reconcile; rc != nil {
+		n = max(n, rc.Drift)
+	}
+	return n
 }
 
 // Phase is one step of the replica drill: which replicas were killed and
@@ -113,7 +133,9 @@ type Report struct {
 	Rejoin         Distribution `json:"rejoin"`
 	// TotalLost sums Lost over the runs; must be 0.
 	TotalLost int64 `json:"total_lost"`
-	OK        bool  `json:"ok"`
+	// TotalCounterDrift sums CounterDrift over the runs; must be 0.
+	TotalCounterDrift int  `json:"total_counter_drift"`
+	OK                bool `json:"ok"`
 }
 
 // NewReport summarizes runs of one drill.
@@ -128,6 +150,7 @@ func NewReport(drill, cluster string, runs []Run) Report {
 			rejoin = append(rejoin, msDuration(*run.RejoinMS))
 		}
 		r.TotalLost += run.Lost()
+		r.TotalCounterDrift += run.CounterDrift()
 		r.OK = r.OK && run.OK()
 	}
 	r.Unavailability = Distribute(unav)
@@ -189,6 +212,9 @@ func (r Report) WriteText(w io.Writer) error {
 				formatMillis(d.Min), formatMillis(d.Median), formatMillis(d.P90), formatMillis(d.Max), d.Count)
 		}
 		fmt.Fprintf(&b, "lost acknowledged writes, all runs: %d\n", r.TotalLost)
+		if slices.ContainsFunc(r.Runs, func(run Run) bool { return run.Counters != nil }) {
+			fmt.Fprintf(&b, "counter drift, all runs: %d\n", r.TotalCounterDrift)
+		}
 	}
 	if r.OK {
 		b.WriteString("verdict: PASS\n")
@@ -206,6 +232,9 @@ func writeRunText(b *strings.Builder, run Run) {
 		writers = "one writer"
 	}
 	fmt.Fprintf(b, "writes: %s; %s for %s\n", run.Writes, writers, run.Stopped.Sub(run.Started).Round(time.Millisecond))
+	if run.VerifiedOn != "" {
+		fmt.Fprintf(b, "writes verified on cluster %s\n", run.VerifiedOn)
+	}
 	for _, e := range run.Events {
 		detail := ""
 		if e.Detail != "" {
@@ -226,6 +255,9 @@ func writeRunText(b *strings.Builder, run Run) {
 			fmt.Fprintf(b, "  %-10s %-8s rows %d, lost %d, unacknowledged present %d, duplicates %d, vs %s: -%d +%d\n",
 				n.Node, n.Role, n.Rows, n.Lost, n.PresentUnacknowledged, n.Duplicates, v.Reference, n.Missing, n.Extra)
 		}
+	}
+	if c := run.Counters; c != nil {
+		writeCountersText(b, *c)
 	}
 	if f := run.Fill; f != nil {
 		fmt.Fprintf(b, "load: %d rows asked, %d acknowledged in %d batches, expected %d rows per node\n",
@@ -265,6 +297,31 @@ func writeRunText(b *strings.Builder, run Run) {
 	fmt.Fprintf(b, "errors by class: %s\n", formatCounts(run.Errors))
 	for _, p := range run.Problems {
 		fmt.Fprintf(b, "PROBLEM: %s\n", p)
+	}
+}
+
+// writeCountersText writes the counter check of a run.
+func writeCountersText(b *strings.Builder, c CounterVerdict) {
+	fmt.Fprintf(b, "counters of recipient %s: %d dialogs checked, counter drift %d (%d messages)\n",
+		c.Recipient, c.DialogsChecked, c.Drift, c.DriftMessages)
+	drained, settled := "not drained", "never agreed"
+	if c.DrainedMS != nil {
+		drained = "drained " + formatMillis(*c.DrainedMS) + " after the stop"
+	}
+	if c.SettledMS != nil {
+		settled = "agreed " + formatMillis(*c.SettledMS) + " after the stop"
+	}
+	fmt.Fprintf(b, "  outbox %s; counters %s; dead letters %d\n", drained, settled, c.DeadLetters)
+	for _, d := range c.Dialogs {
+		fmt.Fprintf(b, "  dialog from %s: counter %d, unread messages %d, counter drift %d\n", d.Sender, d.Counter, d.Unread, d.Drift)
+	}
+	if r := c.Reconcile; r != nil {
+		if r.Error != "" {
+			fmt.Fprintf(b, "reconciliation (check only): failed: %s\n", r.Error)
+		} else {
+			fmt.Fprintf(b, "reconciliation (check only): compared %d dialogs, drift %d (%d messages), unsettled %d\n",
+				r.Compared, r.Drift, r.DriftMessages, r.Unsettled)
+		}
 	}
 }
 
@@ -309,6 +366,9 @@ func VerdictError(r Report) error {
 	msg := fmt.Sprintf("drill %s failed", r.Drill)
 	if r.TotalLost > 0 {
 		msg += fmt.Sprintf(": %d acknowledged writes lost", r.TotalLost)
+	}
+	if r.TotalCounterDrift > 0 {
+		msg += fmt.Sprintf(": %d dialogs with counter drift", r.TotalCounterDrift)
 	}
 	for _, run := range r.Runs {
 		if len(run.Problems) > 0 {

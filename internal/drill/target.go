@@ -60,8 +60,24 @@ type Cluster interface {
 
 // Target is what a drill runs against.
 type Target struct {
-	Writer  Writer
+	Writer Writer
+	// Cluster is the cluster the drill breaks.
 	Cluster Cluster
+	// Verify is the cluster that holds the writes when it is not Cluster:
+	// dialog messages live in the main database while a drill breaks the
+	// counter cluster. nil: Cluster.
+	Verify Cluster
+	// Counters, when set, checks the unread counters of the writes after
+	// they are verified (the writer is Counters.Dialogs).
+	Counters *CounterCheck
+}
+
+// verifyCluster returns the cluster that holds the writes.
+func (t Target) verifyCluster() Cluster {
+	if t.Verify != nil {
+		return t.Verify
+	}
+	return t.Cluster
 }
 
 // StackCluster is a Cluster of a stack that `socnet up` runs, seen through

@@ -116,13 +116,13 @@ func collectRows(ctx context.Context, w Writer, nodes []Node, prefix string, rep
 	return out
 }
 
-// VerifyWrites reads the rows tagged with prefix from every node of t's
-// cluster, each replica once it has replayed up to the primary, and judges
-// them against the attempts of the ledger. The error is for a cluster whose
-// nodes could not be listed; nodes that could not be read are in the
-// verdict.
+// VerifyWrites reads the rows tagged with prefix from every node of the
+// cluster that holds t's writes (t.Verify, else t.Cluster), each replica
+// once it has replayed up to the primary, and judges them against the
+// attempts of the ledger. The error is for a cluster whose nodes could not
+// be listed; nodes that could not be read are in the verdict.
 func VerifyWrites(ctx context.Context, t Target, prefix string, attempts []Attempt, replayTimeout time.Duration) (Verdict, error) {
-	nodes, err := t.Cluster.Nodes(ctx)
+	nodes, err := t.verifyCluster().Nodes(ctx)
 	if err != nil {
 		return Verdict{}, fmt.Errorf("verify: list nodes: %w", err)
 	}

@@ -24,8 +24,7 @@ import (
 // text, as one drill user. Posts, not registrations, so that the write rate
 // is the database's and not bcrypt's.
 type APIWriter struct {
-	base   string
-	client *http.Client
+	api *apiClient
 
 	mu    sync.Mutex
 	token string // bearer token of the drill's author, once logged in
@@ -35,24 +34,15 @@ type APIWriter struct {
 // URL). timeout bounds one request; it should exceed the API's own write
 // timeout so that the API, not the client, reports a commit in doubt.
 func NewAPIWriter(addr string, conns int, timeout time.Duration) *APIWriter {
-	base := strings.TrimSuffix(addr, "/")
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	tr := &http.Transport{
-		MaxIdleConns:        conns,
-		MaxIdleConnsPerHost: conns,
-		IdleConnTimeout:     30 * time.Second,
-	}
-	return &APIWriter{base: base, client: &http.Client{Transport: tr, Timeout: timeout}}
+	return &APIWriter{api: newAPIClient(addr, conns, timeout)}
 }
 
 // Describe says what a write is.
 func (w *APIWriter) Describe() string {
-	return "POST /post/create through the API at " + w.base + " (tag as the text)"
+	return "POST /post/create through the API at " + w.api.base + " (tag as the text)"
 }
 
-// apiPassword is the password of the user a drill writes as.
+// apiPassword is the password of the users a drill writes as.
 const apiPassword = "drill-password"
 
 // Write creates one post whose text is tag. POST is not idempotent, so
@@ -64,13 +54,9 @@ func (w *APIWriter) Write(ctx context.Context, tag string) WriteResult {
 		return WriteResult{Outcome: Failed, Error: "no session"}
 	}
 	body, _ := json.Marshal(map[string]string{"text": tag})
-	status, data, err := w.post(ctx, "/post/create", token, body)
-	if err != nil {
-		return WriteResult{Outcome: ClassifyHTTP(0, err), Error: load.Classify(0, err).String()}
-	}
-	out := WriteResult{Outcome: ClassifyHTTP(status, nil)}
+	status, data, err := w.api.do(ctx, http.MethodPost, "/post/create", token, body)
+	out := httpResult(status, err)
 	if out.Outcome != Acknowledged {
-		out.Error = strconv.Itoa(status)
 		return out
 	}
 	var id string
@@ -87,49 +73,107 @@ func (w *APIWriter) session(ctx context.Context) (string, error) {
 	if w.token != "" {
 		return w.token, nil
 	}
-	reg, _ := json.Marshal(map[string]string{"first_name": "Drill", "second_name": "Writer",
+	u, err := w.api.signUp(ctx, "Writer")
+	if err != nil {
+		return "", fmt.Errorf("the drill's author: %w", err)
+	}
+	w.token = u.token
+	return w.token, nil
+}
+
+// Tagged returns the posts whose text starts with prefix.
+func (w *APIWriter) Tagged(ctx context.Context, conn *pgx.Conn, prefix string) ([]Row, error) {
+	return queryRows(ctx, conn, `SELECT text, id::text FROM posts WHERE text LIKE $1`, likePrefix(prefix))
+}
+
+// httpResult is the WriteResult of a write request that got status or
+// failed with err; the caller adds the id of an acknowledgement.
+func httpResult(status int, err error) WriteResult {
+	if err != nil {
+		return WriteResult{Outcome: ClassifyHTTP(0, err), Error: load.Classify(0, err).String()}
+	}
+	out := WriteResult{Outcome: ClassifyHTTP(status, nil)}
+	if out.Outcome != Acknowledged {
+		out.Error = strconv.Itoa(status)
+	}
+	return out
+}
+
+// apiClient talks to the socnet API as drill users.
+type apiClient struct {
+	base   string
+	client *http.Client
+}
+
+// newAPIClient returns a client of the API at addr (host:port or a base
+// URL) keeping up to conns idle connections; timeout bounds one request.
+func newAPIClient(addr string, conns int, timeout time.Duration) *apiClient {
+	base := strings.TrimSuffix(addr, "/")
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	tr := &http.Transport{
+		MaxIdleConns:        conns,
+		MaxIdleConnsPerHost: conns,
+		IdleConnTimeout:     30 * time.Second,
+	}
+	return &apiClient{base: base, client: &http.Client{Transport: tr, Timeout: timeout}}
+}
+
+// apiUser is a drill user the API knows, logged in.
+type apiUser struct {
+	id    string
+	token string
+}
+
+// signUp registers a drill user (first name Drill, second name second)
+// with apiPassword and logs it in.
+func (c *apiClient) signUp(ctx context.Context, second string) (apiUser, error) {
+	reg, _ := json.Marshal(map[string]string{"first_name": "Drill", "second_name": second,
 		"birthdate": "1990-01-01", "biography": "", "city": "Drill", "password": apiPassword})
-	status, data, err := w.post(ctx, "/user/register", "", reg)
+	status, data, err := c.do(ctx, http.MethodPost, "/user/register", "", reg)
 	var user struct {
 		UserID string `json:"user_id"`
 	}
 	if err != nil || status != http.StatusOK || json.Unmarshal(data, &user) != nil {
-		return "", fmt.Errorf("register the drill's author: status %d: %v", status, err)
+		return apiUser{}, fmt.Errorf("register: status %d: %v", status, err)
 	}
 	login, _ := json.Marshal(map[string]string{"id": user.UserID, "password": apiPassword})
-	status, data, err = w.post(ctx, "/login", "", login)
+	status, data, err = c.do(ctx, http.MethodPost, "/login", "", login)
 	var tok struct {
 		Token string `json:"token"`
 	}
 	if err != nil || status != http.StatusOK || json.Unmarshal(data, &tok) != nil {
-		return "", fmt.Errorf("log in the drill's author: status %d: %v", status, err)
+		return apiUser{}, fmt.Errorf("log in %s: status %d: %v", user.UserID, status, err)
 	}
-	w.token = tok.Token
-	return w.token, nil
+	return apiUser{id: user.UserID, token: tok.Token}, nil
 }
 
-// post sends a JSON body and returns the status and up to 64 KiB of body.
-func (w *APIWriter) post(ctx context.Context, path, token string, body []byte) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.base+path, bytes.NewReader(body))
+// do sends a request, with a JSON body unless body is nil and with the
+// bearer token unless it is "", and returns the status and up to 64 KiB
+// of the answer.
+func (c *apiClient) do(ctx context.Context, method, path, token string, body []byte) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
 		return 0, nil, err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := w.client.Do(req)
+	resp, err := c.client.Do(req)
 	if err != nil {
 		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
 	return resp.StatusCode, data, err
-}
-
-// Tagged returns the posts whose text starts with prefix.
-func (w *APIWriter) Tagged(ctx context.Context, conn *pgx.Conn, prefix string) ([]Row, error) {
-	return queryRows(ctx, conn, `SELECT text, id::text FROM posts WHERE text LIKE $1`, likePrefix(prefix))
 }
 
 // SQLWriter inserts rows into the table drill_writes of a cluster through a

@@ -2,21 +2,15 @@ package postgres
 
 import (
 	"context"
-	"crypto/sha256"
 	"embed"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"path"
 	"regexp"
-	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 
+	"socnet/internal/pgmigrate"
 	"socnet/internal/pgrole"
 )
 
@@ -27,44 +21,8 @@ var migrationFiles embed.FS
 // changes of socnet across processes ("socnet" in ASCII).
 const migrationLockKey int64 = 0x736f636e6574
 
-// A migration is one embedded file, migrations/NNNN_name.sql.
-type migration struct {
-	version  int
-	name     string
-	sql      string
-	checksum string
-}
-
-var migrationName = regexp.MustCompile(`^(\d{4})_([a-z0-9_]+)\.sql$`)
-
-// migrations returns the embedded migrations in version order.
-func migrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFiles, "migrations")
-	if err != nil {
-		return nil, fmt.Errorf("read migrations: %w", err)
-	}
-	var ms []migration
-	for _, e := range entries {
-		m := migrationName.FindStringSubmatch(e.Name())
-		if m == nil {
-			return nil, fmt.Errorf("migration file %q: name is not NNNN_name.sql", e.Name())
-		}
-		b, err := migrationFiles.ReadFile(path.Join("migrations", e.Name()))
-		if err != nil {
-			return nil, fmt.Errorf("read migration %s: %w", e.Name(), err)
-		}
-		v, _ := strconv.Atoi(m[1])
-		sum := sha256.Sum256(b)
-		ms = append(ms, migration{version: v, name: m[2], sql: string(b), checksum: hex.EncodeToString(sum[:])})
-	}
-	slices.SortFunc(ms, func(a, b migration) int { return a.version - b.version })
-	for i := 1; i < len(ms); i++ {
-		if ms[i].version == ms[i-1].version {
-			return nil, fmt.Errorf("two migrations with version %04d", ms[i].version)
-		}
-	}
-	return ms, nil
-}
+// migrationSet is the social database's schema history.
+var migrationSet = pgmigrate.Set{Files: migrationFiles, Dir: "migrations", Table: "schema_migrations", LockKey: migrationLockKey}
 
 // Migrate brings the database of adminDSN to the newest schema. It must run
 // as the owner of the tables (the administrator), never as the application
@@ -75,77 +33,13 @@ func migrations() ([]migration, error) {
 // embedded text has changed is an error: schema history is never rewritten.
 // A nil log discards the progress lines.
 func Migrate(ctx context.Context, adminDSN string, log *slog.Logger) error {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	ms, err := migrations()
-	if err != nil {
-		return err
-	}
 	conn, err := pgx.Connect(ctx, adminDSN)
 	if err != nil {
 		return fmt.Errorf("migrate: connect: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-
-	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLockKey); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-			version    integer     PRIMARY KEY,
-			name       text        NOT NULL,
-			checksum   text        NOT NULL,
-			applied_at timestamptz NOT NULL DEFAULT now())`)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("migrate: create schema_migrations: %w", err)
-	}
-
-	applied := 0
-	for _, m := range ms {
-		done, err := applyMigration(ctx, conn, m)
-		if err != nil {
-			return fmt.Errorf("migrate: %04d_%s: %w", m.version, m.name, err)
-		}
-		if done {
-			applied++
-			log.Info("migration applied", "version", m.version, "name", m.name)
-		}
-	}
-	log.Info("schema up to date", "applied", applied, "known", len(ms))
-	return nil
-}
-
-// applyMigration runs m unless it is recorded, and reports whether it ran.
-func applyMigration(ctx context.Context, conn *pgx.Conn, m migration) (bool, error) {
-	ran := false
-	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLockKey); err != nil {
-			return err
-		}
-		var checksum string
-		err := tx.QueryRow(ctx, `SELECT checksum FROM schema_migrations WHERE version = $1`, m.version).Scan(&checksum)
-		switch {
-		case err == nil && checksum == m.checksum:
-			return nil
-		case err == nil:
-			return errors.New("applied with different content; migrations are append-only, add a new file instead")
-		case !errors.Is(err, pgx.ErrNoRows):
-			return err
-		}
-		// No arguments: pgx sends the file with the simple protocol, which
-		// allows several statements.
-		if _, err := tx.Exec(ctx, m.sql); err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)`,
-			m.version, m.name, m.checksum)
-		ran = err == nil
-		return err
-	})
-	return ran, err
+	_, err = migrationSet.Apply(ctx, conn, log)
+	return err
 }
 
 // appTables are the tables the application role may read and write; the

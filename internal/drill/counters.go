@@ -1,0 +1,287 @@
+package drill
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"socnet/internal/counter"
+)
+
+// Defaults of a CounterCheck.
+const (
+	DefaultCounterTimeout = 30 * time.Second
+	DefaultCounterPoll    = 200 * time.Millisecond
+)
+
+// Reconciler is the reconciliation a counter check runs afterwards:
+// *counter.Reconciler.
+type Reconciler interface {
+	Run(ctx context.Context, opts counter.ReconcileOptions) (counter.ReconcileReport, error)
+}
+
+var _ Reconciler = (*counter.Reconciler)(nil)
+
+// CounterCheck checks, once a drill's dialog messages are verified, that
+// the counter service counts exactly the unread messages: for the
+// DialogWriter's recipient, per sender, the count the API answers
+// (GET /dialog/unread, served by the counter service) must equal the unread
+// messages from that sender in the main database, once the outbox holds no
+// event about the recipient; and a reconciliation of every counter must
+// find no drift.
+type CounterCheck struct {
+	// Dialogs is the writer whose recipient is checked.
+	Dialogs *DialogWriter
+	// Reconciler, when set, runs a reconciliation that only reports
+	// (counter.ReconcileOptions{Repair: false}).
+	Reconciler Reconciler
+	// Timeout bounds the wait for the outbox to drain and then for the
+	// counters to agree (together), and the reconciliation's own wait for
+	// the outbox; default DefaultCounterTimeout.
+	Timeout time.Duration
+	// Poll is how often the outbox and the counters are asked; default
+	// DefaultCounterPoll.
+	Poll time.Duration
+}
+
+// DialogCount is one dialog's unread count on both sides of the saga.
+type DialogCount struct {
+	// Sender is the user whose messages are counted.
+	Sender string `json:"sender"`
+	// Counter is the counter service's count, Unread the unread messages
+	// in the main database.
+	Counter int `json:"counter"`
+	Unread  int `json:"unread"`
+	// Drift is Counter - Unread; must be 0.
+	Drift int `json:"drift"`
+}
+
+// ReconcileCheck is what the reconciliation after a drill found.
+type ReconcileCheck struct {
+	// Compared counts the directions compared (every counter, not only
+	// the drill's); Unsettled those whose events were still in flight.
+	Compared  int `json:"compared"`
+	Unsettled int `json:"unsettled"`
+	// Drift counts drifting directions, DriftMessages the messages they
+	// are off by in all; both must be 0.
+	Drift         int `json:"drift"`
+	DriftMessages int `json:"drift_messages"`
+	// Error says why the reconciliation could not run.
+	Error string `json:"error,omitempty"`
+}
+
+// CounterVerdict is the verdict on the counters of a drill's dialogs.
+type CounterVerdict struct {
+	// Recipient is the user whose counters were checked.
+	Recipient string `json:"recipient"`
+	// DialogsChecked counts the dialogs compared (one per sender).
+	DialogsChecked int `json:"dialogs_checked"`
+	// Drift counts dialogs whose count differs from the unread messages,
+	// DriftMessages the messages they are off by in all; both must be 0.
+	Drift         int           `json:"drift"`
+	DriftMessages int           `json:"drift_messages"`
+	Dialogs       []DialogCount `json:"dialogs"`
+	// DrainedMS is from the writers' stop to the outbox holding no event
+	// about the recipient; null when it did not drain in time.
+	DrainedMS *float64 `json:"drained_ms"`
+	// SettledMS is from the writers' stop to the counters first agreeing
+	// with the messages; null when they never did in time.
+	SettledMS *float64 `json:"settled_ms"`
+	// DeadLetters counts the recipient's events the relay gave up on.
+	DeadLetters int `json:"dead_letters"`
+	// Reconcile is the reconciliation's finding; nil when none ran.
+	Reconcile *ReconcileCheck `json:"reconcile,omitempty"`
+	// Problems lists, one sentence each, what fails the check.
+	Problems []string `json:"problems"`
+}
+
+// JudgeCounters compares the counter service's counts with the unread
+// messages, by sender: every sender of senders, then any other peer either
+// side lists. A peer missing from a side counts 0 there.
+func JudgeCounters(senders []string, counters, unread map[string]int) (dialogs []DialogCount, drift, driftMessages int) {
+	peers := slices.Clone(senders)
+	var others []string
+	for _, m := range []map[string]int{counters, unread} {
+		for p := range m {
+			if !slices.Contains(peers, p) && !slices.Contains(others, p) {
+				others = append(others, p)
+			}
+		}
+	}
+	slices.Sort(others)
+	peers = append(peers, others...)
+	dialogs = make([]DialogCount, 0, len(peers))
+	for _, p := range peers {
+		d := DialogCount{Sender: p, Counter: counters[p], Unread: unread[p]}
+		d.Drift = d.Counter - d.Unread
+		if d.Drift != 0 {
+			drift++
+			driftMessages += max(d.Drift, -d.Drift)
+		}
+		dialogs = append(dialogs, d)
+	}
+	return dialogs, drift, driftMessages
+}
+
+// Check runs the check against the main cluster (where the messages and
+// the outbox live); stopped is when the writers stopped. What it finds,
+// failures to read included, is in the verdict's Problems.
+func (c *CounterCheck) Check(ctx context.Context, main Cluster, stopped time.Time) CounterVerdict {
+	timeout, poll := c.Timeout, c.Poll
+	setDefault(&timeout, DefaultCounterTimeout)
+	setDefault(&poll, DefaultCounterPoll)
+	v := CounterVerdict{Recipient: c.Dialogs.Recipient(), Dialogs: []DialogCount{}, Problems: []string{}}
+	if v.Recipient == "" {
+		v.Problems = append(v.Problems, "counters: the drill's dialog users were never signed up")
+		return v
+	}
+	deadline := time.Now().Add(timeout)
+	err := onPrimary(ctx, main, func(conn *pgx.Conn) error {
+		return c.compare(ctx, conn, &v, stopped, deadline, poll)
+	})
+	if err != nil {
+		v.Problems = append(v.Problems, "counters: "+err.Error())
+	}
+	if c.Reconciler != nil {
+		v.Reconcile = c.reconcile(ctx, timeout)
+		switch r := v.Reconcile; {
+		case r.Error != "":
+			v.Problems = append(v.Problems, "reconciliation failed: "+r.Error)
+		case r.Drift > 0:
+			v.Problems = append(v.Problems, fmt.Sprintf("reconciliation found %d drifting dialog(s), off by %d message(s)", r.Drift, r.DriftMessages))
+		}
+	}
+	return v
+}
+
+// compare waits for the outbox to drain of the recipient's events, then
+// for the counters to agree with the unread messages, until deadline, and
+// records what it saw last.
+func (c *CounterCheck) compare(ctx context.Context, conn *pgx.Conn, v *CounterVerdict, stopped, deadline time.Time, poll time.Duration) error {
+	pending := -1
+	err := pollUntil(ctx, deadline, poll, func() (bool, error) {
+		err := conn.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE payload->>'user_id' = $1`, v.Recipient).Scan(&pending)
+		return err == nil && pending == 0, err
+	})
+	switch {
+	case err == nil:
+		v.DrainedMS = msPtr(time.Since(stopped))
+	case pending > 0:
+		v.Problems = append(v.Problems, fmt.Sprintf("counters: the outbox still holds %d event(s) about the recipient %v after the writers stopped",
+			pending, time.Since(stopped).Round(time.Second)))
+	default:
+		return fmt.Errorf("read the outbox: %w", err)
+	}
+
+	err = conn.QueryRow(ctx, `SELECT count(*) FROM outbox_dead_letters WHERE payload->>'user_id' = $1`, v.Recipient).Scan(&v.DeadLetters)
+	if err != nil {
+		return fmt.Errorf("count dead letters: %w", err)
+	}
+
+	senders := c.Dialogs.Senders()
+	var apiErr error
+	err = pollUntil(ctx, deadline, poll, func() (bool, error) {
+		unread, err := unreadBySender(ctx, conn, v.Recipient)
+		if err != nil {
+			return false, err
+		}
+		counters, err := c.Dialogs.Unread(ctx)
+		if apiErr = err; err != nil {
+			return false, nil // the counter service may be catching up
+		}
+		v.Dialogs, v.Drift, v.DriftMessages = JudgeCounters(senders, counters, unread)
+		v.DialogsChecked = len(v.Dialogs)
+		return v.Drift == 0, nil
+	})
+	switch {
+	case err == nil:
+		v.SettledMS = msPtr(time.Since(stopped))
+		return nil
+	case v.DialogsChecked == 0 && apiErr != nil:
+		return fmt.Errorf("read the counter service: %w", apiErr)
+	case v.DialogsChecked == 0:
+		return fmt.Errorf("read the unread messages: %w", err)
+	}
+	var off []string
+	for _, d := range v.Dialogs {
+		if d.Drift != 0 {
+			off = append(off, fmt.Sprintf("sender %s counted %d, unread %d", d.Sender, d.Counter, d.Unread))
+		}
+	}
+	v.Problems = append(v.Problems, fmt.Sprintf("counter drift in %d of %d dialog(s) of the recipient, %d message(s) in all: %s",
+		v.Drift, v.DialogsChecked, v.DriftMessages, strings.Join(off, "; ")))
+	return nil
+}
+
+// reconcile runs the reconciliation in report-only mode.
+func (c *CounterCheck) reconcile(ctx context.Context, drain time.Duration) *ReconcileCheck {
+	rep, err := c.Reconciler.Run(ctx, counter.ReconcileOptions{Repair: false, DrainTimeout: drain})
+	if err != nil {
+		return &ReconcileCheck{Error: err.Error()}
+	}
+	return &ReconcileCheck{Compared: rep.Compared, Unsettled: rep.Unsettled, Drift: len(rep.Drifts), DriftMessages: rep.DriftMessages()}
+}
+
+// unreadBySender counts the unread messages to recipient by sender.
+func unreadBySender(ctx context.Context, conn *pgx.Conn, recipient string) (map[string]int, error) {
+	rows, err := conn.Query(ctx, `SELECT from_user_id::text, count(*) FROM messages
+		WHERE to_user_id = $1 AND read_at IS NULL GROUP BY from_user_id`, recipient)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	var peer string
+	var n int
+	_, err = pgx.ForEachRow(rows, []any{&peer, &n}, func() error {
+		out[peer] = n
+		return nil
+	})
+	return out, err
+}
+
+// onPrimary calls fn with a connection to the cluster's primary.
+func onPrimary(ctx context.Context, c Cluster, fn func(*pgx.Conn) error) error {
+	nodes, err := c.Nodes(ctx)
+	if err != nil {
+		return fmt.Errorf("list the nodes of %s: %w", c.Name(), err)
+	}
+	for _, n := range nodes {
+		if n.Role == RolePrimary && n.DSN != "" {
+			return withConn(ctx, n.DSN, fn)
+		}
+	}
+	return fmt.Errorf("cluster %s has no primary", c.Name())
+}
+
+// errNotYet is the error of a poll that ran out of time while its
+// condition had not come true yet, without an error.
+var errNotYet = errors.New("not yet")
+
+// pollUntil calls done at once and then every poll until it reports true
+// or deadline passes; it returns nil when done did, else done's last error
+// (errNotYet when there was none), or ctx's.
+func pollUntil(ctx context.Context, deadline time.Time, poll time.Duration, done func() (bool, error)) error {
+	for {
+		ok, err := done()
+		if ok {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !time.Now().Add(poll).Before(deadline) {
+			if err == nil {
+				err = errNotYet
+			}
+			return err
+		}
+		if err := sleepCtx(ctx, poll); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,190 @@
+package drill_test
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"socnet/internal/drill"
+)
+
+func TestJudgeCounters(t *testing.T) {
+	senders := []string{"s1", "s2", "s3"}
+	tests := []struct {
+		name          string
+		counters      map[string]int
+		unread        map[string]int
+		want          []drill.DialogCount
+		drift, driftM int
+	}{
+		{
+			name:     "exact",
+			counters: map[string]int{"s1": 3, "s2": 5, "s3": 1},
+			unread:   map[string]int{"s1": 3, "s2": 5, "s3": 1},
+			want:     []drill.DialogCount{{Sender: "s1", Counter: 3, Unread: 3}, {Sender: "s2", Counter: 5, Unread: 5}, {Sender: "s3", Counter: 1, Unread: 1}},
+		},
+		{
+			name:     "a sender without messages is 0 on both sides",
+			counters: map[string]int{"s1": 2},
+			unread:   map[string]int{"s1": 2},
+			want:     []drill.DialogCount{{Sender: "s1", Counter: 2, Unread: 2}, {Sender: "s2"}, {Sender: "s3"}},
+		},
+		{
+			name:     "a lost event counts too few, a doubled one too many",
+			counters: map[string]int{"s1": 2, "s2": 6, "s3": 1},
+			unread:   map[string]int{"s1": 3, "s2": 5, "s3": 1},
+			want: []drill.DialogCount{{Sender: "s1", Counter: 2, Unread: 3, Drift: -1},
+				{Sender: "s2", Counter: 6, Unread: 5, Drift: 1}, {Sender: "s3", Counter: 1, Unread: 1}},
+			drift: 2, driftM: 2,
+		},
+		{
+			name:     "the counter service does not know the dialog",
+			counters: map[string]int{},
+			unread:   map[string]int{"s2": 4},
+			want:     []drill.DialogCount{{Sender: "s1"}, {Sender: "s2", Unread: 4, Drift: -4}, {Sender: "s3"}},
+			drift:    1, driftM: 4,
+		},
+		{
+			name:     "peers other than the senders are compared after them",
+			counters: map[string]int{"zz": 1},
+			unread:   map[string]int{"aa": 2},
+			want: []drill.DialogCount{{Sender: "s1"}, {Sender: "s2"}, {Sender: "s3"},
+				{Sender: "aa", Unread: 2, Drift: -2}, {Sender: "zz", Counter: 1, Drift: 1}},
+			drift: 2, driftM: 3,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, drift, driftM := drill.JudgeCounters(senders, tt.counters, tt.unread)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("dialogs (-want +got):\n%s", diff)
+			}
+			if drift != tt.drift || driftM != tt.driftM {
+				t.Errorf("drift %d dialogs, %d messages; want %d, %d", drift, driftM, tt.drift, tt.driftM)
+			}
+		})
+	}
+}
+
+// counterRun is a finished failover run on the counter cluster whose
+// counters drifted in drift dialogs and reconciliation found reconcileDrift.
+func counterRun(t0 time.Time, drift, reconcileDrift int) drill.Run {
+	run := fakeRun(t0, 40, 6000, 0)
+	run.Cluster, run.VerifiedOn = "counter", "main"
+	ms := 120.0
+	c := &drill.CounterVerdict{
+		Recipient: "r1", DialogsChecked: 2, DrainedMS: &ms, SettledMS: &ms, Problems: []string{},
+		Dialogs:   []drill.DialogCount{{Sender: "s1", Counter: 7, Unread: 7}, {Sender: "s2", Counter: 6, Unread: 6}},
+		Reconcile: &drill.ReconcileCheck{Compared: 2, Drift: reconcileDrift, DriftMessages: reconcileDrift},
+	}
+	if drift > 0 {
+		c.Drift, c.DriftMessages, c.SettledMS = drift, drift, nil
+		c.Dialogs[1] = drill.DialogCount{Sender: "s2", Counter: 6 - drift, Unread: 6, Drift: -drift}
+		c.Problems = append(c.Problems, "counter drift")
+	}
+	if reconcileDrift > 0 {
+		c.Problems = append(c.Problems, "reconciliation found drift")
+	}
+	run.Counters = c
+	run.Problems = append(run.Problems, c.Problems...)
+	return run
+}
+
+func TestReportCounters(t *testing.T) {
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name           string
+		runs           []drill.Run
+		ok             bool
+		totalDrift     int
+		text, notInErr []string
+	}{
+		{
+			name:       "exact counters pass",
+			runs:       []drill.Run{counterRun(t0, 0, 0), counterRun(t0, 0, 0)},
+			ok:         true,
+			totalDrift: 0,
+			text: []string{
+				"writes verified on cluster main",
+				"counters of recipient r1: 2 dialogs checked, counter drift 0 (0 messages)",
+				"outbox drained 120 ms after the stop; counters agreed 120 ms after the stop; dead letters 0",
+				"dialog from s2: counter 6, unread messages 6, counter drift 0",
+				"reconciliation (check only): compared 2 dialogs, drift 0 (0 messages), unsettled 0",
+				"counter drift, all runs: 0",
+				"verdict: PASS",
+			},
+		},
+		{
+			name:       "counter drift fails",
+			runs:       []drill.Run{counterRun(t0, 0, 0), counterRun(t0, 1, 0)},
+			totalDrift: 1,
+			text: []string{
+				"counter drift 1 (1 messages)",
+				"counters never agreed",
+				"dialog from s2: counter 5, unread messages 6, counter drift -1",
+				"counter drift, all runs: 1",
+				"verdict: FAIL",
+			},
+		},
+		{
+			name:       "reconciliation drift fails",
+			runs:       []drill.Run{counterRun(t0, 0, 3)},
+			totalDrift: 3,
+			text:       []string{"reconciliation (check only): compared 2 dialogs, drift 3 (3 messages)", "verdict: FAIL"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := drill.NewReport(drill.DrillFailover, "counter", tt.runs)
+			if r.OK != tt.ok || r.TotalCounterDrift != tt.totalDrift || r.TotalLost != 0 {
+				t.Errorf("ok %v, counter drift %d, lost %d; want %v, %d, 0", r.OK, r.TotalCounterDrift, r.TotalLost, tt.ok, tt.totalDrift)
+			}
+			var text strings.Builder
+			if err := r.WriteText(&text); err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range tt.text {
+				if !strings.Contains(text.String(), s) {
+					t.Errorf("text lacks %q:\n%s", s, text.String())
+				}
+			}
+			err := drill.VerdictError(r)
+			var coded interface{ ExitCode() int }
+			switch {
+			case tt.ok && err != nil:
+				t.Errorf("VerdictError of a passing report: %v", err)
+			case !tt.ok && (!errors.As(err, &coded) || coded.ExitCode() != drill.ExitCodeFailed):
+				t.Errorf("VerdictError = %v, want exit code %d", err, drill.ExitCodeFailed)
+			case !tt.ok && !strings.Contains(err.Error(), "counter drift"):
+				t.Errorf("VerdictError %q does not name the counter drift", err)
+			}
+
+			var js strings.Builder
+			if err := r.WriteJSON(&js); err != nil {
+				t.Fatal(err)
+			}
+			var back struct {
+				TotalCounterDrift int `json:"total_counter_drift"`
+				Runs              []struct {
+					VerifiedOn string                `json:"verified_on"`
+					Counters   *drill.CounterVerdict `json:"counters"`
+				} `json:"runs"`
+			}
+			if err := json.Unmarshal([]byte(js.String()), &back); err != nil {
+				t.Fatal(err)
+			}
+			if back.TotalCounterDrift != tt.totalDrift || len(back.Runs) != len(tt.runs) {
+				t.Fatalf("JSON: total_counter_drift %d, %d runs", back.TotalCounterDrift, len(back.Runs))
+			}
+			for i, run := range back.Runs {
+				if diff := cmp.Diff(tt.runs[i].Counters, run.Counters); diff != "" || run.VerifiedOn != "main" {
+					t.Errorf("run %d: verified_on %q, counters (-want +got):\n%s", i, run.VerifiedOn, diff)
+				}
+			}
+		})
+	}
+}
