@@ -258,7 +258,7 @@ func checkWrites(clusterName, writes string) error {
 	case writes != writesAPI && writes != writesSQL:
 		return usageError{fmt.Errorf("drill: --writes %q: want %s or %s", writes, writesAPI, writesSQL)}
 	case writes == writesSQL && clusterName == mainCluster:
-		return usageError{fmt.Errorf("drill: --writes %s is for --cluster %s; the main cluster is written through the API", writesSQL, counterClustr)}
+		return usageError{fmt.Errorf("drill: --writes %s is for --cluster %s; the main cluster is written through the API", writesSQL, counterCluster)}
 	}
 	return nil
 }
@@ -363,7 +363,7 @@ type stackReconciler struct {
 
 // Run runs one reconciliation.
 func (s stackReconciler) Run(ctx context.Context, opts counter.ReconcileOptions) (counter.ReconcileReport, error) {
-	db, err := dbroute.Open(ctx, dbroute.Config{Name: counterClustr, Nodes: s.counters, MaxConns: 2}, s.log)
+	db, err := dbroute.Open(ctx, dbroute.Config{Name: counterCluster, Nodes: s.counters, MaxConns: 2}, s.log)
 	if err != nil {
 		return counter.ReconcileReport{}, fmt.Errorf("reconcile: %w", err)
 	}

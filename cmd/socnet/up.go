@@ -34,7 +34,7 @@ const (
 	serviceGrace   = 10 * time.Second
 	readyTimeout   = 3 * time.Minute
 	mainCluster    = "main"
-	counterClustr  = "counter"
+	counterCluster  = "counter"
 )
 
 // upSecrets are the passwords `up` creates once and keeps under home (0600).
@@ -90,7 +90,7 @@ func up(ctx context.Context, e *env, c upConfig) (err error) {
 	if err != nil {
 		return err
 	}
-	counterC, err := cluster.Open(cluster.Dir(home, counterClustr), cluster.CounterSpec(), e.log, opts)
+	counterC, err := cluster.Open(cluster.Dir(home, counterCluster), cluster.CounterSpec(), e.log, opts)
 	if err != nil {
 		return err
 	}
@@ -128,7 +128,7 @@ func up(ctx context.Context, e *env, c upConfig) (err error) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		byName := map[string]*cluster.Cluster{mainCluster: mainC, counterClustr: counterC}
+		byName := map[string]*cluster.Cluster{mainCluster: mainC, counterCluster: counterC}
 		if err := cluster.ServeControl(sctx, cluster.ControlSocket(home), byName); err != nil && sctx.Err() == nil {
 			e.log.Error("control socket stopped", "err", err)
 		}

@@ -351,7 +351,7 @@ func TestCounterDrillOnStack(t *testing.T) {
 	}
 	stop := startUp(t, home, freeAddr(t), getenv)
 	defer stop()
-	before := findCluster(t, mustStatus(t, home, getenv), counterClustr).Primary
+	before := findCluster(t, mustStatus(t, home, getenv), counterCluster).Primary
 
 	var out, errOut syncBuffer
 	report := filepath.Join(t.TempDir(), "drill.json")
@@ -400,7 +400,7 @@ func TestCounterDrillOnStack(t *testing.T) {
 	if r.OldPrimary != before || r.NewPrimary == "" || r.NewPrimary == before {
 		t.Errorf("killed %q (the counter primary was %q), promoted %q", r.OldPrimary, before, r.NewPrimary)
 	}
-	if now := findCluster(t, mustStatus(t, home, getenv), counterClustr).Primary; now != r.NewPrimary {
+	if now := findCluster(t, mustStatus(t, home, getenv), counterCluster).Primary; now != r.NewPrimary {
 		t.Errorf("counter primary after the drill is %s, the drill saw %s promoted", now, r.NewPrimary)
 	}
 	// The messages are verified where they live: on every main node.
