@@ -34,7 +34,7 @@ const (
 	serviceGrace   = 10 * time.Second
 	readyTimeout   = 3 * time.Minute
 	mainCluster    = "main"
-	counterCluster  = "counter"
+	counterCluster = "counter"
 )
 
 // upSecrets are the passwords `up` creates once and keeps under home (0600).
