@@ -233,6 +233,12 @@ func (rc *Reconciler) compare(ctx context.Context, conn *pgx.Conn, opts Reconcil
 				movedOn = append(movedOn, k)
 				continue
 			}
+			if truth := view.truth[k]; c.unread != truth || r.unread != truth {
+				// Confirm under the row lock before calling it drift: the
+				// snapshot's comparison can race with an event in flight.
+				busy = append(busy, k)
+				continue
+			}
 			rep.compared(k, c, r, view.truth[k])
 		}
 		if len(movedOn) == 0 || round == reconcileRounds {
