@@ -167,6 +167,24 @@ func (cc clusterCmd) act(ctx context.Context, name string,
 	if cl := cc.client(ctx); cl != nil {
 		return remote(ctx, cl)
 	}
+	return cc.local(name, func(c *cluster.Cluster) (cluster.Outcome, error) {
+		fmt.Fprintf(cc.e.stderr, "no supervisor runs on %s: starting cluster %s to act on it directly\n", cc.home, name)
+		if err := c.Start(ctx); err != nil {
+			return cluster.Outcome{}, err
+		}
+		out, err := direct(ctx, c)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if serr := c.Stop(sctx); serr != nil {
+			err = errors.Join(err, serr)
+		}
+		return out, err
+	})
+}
+
+// local runs fn on the persisted cluster while holding the home's lock, for
+// operations done without a supervisor.
+func (cc clusterCmd) local(name string, fn func(*cluster.Cluster) (cluster.Outcome, error)) (cluster.Outcome, error) {
 	unlock, err := cc.lock()
 	if err != nil {
 		return cluster.Outcome{}, err
@@ -177,17 +195,7 @@ func (cc clusterCmd) act(ctx context.Context, name string,
 		return cluster.Outcome{}, err
 	}
 	defer c.Close()
-	fmt.Fprintf(cc.e.stderr, "no supervisor runs on %s: starting cluster %s to act on it directly\n", cc.home, name)
-	if err := c.Start(ctx); err != nil {
-		return cluster.Outcome{}, err
-	}
-	out, err := direct(ctx, c)
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	defer cancel()
-	if serr := c.Stop(sctx); serr != nil {
-		err = errors.Join(err, serr)
-	}
-	return out, err
+	return fn(c)
 }
 
 // lock takes the home's lock against a concurrent `socnet up`.
@@ -203,20 +211,12 @@ func (cc clusterCmd) stop(ctx context.Context, name string) (cluster.Outcome, er
 	if cl := cc.client(ctx); cl != nil {
 		return cl.Stop(ctx, name)
 	}
-	unlock, err := cc.lock()
-	if err != nil {
-		return cluster.Outcome{}, err
-	}
-	defer unlock()
-	c, err := cc.load(name)
-	if err != nil {
-		return cluster.Outcome{}, err
-	}
-	defer c.Close()
-	if err := c.Stop(ctx); err != nil {
-		return cluster.Outcome{}, err
-	}
-	return cluster.Outcome{Message: fmt.Sprintf("cluster %s stopped", name)}, nil
+	return cc.local(name, func(c *cluster.Cluster) (cluster.Outcome, error) {
+		if err := c.Stop(ctx); err != nil {
+			return cluster.Outcome{}, err
+		}
+		return cluster.Outcome{Message: fmt.Sprintf("cluster %s stopped", name)}, nil
+	})
 }
 
 // start asks the supervisor to start the cluster; without one it runs the
@@ -226,32 +226,24 @@ func (cc clusterCmd) start(ctx context.Context, name string) (cluster.Outcome, e
 	if cl := cc.client(ctx); cl != nil {
 		return cl.Start(ctx, name)
 	}
-	unlock, err := cc.lock()
-	if err != nil {
-		return cluster.Outcome{}, err
-	}
-	defer unlock()
-	c, err := cc.load(name)
-	if err != nil {
-		return cluster.Outcome{}, err
-	}
-	defer c.Close()
-	if err := c.Start(ctx); err != nil {
-		return cluster.Outcome{}, err
-	}
-	fmt.Fprintf(cc.e.stdout, "cluster %s started, primary %s; supervising in the foreground until interrupted\n", name, c.Primary())
-	sockErr := make(chan error, 1)
-	go func() {
-		sockErr <- cluster.ServeControl(ctx, cluster.ControlSocket(cc.home), map[string]*cluster.Cluster{name: c})
-	}()
-	supErr := c.Supervise(ctx)
-	serr := <-sockErr
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	defer cancel()
-	if err := errors.Join(supErr, serr, c.Stop(sctx)); err != nil {
-		return cluster.Outcome{}, err
-	}
-	return cluster.Outcome{Message: fmt.Sprintf("cluster %s stopped", name)}, nil
+	return cc.local(name, func(c *cluster.Cluster) (cluster.Outcome, error) {
+		if err := c.Start(ctx); err != nil {
+			return cluster.Outcome{}, err
+		}
+		fmt.Fprintf(cc.e.stdout, "cluster %s started, primary %s; supervising in the foreground until interrupted\n", name, c.Primary())
+		sockErr := make(chan error, 1)
+		go func() {
+			sockErr <- cluster.ServeControl(ctx, cluster.ControlSocket(cc.home), map[string]*cluster.Cluster{name: c})
+		}()
+		supErr := c.Supervise(ctx)
+		serr := <-sockErr
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if err := errors.Join(supErr, serr, c.Stop(sctx)); err != nil {
+			return cluster.Outcome{}, err
+		}
+		return cluster.Outcome{Message: fmt.Sprintf("cluster %s stopped", name)}, nil
+	})
 }
 
 func (cc clusterCmd) status(ctx context.Context, asJSON bool) error {
