@@ -9,14 +9,22 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"socnet/internal/cluster"
+	"socnet/internal/counter"
+	"socnet/internal/drill"
 	"socnet/internal/pgtest"
 )
 
 // TestCounterPrimaryKilled SIGKILLs the primary of the counter cluster (a
 // primary and a synchronous replica run by internal/cluster's supervisor)
-// while messages flow. The supervisor fails over to the replica, counterd's
-// router finds the new primary, the relay retries what was not
-// acknowledged, and the counts end exact.
+// while messages flow and dialogs are marked read. The supervisor fails over
+// to the replica, counterd's router finds the new primary and the relay
+// retries what was not acknowledged. Then every event counterd acknowledged
+// (to the relay, through an ackTap, and to the read marks applied as the API
+// does) must be in the inbox of the node that replaced the killed primary,
+// with its direction's counter at least at its state: final counts alone
+// would not see a lost event that a later one of its dialog overtook. Only
+// after that check does each dialog get one more message, and the counts
+// must end exact.
 func TestCounterPrimaryKilled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -65,9 +73,10 @@ func TestCounterPrimaryKilled(t *testing.T) {
 		dsns = append(dsns, c.Node(n).DSN("counter"))
 	}
 
-	s := mustStack(t, stackOptions{counterDSNs: dsns})
+	s := mustStack(t, stackOptions{counterDSNs: dsns, noRelay: true})
+	tap := s.startTappedRelay(t)
 	ids := s.mustUsers(t, 4)
-	var sent atomic.Int64
+	var sent, reads atomic.Int64
 	stop := startTraffic(t, 3, func(w, i int) error {
 		from, to := ids[(w+i)%4], ids[(w+i+1+w%3)%4]
 		if err := s.send(from, to); err != nil {
@@ -75,8 +84,17 @@ func TestCounterPrimaryKilled(t *testing.T) {
 		}
 		sent.Add(1)
 		if i%10 == 9 {
-			_, err := s.dialogs.MarkRead(context.Background(), to, from)
-			return err
+			// As the API: commit the read, then apply it; a read counterd
+			// did not acknowledge (503 while it fails over) is not
+			// acknowledged to the user either, the relay delivers it later.
+			r, err := s.dialogs.MarkRead(context.Background(), to, from)
+			if err != nil {
+				return err
+			}
+			if err := s.client.ApplyRead(context.Background(), r); err == nil {
+				tap.add(counter.EventFromReceipt(r))
+				reads.Add(1)
+			}
 		}
 		return nil
 	})
@@ -106,5 +124,47 @@ func TestCounterPrimaryKilled(t *testing.T) {
 		return nil
 	})
 	stop()
+	s.waitDrained(t, 90*time.Second)
+	now := c.Primary()
+	if now == old || now == "" {
+		t.Fatalf("the counter primary is %q after the failover from %s", now, old)
+	}
+	acked := tap.events()
+	in := nodeInbox(t, c.Node(now).DSN("counter"))
+	if lost := drill.JudgeAcknowledged(acked, in); len(lost) != 0 {
+		t.Fatalf("%d of %d acknowledged events are not on the new counter primary %s:\n%s",
+			len(lost), len(acked), now, describeLost(lost))
+	}
+	if n := reads.Load(); n == 0 {
+		t.Error("no read mark was acknowledged: the check saw none")
+	}
+	t.Logf("%d acknowledged events, %d of them read marks applied directly, all on %s", len(acked), reads.Load(), now)
+
+	// The last messages come after the check, which they would mask.
+	dialogs := map[direction]bool{}
+	for _, e := range acked {
+		dialogs[direction{e.UserID, e.PeerID}] = true
+	}
+	for d := range dialogs {
+		s.mustSend(t, d.peer, d.user)
+	}
 	s.mustConverge(t, 90*time.Second)
+}
+
+// nodeInbox reads the inbox and counters on one node of the counter
+// database, whatever its role.
+func nodeInbox(t testing.TB, dsn string) drill.Inbox {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connect to the counter node: %v", err)
+	}
+	defer conn.Close(context.Background())
+	in, err := drill.ReadInbox(ctx, conn, nil)
+	if err != nil {
+		t.Fatalf("counter node: %v", err)
+	}
+	return in
 }

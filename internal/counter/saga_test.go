@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"socnet/internal/counter"
+	"socnet/internal/drill"
 	"socnet/internal/social"
 )
 
@@ -155,10 +156,16 @@ func TestEveryEventDeliveredTwice(t *testing.T) {
 }
 
 // TestKilledProcessesConverge SIGKILLs counterd, the relay and an API-like
-// sender while messages flow and reads happen; after restarts, every
-// acknowledged message is stored and the counters are exact.
+// sender while messages flow and reads happen. It judges what the killed
+// processes acknowledged where they acknowledged it: every event counterd
+// acknowledged to the relay (recorded on the wire by an ackTap) must be in
+// counterd's inbox and reflected by its counter after its SIGKILLs, and
+// every acknowledged message, those of the killed sender included, must be
+// stored with its event acknowledged by counterd. Then the counters are
+// exact.
 func TestKilledProcessesConverge(t *testing.T) {
-	s := mustStack(t, stackOptions{})
+	s := mustStack(t, stackOptions{noRelay: true})
+	tap := s.startTappedRelay(t)
 	ids := s.mustUsers(t, 5)
 	senderEnv := func(seed, n int) []string {
 		return []string{envMainDB + "=" + s.mainDSN, envCounterURL + "=http://" + s.counterdAddr,
@@ -212,7 +219,51 @@ func TestKilledProcessesConverge(t *testing.T) {
 		}
 	}
 	s.waitHealthy(t)
+	s.waitDrained(t, 60*time.Second)
+
+	// Every event counterd acknowledged, before or after its SIGKILLs, is
+	// in its inbox: an apply is acknowledged only after it committed.
+	events := tap.events()
+	if lost := drill.JudgeAcknowledged(events, s.primaryInbox(t)); len(lost) != 0 {
+		t.Fatalf("%d of %d events counterd acknowledged are not in its inbox:\n%s", len(lost), len(events), describeLost(lost))
+	}
+	// Each stored message has one message_sent event, acknowledged by
+	// counterd once the outbox drained (nothing was dead-lettered).
+	sentEvents := map[direction]int{}
+	for _, e := range events {
+		if e.Kind == counter.KindMessageSent {
+			sentEvents[direction{e.UserID, e.PeerID}]++
+		}
+	}
+	if diff := diffCounts(sentEvents, s.messagesByDirection(t)); diff != "" {
+		t.Errorf("message_sent events counterd acknowledged differ from the stored messages:\n%s", diff)
+	}
+	t.Logf("%d events acknowledged by counterd, all in its inbox", len(events))
 	s.mustConverge(t, 60*time.Second)
+}
+
+// messagesByDirection counts the stored messages of every direction, read
+// or not.
+func (s *stack) messagesByDirection(t testing.TB) map[direction]int {
+	t.Helper()
+	rows, err := s.admin.Query(context.Background(), `SELECT to_user_id::text, from_user_id::text, count(*) FROM messages GROUP BY 1, 2`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[direction]int{}
+	for rows.Next() {
+		var d direction
+		var n int
+		if err := rows.Scan(&d.user, &d.peer, &n); err != nil {
+			t.Fatal(err)
+		}
+		out[d] = n
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // waitHealthy waits for counterd to answer again after a restart.

@@ -1,6 +1,7 @@
 package drill
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -284,4 +285,181 @@ func pollUntil(ctx context.Context, deadline time.Time, poll time.Duration, done
 			return err
 		}
 	}
+}
+
+// Direction is one direction of a dialog: User reads what Peer sends.
+type Direction struct {
+	User string `json:"user_id"`
+	Peer string `json:"peer_id"`
+}
+
+// InboxQuerier reads the counter database: a *pgx.Conn, a *pgxpool.Pool or
+// a dbroute.Querier.
+type InboxQuerier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// InboxEvent is one event in the counter service's inbox.
+type InboxEvent struct {
+	Direction
+	Kind string
+	Seq  int64
+}
+
+// CounterState is the state a counter holds: the unread count of the
+// event with the highest seq applied.
+type CounterState struct {
+	Seq    int64
+	Unread int
+}
+
+// Inbox is what a counter database holds for some readers: every event
+// its inbox recorded, by event id, and every counter.
+type Inbox struct {
+	Events   map[string]InboxEvent
+	Counters map[Direction]CounterState
+}
+
+// ReadInbox reads the inbox and the counters of the directions whose reader
+// is one of users (every direction when users is empty) from the counter
+// database q. Read it on the counter primary: a replica may lack
+// acknowledged applies.
+func ReadInbox(ctx context.Context, q InboxQuerier, users []string) (Inbox, error) {
+	if users == nil {
+		users = []string{}
+	}
+	in := Inbox{Events: map[string]InboxEvent{}, Counters: map[Direction]CounterState{}}
+	rows, err := q.Query(ctx, `SELECT event_id::text, kind, user_id::text, peer_id::text, seq FROM inbox
+		WHERE cardinality($1::uuid[]) = 0 OR user_id = ANY($1::uuid[])`, users)
+	if err != nil {
+		return Inbox{}, fmt.Errorf("read the inbox: %w", err)
+	}
+	var id string
+	var e InboxEvent
+	_, err = pgx.ForEachRow(rows, []any{&id, &e.Kind, &e.User, &e.Peer, &e.Seq}, func() error {
+		in.Events[id] = e
+		return nil
+	})
+	if err != nil {
+		return Inbox{}, fmt.Errorf("read the inbox: %w", err)
+	}
+	rows, err = q.Query(ctx, `SELECT user_id::text, peer_id::text, seq, unread FROM counters
+		WHERE cardinality($1::uuid[]) = 0 OR user_id = ANY($1::uuid[])`, users)
+	if err != nil {
+		return Inbox{}, fmt.Errorf("read the counters: %w", err)
+	}
+	var d Direction
+	var c CounterState
+	_, err = pgx.ForEachRow(rows, []any{&d.User, &d.Peer, &c.Seq, &c.Unread}, func() error {
+		in.Counters[d] = c
+		return nil
+	})
+	if err != nil {
+		return Inbox{}, fmt.Errorf("read the counters: %w", err)
+	}
+	return in, nil
+}
+
+// LostEvent is an event the counter database should reflect and does not.
+type LostEvent struct {
+	// ID is the event's id; "" when only its state number is known.
+	ID   string `json:"id,omitempty"`
+	Kind string `json:"kind,omitempty"`
+	Direction
+	Seq int64 `json:"seq"`
+	// Reason says what is missing.
+	Reason string `json:"reason"`
+}
+
+// String describes the loss in one line.
+func (l LostEvent) String() string {
+	id := "state"
+	if l.ID != "" {
+		id = "event " + l.ID
+		if l.Kind != "" {
+			id += " (" + l.Kind + ")"
+		}
+	}
+	return fmt.Sprintf("%s of user %s reading %s, seq %d: %s", id, l.User, l.Peer, l.Seq, l.Reason)
+}
+
+// JudgeAcknowledged returns the events of acked (events counterd
+// acknowledged: applied, stale or duplicate) that in does not reflect: not
+// in the inbox, or with their direction's counter below their seq. Each
+// event of a direction carries the direction's whole state, so a final
+// count hides a lost event that a later one overtook; the inbox does not.
+// The result is ordered by direction and seq; an event acknowledged twice
+// counts once.
+func JudgeAcknowledged(acked []counter.Event, in Inbox) []LostEvent {
+	seen := map[string]bool{}
+	lost := []LostEvent{}
+	for _, e := range acked {
+		if seen[e.ID] {
+			continue
+		}
+		seen[e.ID] = true
+		var why []string
+		if _, ok := in.Events[e.ID]; !ok {
+			why = append(why, "not in the inbox")
+		}
+		d := Direction{User: e.UserID, Peer: e.PeerID}
+		if c, ok := in.Counters[d]; !ok {
+			why = append(why, "its direction has no counter")
+		} else if c.Seq < e.Seq {
+			why = append(why, fmt.Sprintf("the counter holds seq %d, older than the event", c.Seq))
+		}
+		if len(why) > 0 {
+			lost = append(lost, LostEvent{ID: e.ID, Kind: e.Kind, Direction: d, Seq: e.Seq, Reason: strings.Join(why, "; ")})
+		}
+	}
+	sortLost(lost)
+	return lost
+}
+
+// JudgeStates returns the states of the dialogs database that in does not
+// reflect. recorded is each direction's last state number in the dialogs
+// database (dialog_unread.seq), once its outbox drained: every state
+// 1..recorded was then acknowledged by counterd, except those of dead
+// (dead-lettered events), so each must be in the inbox, and the counter
+// must hold the last state that is not dead. The numbers have no gaps
+// because each is taken under the direction's row lock.
+func JudgeStates(recorded map[Direction]int64, dead map[Direction][]int64, in Inbox) []LostEvent {
+	have := map[Direction]map[int64]bool{}
+	for _, e := range in.Events {
+		if have[e.Direction] == nil {
+			have[e.Direction] = map[int64]bool{}
+		}
+		have[e.Direction][e.Seq] = true
+	}
+	lost := []LostEvent{}
+	for d, last := range recorded {
+		top := int64(0) // the last state that must have been applied
+		for seq := int64(1); seq <= last; seq++ {
+			if slices.Contains(dead[d], seq) {
+				continue
+			}
+			top = seq
+			if !have[d][seq] {
+				lost = append(lost, LostEvent{Direction: d, Seq: seq, Reason: "not in the inbox"})
+			}
+		}
+		if c := in.Counters[d]; top > 0 && c.Seq < top {
+			lost = append(lost, LostEvent{Direction: d, Seq: top,
+				Reason: fmt.Sprintf("the counter holds seq %d, older than the last acknowledged state", c.Seq)})
+		}
+	}
+	sortLost(lost)
+	return lost
+}
+
+func sortLost(lost []LostEvent) {
+	slices.SortFunc(lost, func(a, b LostEvent) int {
+		if c := strings.Compare(a.User+a.Peer, b.User+b.Peer); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.Seq, b.Seq); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Reason, b.Reason)
+	})
 }
