@@ -2,6 +2,9 @@ package counter_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +13,8 @@ import (
 
 	"socnet/internal/counter"
 	"socnet/internal/drill"
+	"socnet/internal/pgnode"
+	"socnet/internal/pgtest"
 )
 
 // TestLossCheckSeesADroppedEvent is the negative control of the loss
@@ -104,4 +109,105 @@ func TestLossCheckSeesADroppedEvent(t *testing.T) {
 	if lost := drill.JudgeStates(s.recordedStates(t), dead, s.primaryInbox(t)); len(lost) != 0 {
 		t.Errorf("with both states dead-lettered, the state check reports:\n%s", describeLost(lost))
 	}
+}
+
+// TestLossCheckSeesAPromotedReplicaThatLacksEvents is the negative control
+// of the failover check: the counter database's replica stops receiving
+// WAL, counterd acknowledges more events on the primary, the primary is
+// SIGKILLed and the replica promoted. The check on the promoted node must
+// name exactly the events acknowledged after the cut.
+func TestLossCheckSeesAPromotedReplicaThatLacksEvents(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	primary := pgtest.MustNode(t, "counter-p", nil)
+	pcfg := primary.Config()
+	replica := newReplica(t, "counter-r", primary)
+	conninfo := pgnode.ReplicationConnInfo(pcfg.Host, pcfg.Port, pcfg.Superuser, pcfg.Password, "counter_r")
+	if err := replica.BaseBackup(ctx, conninfo, ""); err != nil {
+		t.Fatalf("base backup: %v", err)
+	}
+	if err := replica.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := mustStack(t, stackOptions{counterDSNs: []string{primary.DSN(""), replica.DSN("")}, noRelay: true})
+	tap := s.startTappedRelay(t)
+	ids := s.mustUsers(t, 3)
+	a, b, c := ids[0], ids[1], ids[2]
+	sendAndRead := func() {
+		for range 3 {
+			s.mustSend(t, a, b)
+			s.mustSend(t, c, b)
+		}
+		r, err := s.dialogs.MarkRead(ctx, b, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.client.ApplyRead(ctx, r); err != nil {
+			t.Fatalf("ApplyRead: %v", err)
+		}
+		tap.add(counter.EventFromReceipt(r))
+		s.mustSend(t, a, b)
+	}
+	sendAndRead()
+	s.mustConverge(t, 30*time.Second)
+
+	// The replica replays everything so far, then hears no more.
+	pconn, rconn := mustConn(t, primary.DSN("")), mustConn(t, replica.DSN(""))
+	var target string
+	if err := pconn.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&target); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the replica caught up", func() error {
+		var ok bool
+		if err := rconn.QueryRow(ctx, `SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn`, target).Scan(&ok); err != nil || !ok {
+			return fmt.Errorf("replayed up to %s: %v, %v", target, ok, err)
+		}
+		return nil
+	})
+	for _, q := range []string{`ALTER SYSTEM SET primary_conninfo = ''`, `SELECT pg_reload_conf()`} {
+		if _, err := rconn.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 30*time.Second, "the replica's WAL receiver gone", func() error {
+		var n int
+		if err := pconn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_replication`).Scan(&n); err != nil || n > 0 {
+			return fmt.Errorf("%d replication connections (%v)", n, err)
+		}
+		return nil
+	})
+	before := len(tap.events())
+	sendAndRead()
+	s.waitDrained(t, 30*time.Second)
+	after := tap.events()[before:]
+	if len(after) != 8 {
+		t.Fatalf("%d events acknowledged after the cut, want 8", len(after))
+	}
+	if lost := drill.JudgeAcknowledged(tap.events(), s.primaryInbox(t)); len(lost) != 0 {
+		t.Fatalf("the primary lacks acknowledged events:\n%s", describeLost(lost))
+	}
+
+	if err := primary.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := replica.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lost := drill.JudgeAcknowledged(tap.events(), nodeInbox(t, replica.DSN("")))
+	var want, got []string
+	for _, e := range after {
+		want = append(want, e.ID)
+	}
+	for _, l := range lost {
+		got = append(got, l.ID)
+		if !strings.HasPrefix(l.Reason, "not in the inbox") {
+			t.Errorf("lost %s: %s", l.ID, l.Reason)
+		}
+	}
+	slices.Sort(want)
+	slices.Sort(got)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("events reported lost on the promoted replica (-want +got):\n%s", diff)
+	}
+	t.Logf("the promoted replica lacks %d events, all named:\n%s", len(lost), describeLost(lost))
 }
