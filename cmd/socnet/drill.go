@@ -338,6 +338,7 @@ func dialogTarget(ctx context.Context, e *env, st drill.Status, home string, wri
 		Writer: w,
 		Verify: &drill.StackCluster{Status: stackStatusFunc(home), Cluster: mainCluster, Database: mainDBName},
 		Counters: &drill.CounterCheck{Dialogs: w,
+			Counter:    &drill.StackCluster{Status: stackStatusFunc(home), Cluster: counterCluster, Database: counterDBName},
 			Reconciler: stackReconciler{mains: info.MainAdmin, counters: info.CounterAdmin, log: e.log}},
 	}, nil
 }

@@ -3,8 +3,10 @@ package drill
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -29,15 +31,23 @@ type Reconciler interface {
 var _ Reconciler = (*counter.Reconciler)(nil)
 
 // CounterCheck checks, once a drill's dialog messages are verified, that
-// the counter service counts exactly the unread messages: for the
-// DialogWriter's recipient, per sender, the count the API answers
-// (GET /dialog/unread, served by the counter service) must equal the unread
-// messages from that sender in the main database, once the outbox holds no
-// event about the recipient; and a reconciliation of every counter must
-// find no drift.
+// the counter service lost nothing and counts exactly the unread messages.
+// Once the outbox holds no event about the DialogWriter's recipient, every
+// state of the recipient's dialogs (each event's seq, 1 to the last one the
+// main database recorded, bar dead letters) must be in the inbox of the
+// counter primary, the node that replaced a killed one: a final count
+// alone would hide a lost event that a later one of its dialog overtook.
+// Then, per sender, the count the API answers (GET /dialog/unread, served
+// by the counter service) must equal the unread messages from that sender
+// in the main database, and a reconciliation of every counter must find no
+// drift. Only after that does each sender send one more message, which the
+// counters must count.
 type CounterCheck struct {
 	// Dialogs is the writer whose recipient is checked.
 	Dialogs *DialogWriter
+	// Counter is the counter cluster, whose primary's inbox is checked;
+	// nil: the inbox is not checked.
+	Counter Cluster
 	// Reconciler, when set, runs a reconciliation that only reports
 	// (counter.ReconcileOptions{Repair: false}).
 	Reconciler Reconciler
@@ -95,10 +105,31 @@ type CounterVerdict struct {
 	SettledMS *float64 `json:"settled_ms"`
 	// DeadLetters counts the recipient's events the relay gave up on.
 	DeadLetters int `json:"dead_letters"`
+	// Inbox is what the counter primary's inbox holds of the recipient's
+	// dialogs; nil when it was not checked (no counter cluster, or the
+	// outbox did not drain).
+	Inbox *InboxVerdict `json:"inbox,omitempty"`
 	// Reconcile is the reconciliation's finding; nil when none ran.
 	Reconcile *ReconcileCheck `json:"reconcile,omitempty"`
+	// FinalMessages counts the messages sent after the checks, one per
+	// sender; FinalSettledMS is from their sending to the counters agreeing
+	// with the messages again, null when they did not in time.
+	FinalMessages  int      `json:"final_messages"`
+	FinalSettledMS *float64 `json:"final_settled_ms"`
 	// Problems lists, one sentence each, what fails the check.
 	Problems []string `json:"problems"`
+}
+
+// InboxVerdict is what the counter primary's inbox holds of the states of
+// the recipient's dialogs.
+type InboxVerdict struct {
+	// Primary is the counter node read: the primary at the time of the
+	// check.
+	Primary string `json:"primary"`
+	// States counts the states that must be there; Lost lists those that
+	// are not (must be empty).
+	States int         `json:"states"`
+	Lost   []LostEvent `json:"lost"`
 }
 
 // JudgeCounters compares the counter service's counts with the unread
@@ -157,7 +188,61 @@ func (c *CounterCheck) Check(ctx context.Context, main Cluster, stopped time.Tim
 			v.Problems = append(v.Problems, fmt.Sprintf("reconciliation found %d drifting dialog(s), off by %d message(s)", r.Drift, r.DriftMessages))
 		}
 	}
+	// The last messages come after the checks: before, they would hide a
+	// lost event of their dialog from the counts.
+	err = onPrimary(ctx, main, func(conn *pgx.Conn) error {
+		return c.final(ctx, conn, &v, time.Now().Add(timeout), poll)
+	})
+	if err != nil {
+		v.Problems = append(v.Problems, "counters after the final messages: "+err.Error())
+	}
 	return v
+}
+
+// final sends one message from each sender and waits, until deadline, for
+// the counters to count them.
+func (c *CounterCheck) final(ctx context.Context, conn *pgx.Conn, v *CounterVerdict, deadline time.Time, poll time.Duration) error {
+	to, from, err := c.Dialogs.users(ctx)
+	if err != nil {
+		return err
+	}
+	sent := time.Now()
+	body, _ := json.Marshal(map[string]string{"text": "the last message, after the counter check"})
+	for _, u := range from {
+		status, data, err := c.Dialogs.api.do(ctx, http.MethodPost, "/dialog/"+to.id+"/send", u.token, body)
+		if err == nil && status != http.StatusOK {
+			err = fmt.Errorf("status %d: %.200s", status, data)
+		}
+		if err != nil {
+			return fmt.Errorf("send the final message of sender %s: %w", u.id, err)
+		}
+		v.FinalMessages++
+	}
+	var last []DialogCount
+	err = pollUntil(ctx, deadline, poll, func() (bool, error) {
+		unread, err := unreadBySender(ctx, conn, to.id)
+		if err != nil {
+			return false, err
+		}
+		counters, err := c.Dialogs.Unread(ctx)
+		if err != nil {
+			return false, nil // the counter service may be catching up
+		}
+		var drift int
+		last, drift, _ = JudgeCounters(c.Dialogs.Senders(), counters, unread)
+		return drift == 0, nil
+	})
+	if err != nil {
+		var off []string
+		for _, d := range last {
+			if d.Drift != 0 {
+				off = append(off, fmt.Sprintf("sender %s counted %d, unread %d", d.Sender, d.Counter, d.Unread))
+			}
+		}
+		return fmt.Errorf("the counters did not count the final message of each dialog (%w): %s", err, strings.Join(off, "; "))
+	}
+	v.FinalSettledMS = msPtr(time.Since(sent))
+	return nil
 }
 
 // compare waits for the outbox to drain of the recipient's events, then
@@ -182,6 +267,11 @@ func (c *CounterCheck) compare(ctx context.Context, conn *pgx.Conn, v *CounterVe
 	err = conn.QueryRow(ctx, `SELECT count(*) FROM outbox_dead_letters WHERE payload->>'user_id' = $1`, v.Recipient).Scan(&v.DeadLetters)
 	if err != nil {
 		return fmt.Errorf("count dead letters: %w", err)
+	}
+	if pending == 0 && c.Counter != nil {
+		if err := c.checkInbox(ctx, conn, v); err != nil {
+			v.Problems = append(v.Problems, "counters: check the inbox: "+err.Error())
+		}
 	}
 
 	senders := c.Dialogs.Senders()
@@ -219,6 +309,65 @@ func (c *CounterCheck) compare(ctx context.Context, conn *pgx.Conn, v *CounterVe
 	return nil
 }
 
+// checkInbox compares the states the main database recorded for the
+// recipient's dialogs with the inbox of the counter primary.
+func (c *CounterCheck) checkInbox(ctx context.Context, conn *pgx.Conn, v *CounterVerdict) error {
+	recorded := map[Direction]int64{}
+	rows, err := conn.Query(ctx, `SELECT peer_id::text, seq FROM dialog_unread WHERE user_id = $1`, v.Recipient)
+	if err != nil {
+		return fmt.Errorf("read the recorded states: %w", err)
+	}
+	var peer string
+	var seq int64
+	_, err = pgx.ForEachRow(rows, []any{&peer, &seq}, func() error {
+		recorded[Direction{User: v.Recipient, Peer: peer}] = seq
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read the recorded states: %w", err)
+	}
+	dead := map[Direction][]int64{}
+	rows, err = conn.Query(ctx, `SELECT payload->>'peer_id', (payload->>'seq')::bigint FROM outbox_dead_letters
+		WHERE payload->>'user_id' = $1 AND jsonb_typeof(payload->'seq') = 'number'`, v.Recipient)
+	if err != nil {
+		return fmt.Errorf("read the dead letters: %w", err)
+	}
+	_, err = pgx.ForEachRow(rows, []any{&peer, &seq}, func() error {
+		d := Direction{User: v.Recipient, Peer: peer}
+		dead[d] = append(dead[d], seq)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read the dead letters: %w", err)
+	}
+	primary, err := primaryNode(ctx, c.Counter)
+	if err != nil {
+		return err
+	}
+	var in Inbox
+	err = withConn(ctx, primary.DSN, func(cc *pgx.Conn) error {
+		in, err = ReadInbox(ctx, cc, []string{v.Recipient})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("counter primary %s: %w", primary.Name, err)
+	}
+	iv := &InboxVerdict{Primary: primary.Name, Lost: JudgeStates(recorded, dead, in)}
+	for d, last := range recorded {
+		iv.States += int(last) - len(dead[d])
+	}
+	v.Inbox = iv
+	if len(iv.Lost) > 0 {
+		lost := make([]string, 0, min(len(iv.Lost), 10))
+		for _, l := range iv.Lost[:min(len(iv.Lost), 10)] {
+			lost = append(lost, l.String())
+		}
+		v.Problems = append(v.Problems, fmt.Sprintf("counter primary %s lost %d of the %d states of the recipient's dialogs: %s",
+			primary.Name, len(iv.Lost), iv.States, strings.Join(lost, "; ")))
+	}
+	return nil
+}
+
 // reconcile runs the reconciliation in report-only mode.
 func (c *CounterCheck) reconcile(ctx context.Context, drain time.Duration) *ReconcileCheck {
 	rep, err := c.Reconciler.Run(ctx, counter.ReconcileOptions{Repair: false, DrainTimeout: drain})
@@ -247,16 +396,25 @@ func unreadBySender(ctx context.Context, conn *pgx.Conn, recipient string) (map[
 
 // onPrimary calls fn with a connection to the cluster's primary.
 func onPrimary(ctx context.Context, c Cluster, fn func(*pgx.Conn) error) error {
+	n, err := primaryNode(ctx, c)
+	if err != nil {
+		return err
+	}
+	return withConn(ctx, n.DSN, fn)
+}
+
+// primaryNode returns the cluster's primary.
+func primaryNode(ctx context.Context, c Cluster) (Node, error) {
 	nodes, err := c.Nodes(ctx)
 	if err != nil {
-		return fmt.Errorf("list the nodes of %s: %w", c.Name(), err)
+		return Node{}, fmt.Errorf("list the nodes of %s: %w", c.Name(), err)
 	}
 	for _, n := range nodes {
 		if n.Role == RolePrimary && n.DSN != "" {
-			return withConn(ctx, n.DSN, fn)
+			return n, nil
 		}
 	}
-	return fmt.Errorf("cluster %s has no primary", c.Name())
+	return Node{}, fmt.Errorf("cluster %s has no primary", c.Name())
 }
 
 // errNotYet is the error of a poll that ran out of time while its

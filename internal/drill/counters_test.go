@@ -3,12 +3,15 @@ package drill_test
 import (
 	"encoding/json"
 	"errors"
+	"maps"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"socnet/internal/counter"
 	"socnet/internal/drill"
 )
 
@@ -184,6 +187,126 @@ func TestReportCounters(t *testing.T) {
 				if diff := cmp.Diff(tt.runs[i].Counters, run.Counters); diff != "" || run.VerifiedOn != "main" {
 					t.Errorf("run %d: verified_on %q, counters (-want +got):\n%s", i, run.VerifiedOn, diff)
 				}
+			}
+		})
+	}
+}
+
+func TestJudgeAcknowledged(t *testing.T) {
+	ab, cb := drill.Direction{User: "b", Peer: "a"}, drill.Direction{User: "b", Peer: "c"}
+	ev := func(id string, d drill.Direction, seq int64) counter.Event {
+		return counter.Event{ID: id, Kind: counter.KindMessageSent, UserID: d.User, PeerID: d.Peer, Seq: seq, Unread: int(seq)}
+	}
+	acked := []counter.Event{ev("e1", ab, 1), ev("e2", ab, 2), ev("e3", ab, 3), ev("e1", ab, 1), ev("f1", cb, 1)}
+	inbox := func(ids ...string) map[string]drill.InboxEvent {
+		out := map[string]drill.InboxEvent{}
+		for _, id := range ids {
+			out[id] = drill.InboxEvent{}
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		in   drill.Inbox
+		want []drill.LostEvent
+	}{
+		{
+			name: "everything there",
+			in:   drill.Inbox{Events: inbox("e1", "e2", "e3", "f1"), Counters: map[drill.Direction]drill.CounterState{ab: {Seq: 3}, cb: {Seq: 1}}},
+			want: []drill.LostEvent{},
+		},
+		{
+			name: "an event a later one overtook: the counter is right, the inbox is not",
+			in:   drill.Inbox{Events: inbox("e1", "e3", "f1"), Counters: map[drill.Direction]drill.CounterState{ab: {Seq: 3}, cb: {Seq: 1}}},
+			want: []drill.LostEvent{{ID: "e2", Kind: counter.KindMessageSent, Direction: ab, Seq: 2, Reason: "not in the inbox"}},
+		},
+		{
+			name: "the last events lost with their effect",
+			in:   drill.Inbox{Events: inbox("e1", "e2"), Counters: map[drill.Direction]drill.CounterState{ab: {Seq: 2}}},
+			want: []drill.LostEvent{
+				{ID: "e3", Kind: counter.KindMessageSent, Direction: ab, Seq: 3, Reason: "not in the inbox; the counter holds seq 2, older than the event"},
+				{ID: "f1", Kind: counter.KindMessageSent, Direction: cb, Seq: 1, Reason: "not in the inbox; its direction has no counter"},
+			},
+		},
+		{
+			name: "in the inbox, but the counter went back",
+			in:   drill.Inbox{Events: inbox("e1", "e2", "e3", "f1"), Counters: map[drill.Direction]drill.CounterState{ab: {Seq: 1}, cb: {Seq: 1}}},
+			want: []drill.LostEvent{
+				{ID: "e2", Kind: counter.KindMessageSent, Direction: ab, Seq: 2, Reason: "the counter holds seq 1, older than the event"},
+				{ID: "e3", Kind: counter.KindMessageSent, Direction: ab, Seq: 3, Reason: "the counter holds seq 1, older than the event"},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, drill.JudgeAcknowledged(acked, tt.in)); diff != "" {
+				t.Errorf("lost (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestJudgeStates(t *testing.T) {
+	ab, cb := drill.Direction{User: "b", Peer: "a"}, drill.Direction{User: "b", Peer: "c"}
+	states := func(d drill.Direction, seqs ...int64) map[string]drill.InboxEvent {
+		out := map[string]drill.InboxEvent{}
+		for _, s := range seqs {
+			out[d.Peer+strconv.FormatInt(s, 10)] = drill.InboxEvent{Direction: d, Seq: s}
+		}
+		return out
+	}
+	merge := func(ms ...map[string]drill.InboxEvent) map[string]drill.InboxEvent {
+		out := map[string]drill.InboxEvent{}
+		for _, m := range ms {
+			maps.Copy(out, m)
+		}
+		return out
+	}
+	recorded := map[drill.Direction]int64{ab: 4, cb: 2}
+	full := map[drill.Direction]drill.CounterState{ab: {Seq: 4}, cb: {Seq: 2}}
+	tests := []struct {
+		name string
+		dead map[drill.Direction][]int64
+		in   drill.Inbox
+		want []drill.LostEvent
+	}{
+		{
+			name: "every state there",
+			in:   drill.Inbox{Events: merge(states(ab, 1, 2, 3, 4), states(cb, 1, 2)), Counters: full},
+			want: []drill.LostEvent{},
+		},
+		{
+			name: "a state in the middle lost: the counter cannot show it",
+			in:   drill.Inbox{Events: merge(states(ab, 1, 2, 4), states(cb, 1, 2)), Counters: full},
+			want: []drill.LostEvent{{Direction: ab, Seq: 3, Reason: "not in the inbox"}},
+		},
+		{
+			name: "the last state lost with its effect, and a whole dialog",
+			in:   drill.Inbox{Events: states(ab, 1, 2, 3), Counters: map[drill.Direction]drill.CounterState{ab: {Seq: 3}}},
+			want: []drill.LostEvent{
+				{Direction: ab, Seq: 4, Reason: "not in the inbox"},
+				{Direction: ab, Seq: 4, Reason: "the counter holds seq 3, older than the last acknowledged state"},
+				{Direction: cb, Seq: 1, Reason: "not in the inbox"},
+				{Direction: cb, Seq: 2, Reason: "not in the inbox"},
+				{Direction: cb, Seq: 2, Reason: "the counter holds seq 0, older than the last acknowledged state"},
+			},
+		},
+		{
+			name: "dead letters are not expected",
+			dead: map[drill.Direction][]int64{ab: {2, 4}},
+			in:   drill.Inbox{Events: merge(states(ab, 1, 3), states(cb, 1, 2)), Counters: map[drill.Direction]drill.CounterState{ab: {Seq: 3}, cb: {Seq: 2}}},
+			want: []drill.LostEvent{},
+		},
+		{
+			name: "states of other directions do not count",
+			in:   drill.Inbox{Events: merge(states(ab, 1, 2, 3, 4), states(drill.Direction{User: "x", Peer: "c"}, 1, 2)), Counters: full},
+			want: []drill.LostEvent{{Direction: cb, Seq: 1, Reason: "not in the inbox"}, {Direction: cb, Seq: 2, Reason: "not in the inbox"}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, drill.JudgeStates(recorded, tt.dead, tt.in)); diff != "" {
+				t.Errorf("lost (-want +got):\n%s", diff)
 			}
 		})
 	}
