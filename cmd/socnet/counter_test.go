@@ -6,13 +6,17 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"socnet/internal/counter"
 	"socnet/internal/dbroute"
+	"socnet/internal/drill"
 	"socnet/internal/pgnode"
 	"socnet/internal/pgtest"
 	"socnet/internal/postgres"
@@ -204,6 +208,94 @@ func counterAdminExec(t *testing.T, dsn string) func(sql string, args ...any) {
 		})
 		if err != nil {
 			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+}
+
+// onePrimary is a drill.Cluster of one node, the primary, for the counter
+// check (it only lists nodes).
+type onePrimary struct {
+	drill.Cluster
+	name, dsn string
+}
+
+func (o onePrimary) Name() string { return o.name }
+
+func (o onePrimary) Nodes(context.Context) ([]drill.Node, error) {
+	return []drill.Node{{Name: o.name + "-1", Role: drill.RolePrimary, DSN: o.dsn}}, nil
+}
+
+// TestCounterCheckSeesALostState runs the counter drill's check against the
+// real commands (the API, counterd, the relay) with dialog messages sent
+// through the API: clean, it passes and sends one final message per
+// dialog. Then one acknowledged state is dropped from the counter
+// database's inbox, a state that later messages overtook: the counts still
+// agree, and the check must fail naming the lost state.
+func TestCounterCheckSeesALostState(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mainDSN, counterDSN := pgtest.MustDatabase(t), pgtest.MustDatabase(t)
+	if err := postgres.Migrate(ctx, mainDSN, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	counterAddr, relayAddr := counterTestAddr(t), counterTestAddr(t)
+	vars := map[string]string{"SOCNET_DB": counterDSN, "SOCNET_MAIN_DB": mainDSN}
+	var logs syncBuffer
+	e := counterTestEnv(vars, io.Discard, &logs)
+	done := make(chan error, 3)
+	go func() { done <- cmdCounterd(ctx, e, []string{"--http", counterAddr, "--admin-db", counterDSN}) }()
+	go func() {
+		done <- cmdRelay(ctx, e, []string{"--counter", "http://" + counterAddr, "--http", relayAddr, "--poll", "10ms"})
+	}()
+	dir := t.TempDir()
+	addrFile := filepath.Join(dir, "addr")
+	go func() {
+		done <- run(ctx, []string{"socnet", "serve", "--http", "127.0.0.1:0", "--db", mainDSN, "--admin-db", mainDSN,
+			"--key-file", filepath.Join(dir, "token.key"), "--addr-file", addrFile, "--bcrypt-cost", "4",
+			"--counter", "http://" + counterAddr}, func(string) string { return "" }, io.Discard, &logs)
+	}()
+	api := waitAddrFile(t, addrFile, done, 30*time.Second)
+	waitHealthy(t, "http://"+api, 10*time.Second)
+
+	w := drill.NewDialogWriter(api, 2, 2, 15*time.Second)
+	if err := w.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		if r := w.Write(ctx, "check-"+strconv.Itoa(i)); r.Outcome != drill.Acknowledged {
+			t.Fatalf("write %d: %+v", i, r)
+		}
+	}
+	check := &drill.CounterCheck{Dialogs: w, Counter: onePrimary{name: "counter", dsn: counterDSN},
+		Timeout: 30 * time.Second, Poll: 50 * time.Millisecond}
+	main := onePrimary{name: "main", dsn: mainDSN}
+
+	v := check.Check(ctx, main, time.Now())
+	if len(v.Problems) != 0 || v.Inbox == nil || v.Inbox.States != 6 || len(v.Inbox.Lost) != 0 || v.Inbox.Primary != "counter-1" ||
+		v.FinalMessages != 2 || v.FinalSettledMS == nil {
+		t.Fatalf("clean check: %+v, inbox %+v", v, v.Inbox)
+	}
+
+	// The second state of the first sender's dialog (its second message)
+	// disappears from the inbox; the counter holds later states.
+	sender := w.Senders()[0]
+	admin := counterAdminExec(t, counterDSN)
+	admin(`DELETE FROM inbox WHERE user_id = $1 AND peer_id = $2 AND seq = 2`, w.Recipient(), sender)
+	v = check.Check(ctx, main, time.Now())
+	want := []drill.LostEvent{{Direction: drill.Direction{User: w.Recipient(), Peer: sender}, Seq: 2, Reason: "not in the inbox"}}
+	if v.Inbox == nil {
+		t.Fatalf("no inbox verdict: %+v", v)
+	}
+	if diff := cmp.Diff(want, v.Inbox.Lost); diff != "" {
+		t.Errorf("lost (-want +got):\n%s", diff)
+	}
+	if v.Drift != 0 || len(v.Problems) != 1 || !strings.Contains(v.Problems[0], "counter primary counter-1 lost 1 of the 8 states") {
+		t.Errorf("counts drift %d (want 0: they cannot see it); problems %q", v.Drift, v.Problems)
+	}
+	cancel()
+	for range 3 {
+		if err := <-done; err != nil {
+			t.Errorf("command ended with %v", err)
 		}
 	}
 }
