@@ -26,10 +26,15 @@ type stack struct {
 }
 
 // mustStack brings up a three-node cluster named main (primary, sync and
-// potential replica) with fast failure detection, and a drill Target that
-// writes rows of drill_writes through dbroute and sees the cluster through
-// its Status, as `socnet status --json` shows it.
-func mustStack(t *testing.T) *stack {
+// potential replica) with fast failure detection and its supervisor
+// running, and a drill Target that writes rows of drill_writes through
+// dbroute and sees the cluster through its Status, as `socnet status
+// --json` shows it.
+func mustStack(t *testing.T) *stack { return mustCluster(t, true) }
+
+// mustCluster is mustStack, with the supervisor running only when
+// supervise is set: without it, nothing fails over but an operator.
+func mustCluster(t *testing.T, supervise bool) *stack {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(pgtest.LogWriter(t, "slog"), nil))
 	spec := cluster.MainSpec()
@@ -53,6 +58,9 @@ func mustStack(t *testing.T) *stack {
 	supDone := make(chan struct{})
 	go func() {
 		defer close(supDone)
+		if !supervise {
+			return
+		}
 		if err := c.Supervise(supCtx); err != nil {
 			t.Errorf("supervise: %v", err)
 		}

@@ -53,6 +53,10 @@ type FailoverOptions struct {
 	Log *slog.Logger
 	// Rand draws the random kill moment in [0, 1); nil uses math/rand/v2.
 	Rand func() float64
+	// NoHold leaves the asynchronous replica alone. By default the drill
+	// holds it back (HoldBack) from half-way to the kill until the kill, so
+	// that promoting it would lose the writes acknowledged meanwhile.
+	NoHold bool
 }
 
 func (o FailoverOptions) withDefaults() FailoverOptions {
@@ -112,10 +116,32 @@ func RunFailover(ctx context.Context, t Target, opt FailoverOptions) (Run, error
 	pool := startWriters(ctx, t.Writer, ledger, opt.Writers)
 	run.Started = pool.started
 
+	var hold *Hold
+	defer func() { _ = hold.Release() }()
+	if victim := first(pickVictims(PhaseAsync, nodes)); !opt.NoHold && len(victim) == 1 {
+		if err := sleepCtx(ctx, time.Until(run.Started.Add(killAfter/2))); err != nil {
+			pool.stop()
+			return Run{}, fmt.Errorf("failover drill: %w", err)
+		}
+		if hold, err = HoldBack(ctx, nodes, victim[0]); err != nil {
+			run.Problems = append(run.Problems, err.Error())
+		} else {
+			log.Info("drill: holding back the asynchronous replica", "node", hold.Node, "wal_sender", hold.Sender)
+			run.Events = append(run.Events, Event{Kind: EventHold, Node: hold.Node, At: hold.At, Detail: "its WAL sender stopped (SIGSTOP)"})
+		}
+	}
+
 	// The kill.
 	if err := sleepCtx(ctx, time.Until(run.Started.Add(killAfter))); err != nil {
 		pool.stop()
 		return Run{}, fmt.Errorf("failover drill: %w", err)
+	}
+	var held *HeldBack
+	if hold != nil {
+		held = &HeldBack{Node: hold.Node, At: hold.At}
+		if held.GapBytes, err = ReceiveGap(ctx, nodes, hold.Node); err != nil {
+			run.Problems = append(run.Problems, err.Error())
+		}
 	}
 	log.Info("drill: killing the primary", "node", old)
 	killedAt, err := t.Cluster.Kill(ctx, old)
@@ -124,6 +150,9 @@ func RunFailover(ctx context.Context, t Target, opt FailoverOptions) (Run, error
 		return Run{}, fmt.Errorf("failover drill: %w", err)
 	}
 	run.Events = append(run.Events, Event{Kind: EventKill, Node: old, At: killedAt, Detail: "SIGKILL to the postmaster and its children"})
+	if err := hold.Release(); err != nil {
+		run.Problems = append(run.Problems, err.Error())
+	}
 
 	repaired := watchRepair(ctx, t.Cluster, old, killedAt, opt.FailoverTimeout, opt.RejoinTimeout)
 
@@ -152,6 +181,9 @@ func RunFailover(ctx context.Context, t Target, opt FailoverOptions) (Run, error
 		return Run{}, fmt.Errorf("failover drill: %w", ctx.Err())
 	}
 	rep.record(&run, old, killedAt, log)
+	if held != nil {
+		held.judge(&run, attempts, killedAt)
+	}
 
 	if at, ok := FirstAckAfter(attempts, killedAt); ok {
 		run.UnavailableMS = msPtr(at.Sub(killedAt))

@@ -74,6 +74,7 @@ var eventColors = map[string]string{
 	EventPromotion: "#1565c0",
 	EventRejoin:    "#2e7d32",
 	EventStop:      "#757575",
+	EventHold:      "#6a1b9a",
 }
 
 // TimelineSVG draws a run's timeline: stacked bars per bucket

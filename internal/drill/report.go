@@ -52,6 +52,9 @@ type Run struct {
 	LongestStallMS float64 `json:"longest_stall_ms"`
 	// Errors counts unacknowledged attempts by error class.
 	Errors map[string]int `json:"errors"`
+	// HeldBack is the failover drill's hold of the asynchronous replica;
+	// null when it was not held back.
+	HeldBack *HeldBack `json:"held_back,omitempty"`
 	// Phases are the steps of the replica drill.
 	Phases []Phase `json:"phases,omitempty"`
 	// Verdict judges the tagged writes (failover, replica).
@@ -280,6 +283,10 @@ func writeRunText(b *strings.Builder, run Run) {
 	}
 	if run.RejoinMS != nil {
 		fmt.Fprintf(b, "old primary back as replica (kill -> streaming): %s\n", formatMillis(*run.RejoinMS))
+	}
+	if h := run.HeldBack; h != nil {
+		fmt.Fprintf(b, "held back %s from the WAL before the kill: %d bytes behind, %d writes acknowledged meanwhile (a promotion of %s would lose them)\n",
+			h.Node, h.GapBytes, h.AcknowledgedWhileHeld, h.Node)
 	}
 	for _, p := range run.Phases {
 		if p.Skipped != "" {
