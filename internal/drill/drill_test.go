@@ -5,16 +5,21 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/crypto/bcrypt"
 
+	"socnet/internal/auth"
 	"socnet/internal/cluster"
 	"socnet/internal/dbroute"
 	"socnet/internal/drill"
+	"socnet/internal/httpapi"
 	"socnet/internal/pgtest"
+	"socnet/internal/postgres"
 )
 
 // stack is a real cluster from internal/cluster, brought up in a temporary
@@ -102,10 +107,54 @@ func mustCluster(t *testing.T, supervise bool) *stack {
 		}
 		return drill.ParseStatus(b)
 	}
-	return &stack{c: c, db: db, target: drill.Target{
+	target := drill.Target{
 		Writer:  w,
 		Cluster: &drill.StackCluster{Status: status, Cluster: spec.Name, Poll: 100 * time.Millisecond},
-	}}
+	}
+	if supervise {
+		target.Sessions = mustAPI(t, ctx, c, log)
+	}
+	return &stack{c: c, db: db, target: target}
+}
+
+// apiLag and apiHealth are the routing of the test's API: a replica
+// lagging more than apiLag gets no reads, measured every apiHealth.
+const apiLag, apiHealth = time.Second, 100 * time.Millisecond
+
+// mustAPI serves the socnet API over the cluster, as `socnet serve` does,
+// and returns the drill's session workload against it.
+func mustAPI(t *testing.T, ctx context.Context, c *cluster.Cluster, log *slog.Logger) *drill.Sessions {
+	t.Helper()
+	if err := postgres.Migrate(ctx, c.PrimaryDSN(""), log); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	var dsns []string
+	for _, n := range c.Nodes() {
+		dsns = append(dsns, c.Node(n).DSN(""))
+	}
+	db, err := dbroute.Open(ctx, dbroute.Config{Name: "api", Nodes: dsns, MaxConns: 8, WriteTimeout: 2 * time.Second,
+		MaxReplicaLag: apiLag, HealthInterval: apiHealth}, log)
+	if err != nil {
+		t.Fatalf("dbroute: %v", err)
+	}
+	t.Cleanup(db.Close)
+	dialogs := postgres.NewDialogStore(db)
+	h := httpapi.NewServer(log, httpapi.Deps{
+		Users:   postgres.NewUserStore(db),
+		Friends: postgres.NewFriendStore(db),
+		Posts:   postgres.NewPostStore(db),
+		Dialogs: dialogs,
+		Reader:  dialogs,
+		Tokens:  auth.NewTokens([]byte(strings.Repeat("k", auth.KeyLen)), time.Hour, nil),
+		Hasher:  auth.Hasher{Cost: bcrypt.MinCost},
+	})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	s := drill.NewSessions(srv.URL, 2, apiLag+apiHealth, 10*time.Second)
+	if err := s.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func testLog(t *testing.T) *slog.Logger {
@@ -139,6 +188,12 @@ func TestDrillsOnRealCluster(t *testing.T) {
 			if n.Err != "" || n.Rows < v.Acknowledged {
 				t.Errorf("%s: %d rows (error %q), want at least the %d acknowledged", n.Node, n.Rows, n.Err, v.Acknowledged)
 			}
+		}
+		if h := run.History; h == nil || h.Writes == 0 || h.Reads == 0 {
+			t.Errorf("history checked: %+v", h)
+		}
+		if run.HeldBack == nil || run.HeldBack.AcknowledgedWhileHeld == 0 {
+			t.Errorf("held back: %+v", run.HeldBack)
 		}
 		if run.NewPrimary == "" || run.NewPrimary == run.OldPrimary {
 			t.Errorf("new primary %q, old %q", run.NewPrimary, run.OldPrimary)

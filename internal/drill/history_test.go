@@ -197,3 +197,36 @@ func TestCheckHistoryQuotesFewExamples(t *testing.T) {
 		t.Errorf("problems %q", p)
 	}
 }
+
+// TestReportDrawsViolations checks that a run whose history broke a rule
+// fails, and that its text and HTML reports show the operations of the
+// violation, the HTML as a timeline of them.
+func TestReportDrawsViolations(t *testing.T) {
+	h := newHist().
+		write("S1", "post drill x h#1", "drill x h#1", 0, 10, drill.Acknowledged).
+		read("S2", "post drill x h#1", "", 2000, 2010)
+	v := drill.CheckHistory(h.ops, time.Second)
+	run := drill.Run{RunID: "x", Drill: drill.DrillFailover, Cluster: "main", Started: h.t0, BucketMS: 100,
+		History: &v, Problems: v.Problems(), Errors: map[string]int{}}
+	r := drill.NewReport(drill.DrillFailover, "main", []drill.Run{run})
+	if r.OK {
+		t.Fatal("a run with a stale read passed")
+	}
+	var text, page strings.Builder
+	if err := r.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteHTML(&page); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"stale-read 1", "#1 S1 write post drill x h#1", "#2 S2 read post drill x h#1 saw 0 values"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text report lacks %q:\n%s", want, text.String())
+		}
+	}
+	for _, want := range []string{"stale-read on post drill x h#1", "#1 S1 write acknowledged", "#2 S2 read acknowledged", "saw nothing"} {
+		if !strings.Contains(page.String(), want) {
+			t.Errorf("HTML report lacks %q", want)
+		}
+	}
+}
