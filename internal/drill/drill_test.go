@@ -112,7 +112,7 @@ func mustCluster(t *testing.T, supervise bool) *stack {
 		Cluster: &drill.StackCluster{Status: status, Cluster: spec.Name, Poll: 100 * time.Millisecond},
 	}
 	if supervise {
-		target.Sessions = mustAPI(t, ctx, c, log)
+		target.Sessions = mustAPI(t, ctx, c, log, apiLag)
 	}
 	return &stack{c: c, db: db, target: target}
 }
@@ -122,8 +122,9 @@ func mustCluster(t *testing.T, supervise bool) *stack {
 const apiLag, apiHealth = time.Second, 100 * time.Millisecond
 
 // mustAPI serves the socnet API over the cluster, as `socnet serve` does,
-// and returns the drill's session workload against it.
-func mustAPI(t *testing.T, ctx context.Context, c *cluster.Cluster, log *slog.Logger) *drill.Sessions {
+// with replicas lagging more than lag getting no reads, and returns the
+// drill's session workload against it, holding reads to apiLag+apiHealth.
+func mustAPI(t *testing.T, ctx context.Context, c *cluster.Cluster, log *slog.Logger, lag time.Duration) *drill.Sessions {
 	t.Helper()
 	if err := postgres.Migrate(ctx, c.PrimaryDSN(""), log); err != nil {
 		t.Fatalf("migrate: %v", err)
@@ -133,7 +134,7 @@ func mustAPI(t *testing.T, ctx context.Context, c *cluster.Cluster, log *slog.Lo
 		dsns = append(dsns, c.Node(n).DSN(""))
 	}
 	db, err := dbroute.Open(ctx, dbroute.Config{Name: "api", Nodes: dsns, MaxConns: 8, WriteTimeout: 2 * time.Second,
-		MaxReplicaLag: apiLag, HealthInterval: apiHealth}, log)
+		MaxReplicaLag: lag, HealthInterval: apiHealth}, log)
 	if err != nil {
 		t.Fatalf("dbroute: %v", err)
 	}

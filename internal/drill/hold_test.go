@@ -134,3 +134,52 @@ func TestWrongPromotionIsSeen(t *testing.T) {
 		t.Errorf("%s lacks %d writes, want the %d acknowledged while it was held back", async, nv.Lost, len(heldAcks))
 	}
 }
+
+// TestStaleReadsAreSeen is the negative control of the history check on a
+// real cluster: an API that lets a replica lag an hour serves reads from
+// the asynchronous replica while the drill holds it back, and the check,
+// which holds reads to apiLag+apiHealth, must report stale reads.
+func TestStaleReadsAreSeen(t *testing.T) {
+	s := mustCluster(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sessions := mustAPI(t, ctx, s.c, testLog(t), time.Hour)
+	nodes, err := drill.WaitHealthy(ctx, s.target.Cluster, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var async string
+	for _, n := range nodes {
+		if n.Role == drill.RoleReplica && n.SyncState != "sync" && n.SyncState != "quorum" {
+			async = n.Name
+		}
+	}
+	hold, err := drill.HoldBack(ctx, nodes, async)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = hold.Release() })
+	ops, err := sessions.Record(ctx, drill.NewRunID(time.Now()), 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := drill.CheckHistory(ops, apiLag+apiHealth)
+	t.Logf("history: %d ops, counts %v, problems %q", v.Ops, v.Counts, v.Problems())
+	if v.Counts[drill.ViolationStale] == 0 {
+		t.Fatalf("no stale read reported while %s was held back and still served reads", async)
+	}
+	for _, e := range v.Examples {
+		if e.Kind != drill.ViolationStale {
+			continue
+		}
+		w, r := e.Ops[0], e.Ops[1]
+		if w.Kind != drill.OpWrite || r.Kind != drill.OpRead || w.Key != r.Key || w.Outcome != drill.Acknowledged ||
+			r.Invoke.Sub(w.Complete) <= apiLag+apiHealth || slices.Contains(r.Seen, w.Value) {
+			t.Errorf("the example does not show a stale read: %+v", e)
+		}
+	}
+	// Dialogs are read from the primary: read-your-writes holds.
+	if n := v.Counts[drill.ViolationRYW]; n != 0 {
+		t.Errorf("%d read-your-writes violations on dialogs read from the primary", n)
+	}
+}

@@ -297,3 +297,20 @@ func (r *sessionRun) check(ctx context.Context, run *Run) {
 	run.History = &v
 	run.Problems = append(run.Problems, v.Problems()...)
 }
+
+// Record runs the workload alone for d (bounded by its rounds), makes the
+// final reads and returns the history: the session workload of a drill
+// without the drill, for experiments on the API's consistency.
+func (s *Sessions) Record(ctx context.Context, runID string, d time.Duration) ([]Op, error) {
+	r, err := s.start(ctx, runID)
+	if err != nil {
+		return nil, err
+	}
+	err = sleepCtx(ctx, d)
+	r.halt()
+	if err != nil {
+		return nil, fmt.Errorf("sessions: %w", err)
+	}
+	r.finalReads(ctx)
+	return r.hist.Ops(), nil
+}
