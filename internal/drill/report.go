@@ -67,6 +67,9 @@ type Run struct {
 	// History judges the history of the session workload (failover and
 	// replica drills through the API).
 	History *HistoryVerdict `json:"history,omitempty"`
+	// HistoryOps is the whole history the verdict judged, for a caller that
+	// examines it; reports carry the verdict's examples only.
+	HistoryOps []Op `json:"-"`
 	// BucketMS is the width of the timeline's buckets.
 	BucketMS int      `json:"bucket_ms"`
 	Timeline []Bucket `json:"timeline"`

@@ -293,7 +293,8 @@ func (r *sessionRun) finalReads(ctx context.Context) {
 // check makes the final reads and checks the run's history into run.
 func (r *sessionRun) check(ctx context.Context, run *Run) {
 	r.finalReads(ctx)
-	v := CheckHistory(r.hist.Ops(), r.s.bound)
+	run.HistoryOps = r.hist.Ops()
+	v := CheckHistory(run.HistoryOps, r.s.bound)
 	run.History = &v
 	run.Problems = append(run.Problems, v.Problems()...)
 }
