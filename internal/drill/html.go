@@ -188,7 +188,7 @@ const (
 	opRowH, opLabelW = 34.0, 430.0
 	colorWrite       = "#1565c0"
 	colorRead        = "#6a1b9a"
-	colorBound       = "#fff3e0"
+	colorBound       = "#ffcc80"
 )
 
 // ViolationSVG draws the operations that show a violation on a time axis:
