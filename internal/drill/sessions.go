@@ -65,17 +65,9 @@ func (s *Sessions) Setup(ctx context.Context) error {
 	if s.recipient.token != "" {
 		return nil
 	}
-	r, err := s.api.signUp(ctx, "Reader")
+	r, users, err := s.api.signUpGroup(ctx, "Reader", "Session", s.n)
 	if err != nil {
-		return fmt.Errorf("sessions: sign up the recipient: %w", err)
-	}
-	users := make([]apiUser, 0, s.n)
-	for i := range s.n {
-		u, err := s.api.signUp(ctx, "Session "+strconv.Itoa(i+1))
-		if err != nil {
-			return fmt.Errorf("sessions: sign up session %d: %w", i+1, err)
-		}
-		users = append(users, u)
+		return fmt.Errorf("sessions: %w", err)
 	}
 	s.recipient, s.users = r, users
 	return nil
