@@ -19,11 +19,15 @@ const drillUsage = `usage: socnet drill DRILL [flags]
 
 Failure experiments against the stack of 'socnet up --home DIR'; each judges
 itself and exits non-zero (3) when an acknowledged write was lost (or, on the
-counter cluster, when an unread counter drifted from the messages).
+counter cluster, when an unread counter drifted from the messages). The
+failover and replica drills also record the history of a few sessions writing
+and reading through the API and check it: no acknowledged write lost, no read
+staler than --max-replica-lag, read-your-writes in each session.
 
 drills:
-  failover   SIGKILL a cluster's primary under write load; verify every node
-             (--cluster counter: dialog messages, then the unread counters)
+  failover   SIGKILL a cluster's primary under write load, its asynchronous
+             replica held back; verify every node (--cluster counter: dialog
+             messages, then the unread counters)
   fill       SIGKILL the primary part-way through a bulk load of users; verify
   replica    SIGKILL the sync replica, the async one, then both, under load
 
@@ -91,11 +95,13 @@ func drillFailover(ctx context.Context, e *env, args []string) error {
 	duration := fs.Duration("duration", drill.DefaultDuration, "how long to write at least")
 	writers := fs.Int("writers", drill.DefaultWriters, "concurrent writers")
 	repeat := fs.Int("repeat", 1, "runs; each kills the primary of the moment")
+	hold := fs.Bool("hold-async", true, "hold the asynchronous replica back from the WAL from half-way to the kill, so that promoting it would lose writes")
+	hf := addHistoryFlags(fs)
 	rf := addReportFlags(fs)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	opt := drill.FailoverOptions{Duration: *duration, Writers: *writers, Log: e.log}
+	opt := drill.FailoverOptions{Duration: *duration, Writers: *writers, Log: e.log, NoHold: !*hold}
 	if *killAfter == "random" {
 		opt.RandomKill = true
 	} else {
@@ -111,11 +117,17 @@ func drillFailover(ctx context.Context, e *env, args []string) error {
 	if err := checkWrites(*clusterName, *writes); err != nil {
 		return err
 	}
+	if err := hf.check(); err != nil {
+		return err
+	}
 	t, closeTarget, err := drillTarget(ctx, e, *home, *clusterName, *writes, *writers)
 	if err != nil {
 		return err
 	}
 	defer closeTarget()
+	if err := hf.attach(ctx, &t, *home); err != nil {
+		return err
+	}
 	runs, err := drill.RepeatFailover(ctx, t, *repeat, opt)
 	if len(runs) > 0 {
 		if ferr := rf.finish(e, drill.NewReport(drill.DrillFailover, *clusterName, runs)); ferr != nil && err == nil {
@@ -134,11 +146,15 @@ func drillReplica(ctx context.Context, e *env, args []string) error {
 	clusterName := fs.String("cluster", mainCluster, "cluster whose replicas are killed: main or counter")
 	writers := fs.Int("writers", drill.DefaultWriters, "concurrent writers")
 	settle := fs.Duration("settle", 2*time.Second, "writing before each kill and after the replicas are back")
+	hf := addHistoryFlags(fs)
 	rf := addReportFlags(fs)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
 	if err := checkDrillFlags(*settle, *writers, 1); err != nil {
+		return err
+	}
+	if err := hf.check(); err != nil {
 		return err
 	}
 	// The replica drill measures the stalls of commits on the cluster whose
@@ -153,6 +169,9 @@ func drillReplica(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer closeTarget()
+	if err := hf.attach(ctx, &t, *home); err != nil {
+		return err
+	}
 	run, err := drill.RunReplica(ctx, t, drill.ReplicaOptions{Writers: *writers, Settle: *settle, Log: e.log})
 	if err != nil {
 		return err
@@ -199,6 +218,53 @@ func drillFill(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	return rf.finish(e, drill.NewReport(drill.DrillFill, mainCluster, []drill.Run{run}))
+}
+
+// historyFlags are the flags of the session workload whose history the
+// failover and replica drills check.
+type historyFlags struct {
+	sessions *int
+	lag      *time.Duration
+}
+
+func addHistoryFlags(fs *flags) historyFlags {
+	return historyFlags{
+		sessions: fs.Int("sessions", drill.DefaultSessions, "drill users writing and reading through the API next to the writers, whose history is checked; 0: none"),
+		lag: fs.Duration("max-replica-lag", dbroute.DefaultMaxReplicaLag,
+			"the API's --max-replica-lag: a read without a session may miss a write acknowledged at most this plus the health interval earlier"),
+	}
+}
+
+func (hf historyFlags) check() error {
+	switch {
+	case *hf.sessions < 0 || *hf.sessions > 32:
+		return usageError{fmt.Errorf("drill: --sessions must be 0 to 32, got %d", *hf.sessions)}
+	case *hf.lag <= 0:
+		return usageError{fmt.Errorf("drill: --max-replica-lag must be positive")}
+	}
+	return nil
+}
+
+// attach adds the session workload to t, its users signed up before the
+// drill starts, when the stack runs an API.
+func (hf historyFlags) attach(ctx context.Context, t *drill.Target, home string) error {
+	if *hf.sessions == 0 {
+		return nil
+	}
+	st, err := stackStatusFunc(home)(ctx)
+	if err != nil {
+		return err
+	}
+	addr, err := stackAPI(st, home)
+	if err != nil {
+		return err
+	}
+	s := drill.NewSessions(addr, *hf.sessions, *hf.lag+dbroute.DefaultHealthInterval, 15*time.Second)
+	if err := s.Setup(ctx); err != nil {
+		return fmt.Errorf("drill: %w", err)
+	}
+	t.Sessions = s
+	return nil
 }
 
 func checkDrillFlags(duration time.Duration, writers, repeat int) error {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,17 +54,9 @@ func (w *DialogWriter) Setup(ctx context.Context) error {
 	if w.recipient.token != "" {
 		return nil
 	}
-	recipient, err := w.api.signUp(ctx, "Recipient")
+	recipient, from, err := w.api.signUpGroup(ctx, "Recipient", "Sender", w.senders)
 	if err != nil {
-		return fmt.Errorf("sign up the drill's recipient: %w", err)
-	}
-	from := make([]apiUser, 0, w.senders)
-	for i := range w.senders {
-		u, err := w.api.signUp(ctx, "Sender "+strconv.Itoa(i+1))
-		if err != nil {
-			return fmt.Errorf("sign up drill sender %d: %w", i+1, err)
-		}
-		from = append(from, u)
+		return err
 	}
 	w.recipient, w.from = recipient, from
 	return nil

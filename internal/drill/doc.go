@@ -9,8 +9,16 @@
 // the unread messages once the outbox has drained, and a reconciliation
 // must find no drift.
 //
-// The ledger and the verdict (Ledger, Judge, JudgeFill) are pure functions
-// of what was observed. The experiments (RunFailover, RunReplica, RunFill)
+// The failover drill holds the asynchronous replica back from the WAL
+// before the kill (HoldBack), so that a promotion of the wrong replica would
+// lose writes and the verdict would see it. Next to the writers, the
+// failover and replica drills run a few sessions through the API (Sessions)
+// and record the history of their writes and reads; CheckHistory holds it to
+// socnet's promises: no acknowledged write lost, no read staler than the lag
+// bound, read-your-writes in a session.
+//
+// The ledger, the verdict and the history check (Ledger, Judge, JudgeFill,
+// CheckHistory) are pure functions of what was observed. The experiments (RunFailover, RunReplica, RunFill)
 // talk to the stack through two small interfaces: a Writer that performs one
 // tagged write and finds tagged rows on a node, and a Cluster that lists
 // nodes, kills them and waits for the supervisor to repair the topology.

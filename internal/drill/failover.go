@@ -53,6 +53,10 @@ type FailoverOptions struct {
 	Log *slog.Logger
 	// Rand draws the random kill moment in [0, 1); nil uses math/rand/v2.
 	Rand func() float64
+	// NoHold leaves the asynchronous replica alone. By default the drill
+	// holds it back (HoldBack) from half-way to the kill until the kill, so
+	// that promoting it would lose the writes acknowledged meanwhile.
+	NoHold bool
 }
 
 func (o FailoverOptions) withDefaults() FailoverOptions {
@@ -109,13 +113,35 @@ func RunFailover(ctx context.Context, t Target, opt FailoverOptions) (Run, error
 	run.OldPrimary = old
 	ledger := NewLedger(run.RunID)
 	log.Info("drill: writing", "run", run.RunID, "cluster", run.Cluster, "writers", opt.Writers, "kill_after", killAfter)
-	pool := startWriters(ctx, t.Writer, ledger, opt.Writers)
+	pool := startWriters(ctx, t, ledger, opt.Writers, &run)
 	run.Started = pool.started
+
+	var hold *Hold
+	defer func() { _ = hold.Release() }()
+	if victim := first(pickVictims(PhaseAsync, nodes)); !opt.NoHold && len(victim) == 1 {
+		if err := sleepCtx(ctx, time.Until(run.Started.Add(killAfter/2))); err != nil {
+			pool.stop()
+			return Run{}, fmt.Errorf("failover drill: %w", err)
+		}
+		if hold, err = HoldBack(ctx, nodes, victim[0]); err != nil {
+			run.Problems = append(run.Problems, err.Error())
+		} else {
+			log.Info("drill: holding back the asynchronous replica", "node", hold.Node, "wal_sender", hold.Sender)
+			run.Events = append(run.Events, Event{Kind: EventHold, Node: hold.Node, At: hold.At, Detail: "its WAL sender stopped (SIGSTOP)"})
+		}
+	}
 
 	// The kill.
 	if err := sleepCtx(ctx, time.Until(run.Started.Add(killAfter))); err != nil {
 		pool.stop()
 		return Run{}, fmt.Errorf("failover drill: %w", err)
+	}
+	var held *HeldBack
+	if hold != nil {
+		held = &HeldBack{Node: hold.Node, At: hold.At}
+		if held.GapBytes, err = ReceiveGap(ctx, nodes, hold.Node); err != nil {
+			run.Problems = append(run.Problems, err.Error())
+		}
 	}
 	log.Info("drill: killing the primary", "node", old)
 	killedAt, err := t.Cluster.Kill(ctx, old)
@@ -124,6 +150,9 @@ func RunFailover(ctx context.Context, t Target, opt FailoverOptions) (Run, error
 		return Run{}, fmt.Errorf("failover drill: %w", err)
 	}
 	run.Events = append(run.Events, Event{Kind: EventKill, Node: old, At: killedAt, Detail: "SIGKILL to the postmaster and its children"})
+	if err := hold.Release(); err != nil {
+		run.Problems = append(run.Problems, err.Error())
+	}
 
 	repaired := watchRepair(ctx, t.Cluster, old, killedAt, opt.FailoverTimeout, opt.RejoinTimeout)
 
@@ -152,13 +181,16 @@ func RunFailover(ctx context.Context, t Target, opt FailoverOptions) (Run, error
 		return Run{}, fmt.Errorf("failover drill: %w", ctx.Err())
 	}
 	rep.record(&run, old, killedAt, log)
+	if held != nil {
+		held.judge(&run, attempts, killedAt)
+	}
 
 	if at, ok := FirstAckAfter(attempts, killedAt); ok {
 		run.UnavailableMS = msPtr(at.Sub(killedAt))
 	} else {
 		run.Problems = append(run.Problems, "no write was acknowledged after the kill")
 	}
-	finishRun(ctx, &run, t, ledger.Prefix(), attempts, opt.ReplayTimeout, opt.Bucket)
+	finishRun(ctx, &run, t, pool, ledger.Prefix(), attempts, opt.ReplayTimeout, opt.Bucket)
 	log.Info("drill: verified", "run", run.RunID, "ok", run.OK(), "counter_drift", run.CounterDrift())
 	return run, ctx.Err()
 }
@@ -251,8 +283,9 @@ func newRun(drill string, t Target, writers int, bucket time.Duration) Run {
 }
 
 // finishRun verifies the run's writes on every node, checks the counters
-// when the target asks for it, and fills in the figures of the ledger.
-func finishRun(ctx context.Context, run *Run, t Target, prefix string, attempts []Attempt, replayTimeout, bucket time.Duration) {
+// when the target asks for it, checks the history of the session workload
+// when there is one, and fills in the figures of the ledger.
+func finishRun(ctx context.Context, run *Run, t Target, pool *writerPool, prefix string, attempts []Attempt, replayTimeout, bucket time.Duration) {
 	v, err := VerifyWrites(ctx, t, prefix, attempts, replayTimeout)
 	if err != nil {
 		v = Judge(attempts, nil)
@@ -264,6 +297,9 @@ func finishRun(ctx context.Context, run *Run, t Target, prefix string, attempts 
 		cv := t.Counters.Check(ctx, t.verifyCluster(), run.Stopped)
 		run.Counters = &cv
 		run.Problems = append(run.Problems, cv.Problems...)
+	}
+	if pool.sessions != nil {
+		pool.sessions.check(ctx, run)
 	}
 	fillFigures(run, attempts, bucket)
 }
@@ -343,17 +379,27 @@ func unhealthy(nodes []Node) string {
 	return ""
 }
 
-// writerPool is the drill's concurrent writers.
+// writerPool is the drill's concurrent writers, and its session workload
+// when the target has one.
 type writerPool struct {
-	started time.Time
-	cancel  chan struct{}
-	wg      sync.WaitGroup
+	started  time.Time
+	cancel   chan struct{}
+	wg       sync.WaitGroup
+	sessions *sessionRun
 }
 
-// startWriters starts n writers that write through w into the ledger until
-// stopped.
-func startWriters(ctx context.Context, w Writer, l *Ledger, n int) *writerPool {
+// startWriters starts n writers that write through t's writer into the
+// ledger until stopped, and t's session workload; a workload that cannot
+// start is a problem of run.
+func startWriters(ctx context.Context, t Target, l *Ledger, n int, run *Run) *writerPool {
+	w := t.Writer
 	p := &writerPool{started: time.Now(), cancel: make(chan struct{})}
+	if t.Sessions != nil {
+		var err error
+		if p.sessions, err = t.Sessions.start(ctx, run.RunID); err != nil {
+			run.Problems = append(run.Problems, err.Error())
+		}
+	}
 	for range n {
 		p.wg.Go(func() {
 			for {
@@ -394,6 +440,7 @@ func (p *writerPool) stop() time.Time {
 		close(p.cancel)
 	}
 	p.wg.Wait()
+	p.sessions.halt()
 	return at
 }
 

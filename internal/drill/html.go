@@ -7,16 +7,22 @@ import (
 	"io"
 	"math"
 	"strings"
+	"time"
 )
 
 // WriteHTML writes the report as a standalone HTML page: the summary of
 // each run and its timeline chart (acknowledgements and errors per bucket,
 // markers for the kill, the promotion and the rejoin).
 func (r Report) WriteHTML(w io.Writer) error {
+	type violationView struct {
+		Violation Violation
+		Chart     template.HTML
+	}
 	type runView struct {
-		Run   Run
-		Text  string
-		Chart template.HTML
+		Run        Run
+		Text       string
+		Chart      template.HTML
+		Violations []violationView
 	}
 	view := struct {
 		Report Report
@@ -26,7 +32,14 @@ func (r Report) WriteHTML(w io.Writer) error {
 	for _, run := range r.Runs {
 		var b strings.Builder
 		writeRunText(&b, run)
-		view.Runs = append(view.Runs, runView{Run: run, Text: b.String(), Chart: template.HTML(TimelineSVG(run))})
+		rv := runView{Run: run, Text: b.String(), Chart: template.HTML(TimelineSVG(run))}
+		if h := run.History; h != nil {
+			for _, v := range h.Examples {
+				rv.Violations = append(rv.Violations, violationView{Violation: v,
+					Chart: template.HTML(ViolationSVG(v, time.Duration(h.BoundMS*float64(time.Millisecond)), run.Started))})
+			}
+		}
+		view.Runs = append(view.Runs, rv)
 	}
 	var all strings.Builder
 	if err := r.WriteText(&all); err != nil {
@@ -53,7 +66,9 @@ svg text { font-family: sans-serif; }
 {{range $i, $r := .Runs}}
 <h2>Run {{$r.Run.RunID}}</h2>
 {{$r.Chart}}
-<pre>{{$r.Text}}</pre>
+{{range $r.Violations}}<h3 class="fail">{{.Violation.Kind}}: {{.Violation.Why}}</h3>
+{{.Chart}}
+{{end}}<pre>{{$r.Text}}</pre>
 {{end}}
 <h2>Summary</h2>
 <pre>{{.Text}}</pre>
@@ -74,6 +89,7 @@ var eventColors = map[string]string{
 	EventPromotion: "#1565c0",
 	EventRejoin:    "#2e7d32",
 	EventStop:      "#757575",
+	EventHold:      "#6a1b9a",
 }
 
 // TimelineSVG draws a run's timeline: stacked bars per bucket
@@ -165,4 +181,97 @@ func tickStep(span float64) float64 {
 		}
 	}
 	return 10 * mag
+}
+
+// Geometry of a violation's chart.
+const (
+	opRowH, opLabelW = 34.0, 430.0
+	colorWrite       = "#1565c0"
+	colorRead        = "#6a1b9a"
+	colorBound       = "#ffcc80"
+)
+
+// ViolationSVG draws the operations that show a violation on a time axis:
+// one row per operation, a bar from invoke to completion labelled with
+// what it did and saw, and, after each acknowledged write, the band of
+// the staleness bound in which a read may still lack it.
+func ViolationSVG(v Violation, bound time.Duration, start time.Time) string {
+	if len(v.Ops) == 0 {
+		return ""
+	}
+	from, to := v.Ops[0].Invoke, v.Ops[0].Complete
+	for _, op := range v.Ops {
+		if op.Invoke.Before(from) {
+			from = op.Invoke
+		}
+		end := op.Complete
+		if op.Kind == OpWrite && op.Outcome == Acknowledged {
+			end = op.Complete.Add(bound)
+		}
+		if end.After(to) {
+			to = end
+		}
+	}
+	span := to.Sub(from).Seconds()
+	if span <= 0 {
+		span = 0.001
+	}
+	pad := span * 0.05
+	lo, hi := from.Sub(start).Seconds()-pad, to.Sub(start).Seconds()+pad
+	h := padT + opRowH*float64(len(v.Ops)) + padB
+	plotW := chartW - padR - opLabelW - 10
+	x := func(t time.Time) float64 { return opLabelW + 10 + plotW*(t.Sub(start).Seconds()-lo)/(hi-lo) }
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f">`, chartW, h, chartW, h)
+	b.WriteString(`<rect width="100%" height="100%" fill="#fff"/>`)
+	fmt.Fprintf(&b, `<text x="4" y="16" font-size="13">%s on %s (times in s since the run started; the orange band is the %s staleness bound)</text>`,
+		html.EscapeString(v.Kind), html.EscapeString(v.Key), formatMillis(millis(bound)))
+	axisY := padT + opRowH*float64(len(v.Ops))
+	fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#000"/>`, opLabelW+10, axisY, opLabelW+10+plotW, axisY)
+	step := tickStep(hi - lo)
+	for s := math.Ceil(lo/step) * step; s <= hi+1e-9; s += step {
+		px := opLabelW + 10 + plotW*(s-lo)/(hi-lo)
+		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s"/>`, px, padT-4, px, axisY, colorGridRow)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="11" text-anchor="middle">%.3gs</text>`, px, axisY+14, s)
+	}
+	for i, op := range v.Ops {
+		y := padT + opRowH*float64(i)
+		color := colorRead
+		if op.Kind == OpWrite {
+			color = colorWrite
+			if op.Outcome == Acknowledged {
+				fmt.Fprintf(&b, `<rect x="%.2f" y="%.2f" width="%.2f" height="%.2f" fill="%s"/>`,
+					x(op.Complete), y+4, x(op.Complete.Add(bound))-x(op.Complete), opRowH-8, colorBound)
+			}
+		}
+		w := math.Max(2, x(op.Complete)-x(op.Invoke))
+		fmt.Fprintf(&b, `<rect x="%.2f" y="%.2f" width="%.2f" height="%.2f" fill="%s"/>`, x(op.Invoke), y+10, w, opRowH-20, color)
+		label := fmt.Sprintf("#%d %s %s %s", op.ID, op.Session, op.Kind, op.Outcome)
+		detail := ""
+		switch {
+		case op.Kind == OpWrite:
+			detail = op.Value
+		case op.Outcome == Acknowledged:
+			detail = "saw " + strings.Join(op.Seen, ", ")
+			if len(op.Seen) == 0 {
+				detail = "saw nothing"
+			}
+		}
+		if op.Final {
+			label += " final"
+		}
+		if op.InSession {
+			label += " in session"
+		}
+		if op.Node != "" {
+			label += " on " + op.Node
+		}
+		if len(detail) > 70 {
+			detail = detail[:67] + "..."
+		}
+		fmt.Fprintf(&b, `<text x="4" y="%.1f" font-size="11" fill="%s">%s</text>`, y+14, color, html.EscapeString(label))
+		fmt.Fprintf(&b, `<text x="4" y="%.1f" font-size="10" fill="#555">%s</text>`, y+27, html.EscapeString(detail))
+	}
+	b.WriteString(`</svg>`)
+	return b.String()
 }

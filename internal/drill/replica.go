@@ -59,7 +59,7 @@ func RunReplica(ctx context.Context, t Target, opt ReplicaOptions) (Run, error) 
 
 	run := newRun(DrillReplica, t, opt.Writers, opt.Bucket)
 	ledger := NewLedger(run.RunID)
-	pool := startWriters(ctx, t.Writer, ledger, opt.Writers)
+	pool := startWriters(ctx, t, ledger, opt.Writers, &run)
 	run.Started = pool.started
 	fail := func(err error) (Run, error) {
 		pool.stop()
@@ -144,7 +144,7 @@ func RunReplica(ctx context.Context, t Target, opt ReplicaOptions) (Run, error) 
 	if _, err := WaitHealthy(ctx, t.Cluster, opt.HealthyTimeout); err != nil {
 		run.Problems = append(run.Problems, err.Error())
 	}
-	finishRun(ctx, &run, t, ledger.Prefix(), ledger.Attempts(), opt.ReplayTimeout, opt.Bucket)
+	finishRun(ctx, &run, t, pool, ledger.Prefix(), ledger.Attempts(), opt.ReplayTimeout, opt.Bucket)
 	return run, ctx.Err()
 }
 

@@ -52,6 +52,9 @@ type Run struct {
 	LongestStallMS float64 `json:"longest_stall_ms"`
 	// Errors counts unacknowledged attempts by error class.
 	Errors map[string]int `json:"errors"`
+	// HeldBack is the failover drill's hold of the asynchronous replica;
+	// null when it was not held back.
+	HeldBack *HeldBack `json:"held_back,omitempty"`
 	// Phases are the steps of the replica drill.
 	Phases []Phase `json:"phases,omitempty"`
 	// Verdict judges the tagged writes (failover, replica).
@@ -61,6 +64,12 @@ type Run struct {
 	// Counters judges the unread counters of dialog writes (failover on
 	// the counter cluster).
 	Counters *CounterVerdict `json:"counters,omitempty"`
+	// History judges the history of the session workload (failover and
+	// replica drills through the API).
+	History *HistoryVerdict `json:"history,omitempty"`
+	// HistoryOps is the whole history the verdict judged, for a caller that
+	// examines it; reports carry the verdict's examples only.
+	HistoryOps []Op `json:"-"`
 	// BucketMS is the width of the timeline's buckets.
 	BucketMS int      `json:"bucket_ms"`
 	Timeline []Bucket `json:"timeline"`
@@ -281,6 +290,13 @@ func writeRunText(b *strings.Builder, run Run) {
 	if run.RejoinMS != nil {
 		fmt.Fprintf(b, "old primary back as replica (kill -> streaming): %s\n", formatMillis(*run.RejoinMS))
 	}
+	if h := run.HeldBack; h != nil {
+		fmt.Fprintf(b, "held back %s from the WAL before the kill: %d bytes behind, %d writes acknowledged meanwhile (a promotion of %s would lose them)\n",
+			h.Node, h.GapBytes, h.AcknowledgedWhileHeld, h.Node)
+	}
+	if h := run.History; h != nil {
+		writeHistoryText(b, *h, run.Started)
+	}
 	for _, p := range run.Phases {
 		if p.Skipped != "" {
 			fmt.Fprintf(b, "phase %-6s skipped: %s\n", p.Name, p.Skipped)
@@ -298,6 +314,53 @@ func writeRunText(b *strings.Builder, run Run) {
 	for _, p := range run.Problems {
 		fmt.Fprintf(b, "PROBLEM: %s\n", p)
 	}
+}
+
+// writeHistoryText writes the check of a run's history, with the
+// operations of each quoted violation, their times from start.
+func writeHistoryText(b *strings.Builder, h HistoryVerdict, start time.Time) {
+	verdict := "no violation"
+	if !h.OK() {
+		verdict = "violations: " + formatCounts(h.Counts)
+	}
+	fmt.Fprintf(b, "history: %d operations (%d writes, %d in doubt; %d reads), read staleness bound %s: %s\n",
+		h.Ops, h.Writes, h.Unknown, h.Reads, formatMillis(h.BoundMS), verdict)
+	for _, v := range h.Examples {
+		fmt.Fprintf(b, "  %s: %s\n", v.Kind, v.Why)
+		for _, op := range v.Ops {
+			fmt.Fprintf(b, "    %s\n", describeOp(op, start))
+		}
+	}
+}
+
+// describeOp writes one operation of a history on one line.
+func describeOp(op Op, start time.Time) string {
+	what := op.Kind + " " + op.Key
+	switch {
+	case op.Kind == OpWrite:
+		what += fmt.Sprintf(" %q", op.Value)
+	case op.Outcome == Acknowledged:
+		what += fmt.Sprintf(" saw %d values", len(op.Seen))
+	}
+	var tags []string
+	if op.InSession {
+		tags = append(tags, "in session")
+	}
+	if op.Final {
+		tags = append(tags, "final")
+	}
+	if op.Node != "" {
+		tags = append(tags, "served by "+op.Node)
+	}
+	if op.Error != "" {
+		tags = append(tags, op.Error)
+	}
+	extra := ""
+	if len(tags) > 0 {
+		extra = " (" + strings.Join(tags, ", ") + ")"
+	}
+	return fmt.Sprintf("#%d %s %s [%s .. %s] %s%s", op.ID, op.Session, what,
+		formatMillis(millis(op.Invoke.Sub(start))), formatMillis(millis(op.Complete.Sub(start))), op.Outcome, extra)
 }
 
 // writeCountersText writes the counter check of a run.

@@ -70,6 +70,9 @@ type Target struct {
 	// Counters, when set, checks the unread counters of the writes after
 	// they are verified (the writer is Counters.Dialogs).
 	Counters *CounterCheck
+	// Sessions, when set, runs next to the writers as the run's history
+	// workload through the API; the run checks its history.
+	Sessions *Sessions
 }
 
 // verifyCluster returns the cluster that holds the writes.

@@ -14,6 +14,7 @@ const (
 	EventPromotion = "promotion" // a replica became the primary
 	EventRejoin    = "rejoin"    // a killed node streams again as a replica
 	EventStop      = "stop"      // the writers stopped
+	EventHold      = "hold"      // a replica was held back from receiving WAL
 )
 
 // Event is a moment of a run worth a marker on the timeline.

@@ -149,6 +149,25 @@ func (c *apiClient) signUp(ctx context.Context, second string) (apiUser, error) 
 	return apiUser{id: user.UserID, token: tok.Token}, nil
 }
 
+// signUpGroup signs up a drill user named first and n more named
+// "others 1" to "others n".
+func (c *apiClient) signUpGroup(ctx context.Context, first, others string, n int) (apiUser, []apiUser, error) {
+	one, err := c.signUp(ctx, first)
+	if err != nil {
+		return apiUser{}, nil, fmt.Errorf("sign up drill user %s: %w", first, err)
+	}
+	more := make([]apiUser, 0, n)
+	for i := range n {
+		name := others + " " + strconv.Itoa(i+1)
+		u, err := c.signUp(ctx, name)
+		if err != nil {
+			return apiUser{}, nil, fmt.Errorf("sign up drill user %s: %w", name, err)
+		}
+		more = append(more, u)
+	}
+	return one, more, nil
+}
+
 // do sends a request, with a JSON body unless body is nil and with the
 // bearer token unless it is "", and returns the status and up to 64 KiB
 // of the answer.
