@@ -297,9 +297,9 @@ func logDecision(log interface {
 	log.Info("failover decision", attrs...)
 }
 
-// rejoinLocked rewinds node against the primary (or, when that fails,
-// rebuilds it from a fresh base backup), makes it follow the primary and
-// starts it. c.op is held.
+// rejoinLocked rewinds node against the primary (or, when that fails or the
+// rewound node does not start, rebuilds it from a fresh base backup), makes
+// it follow the primary and starts it. c.op is held.
 func (c *Cluster) rejoinLocked(ctx context.Context, node string) (Outcome, error) {
 	st := c.snapshot()
 	ns := st.node(node)
@@ -332,21 +332,37 @@ func (c *Cluster) rejoinLocked(ctx context.Context, node string) (Outcome, error
 		return Outcome{}, fmt.Errorf("rejoin %s: %w", node, err)
 	}
 	how := "rewound"
-	if err := n.Rewind(ctx, c.Node(prim.Name).DSN("")); err != nil {
-		log.Warn("rewind failed; rebuilding from a base backup", "err", err)
+	rebuild := func() error {
 		how = "rebuilt from a base backup"
 		if err := emptyDir(n.Config().DataDir); err != nil {
-			return Outcome{}, fmt.Errorf("rejoin %s: %w", node, err)
+			return err
 		}
 		if err := n.BaseBackup(ctx, c.replConnInfo(prim.Name, node), AppName(node)); err != nil {
+			return err
+		}
+		return n.Follow(ctx, c.replConnInfo(prim.Name, node), AppName(node))
+	}
+	if err := n.Rewind(ctx, c.Node(prim.Name).DSN("")); err != nil {
+		log.Warn("rewind failed; rebuilding from a base backup", "err", err)
+		if err := rebuild(); err != nil {
 			return Outcome{}, fmt.Errorf("rejoin %s: %w", node, err)
 		}
-	}
-	if err := n.Follow(ctx, c.replConnInfo(prim.Name, node), AppName(node)); err != nil {
+	} else if err := n.Follow(ctx, c.replConnInfo(prim.Name, node), AppName(node)); err != nil {
 		return Outcome{}, fmt.Errorf("rejoin %s: %w", node, err)
 	}
 	if err := c.startNode(ctx, node); err != nil {
-		return Outcome{}, fmt.Errorf("rejoin %s: %w", node, err)
+		if how != "rewound" {
+			return Outcome{}, fmt.Errorf("rejoin %s: %w", node, err)
+		}
+		// A rewind mends a divergence, not a node that cannot start (a
+		// setting of its own it cannot run with): a fresh copy does.
+		log.Warn("rewound node does not start; rebuilding from a base backup", "err", err)
+		if err := rebuild(); err != nil {
+			return Outcome{}, fmt.Errorf("rejoin %s: %w", node, err)
+		}
+		if err := c.startNode(ctx, node); err != nil {
+			return Outcome{}, fmt.Errorf("rejoin %s: %w", node, err)
+		}
 	}
 	if err := c.dropInactiveSlots(ctx, node); err != nil {
 		log.Warn("drop stale slots", "err", err)

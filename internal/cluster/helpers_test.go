@@ -48,6 +48,7 @@ type harness struct {
 	home string
 	c    *cluster.Cluster
 	spec cluster.Spec
+	log  *slog.Logger // the cluster's logger
 
 	supCancel context.CancelFunc
 	supDone   chan struct{}
@@ -57,7 +58,13 @@ type harness struct {
 // supervisor; everything is stopped in t.Cleanup.
 func mustHarness(t *testing.T, spec cluster.Spec) *harness {
 	t.Helper()
-	h := &harness{home: t.TempDir(), spec: testSpec(spec)}
+	return mustHarnessLogged(t, spec, testLogger(t))
+}
+
+// mustHarnessLogged is mustHarness with the cluster logging to log.
+func mustHarnessLogged(t *testing.T, spec cluster.Spec, log *slog.Logger) *harness {
+	t.Helper()
+	h := &harness{home: t.TempDir(), spec: testSpec(spec), log: log}
 	h.open(t)
 	t.Cleanup(func() { h.close(t) })
 	h.up(t)
@@ -67,7 +74,7 @@ func mustHarness(t *testing.T, spec cluster.Spec) *harness {
 
 func (h *harness) open(t *testing.T) {
 	t.Helper()
-	c, err := cluster.Open(cluster.Dir(h.home, h.spec.Name), h.spec, testLogger(t), testOptions(t))
+	c, err := cluster.Open(cluster.Dir(h.home, h.spec.Name), h.spec, h.log, testOptions(t))
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}

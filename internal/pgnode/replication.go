@@ -151,9 +151,10 @@ func (n *Node) baseBackup(ctx context.Context, primaryConnInfo, slot string) err
 // (the node must be stopped). pg_rewind requires a cleanly shut down target:
 // after a crash Rewind first finishes crash recovery in single-user mode
 // (without standby.signal, which single-user mode refuses; Follow writes it
-// again). It issues a CHECKPOINT on the source first, so that a just promoted
-// source has its new timeline in its control file. Afterwards the node's own
-// settings replace the source's.
+// again). A standby that crashed is refused (rebuild it with BaseBackup):
+// crash recovery would give it WAL of its own. It issues a CHECKPOINT on the
+// source first, so that a just promoted source has its new timeline in its
+// control file. Afterwards the node's own settings replace the source's.
 func (n *Node) Rewind(ctx context.Context, sourceDSN string) error {
 	n.ops.Lock()
 	defer n.ops.Unlock()
@@ -191,7 +192,15 @@ func (n *Node) rewind(ctx context.Context, sourceDSN string) error {
 	if err != nil {
 		return err
 	}
-	if state != "shut down" && state != "shut down in recovery" {
+	switch state {
+	case "shut down", "shut down in recovery":
+	case "in archive recovery":
+		// Crash recovery would end a standby's recovery as a primary's:
+		// its checkpoints are new WAL on the timeline it shares with its
+		// primary, a divergence pg_rewind does not see ("no rewind
+		// required"), after which the standby cannot stream.
+		return errors.New("the node stopped in archive recovery (a standby that crashed or did not start): it cannot be rewound")
+	default:
 		n.log.Info("finishing crash recovery before rewind", "state", state)
 		if err := n.singleUserRecovery(ctx, acct); err != nil {
 			return err

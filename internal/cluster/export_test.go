@@ -1,0 +1,4 @@
+package cluster
+
+// RestartAttempts is restartAttempts for the external tests.
+const RestartAttempts = restartAttempts
