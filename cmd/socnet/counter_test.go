@@ -3,16 +3,19 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"socnet/internal/counter"
 	"socnet/internal/dbroute"
@@ -225,6 +228,54 @@ func (o onePrimary) Nodes(context.Context) ([]drill.Node, error) {
 	return []drill.Node{{Name: o.name + "-1", Role: drill.RolePrimary, DSN: o.dsn}}, nil
 }
 
+// counterServices is the unread counter's saga run as the commands run it:
+// the API (socnet serve), counterd and the relay on two test databases.
+type counterServices struct {
+	api, mainDSN, counterDSN string
+}
+
+// startCounterServices starts the API, counterd and the relay, and stops
+// them when the test ends, failing it if one ended with an error.
+func startCounterServices(t *testing.T) counterServices {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := counterServices{mainDSN: pgtest.MustDatabase(t), counterDSN: pgtest.MustDatabase(t)}
+	if err := postgres.Migrate(ctx, s.mainDSN, slog.New(slog.DiscardHandler)); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	counterAddr, relayAddr := counterTestAddr(t), counterTestAddr(t)
+	vars := map[string]string{"SOCNET_DB": s.counterDSN, "SOCNET_MAIN_DB": s.mainDSN}
+	var logs syncBuffer
+	e := counterTestEnv(vars, io.Discard, &logs)
+	done := make(chan error, 3)
+	t.Cleanup(func() {
+		cancel()
+		for range 3 {
+			if err := <-done; err != nil {
+				t.Errorf("command ended with %v", err)
+			}
+		}
+	})
+	go func() { done <- cmdCounterd(ctx, e, []string{"--http", counterAddr, "--admin-db", s.counterDSN}) }()
+	go func() {
+		done <- cmdRelay(ctx, e, []string{"--counter", "http://" + counterAddr, "--http", relayAddr, "--poll", "10ms"})
+	}()
+	dir := t.TempDir()
+	addrFile := filepath.Join(dir, "addr")
+	go func() {
+		done <- run(ctx, []string{"socnet", "serve", "--http", "127.0.0.1:0", "--db", s.mainDSN, "--admin-db", s.mainDSN,
+			"--key-file", filepath.Join(dir, "token.key"), "--addr-file", addrFile, "--bcrypt-cost", "4",
+			"--counter", "http://" + counterAddr}, func(string) string { return "" }, io.Discard, &logs)
+	}()
+	s.api = waitAddrFile(t, addrFile, done, 30*time.Second)
+	waitHealthy(t, "http://"+s.api, 10*time.Second)
+	client := counter.NewClient("http://" + counterAddr)
+	defer client.Close()
+	waitCounterCond(t, 30*time.Second, "counterd healthy", func() bool { return client.Healthy(ctx) == nil })
+	return s
+}
+
 // TestCounterCheckSeesALostState runs the counter drill's check against the
 // real commands (the API, counterd, the relay) with dialog messages sent
 // through the API: clean, it passes and sends one final message per
@@ -232,32 +283,10 @@ func (o onePrimary) Nodes(context.Context) ([]drill.Node, error) {
 // database's inbox, a state that later messages overtook: the counts still
 // agree, and the check must fail naming the lost state.
 func TestCounterCheckSeesALostState(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	mainDSN, counterDSN := pgtest.MustDatabase(t), pgtest.MustDatabase(t)
-	if err := postgres.Migrate(ctx, mainDSN, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
-	counterAddr, relayAddr := counterTestAddr(t), counterTestAddr(t)
-	vars := map[string]string{"SOCNET_DB": counterDSN, "SOCNET_MAIN_DB": mainDSN}
-	var logs syncBuffer
-	e := counterTestEnv(vars, io.Discard, &logs)
-	done := make(chan error, 3)
-	go func() { done <- cmdCounterd(ctx, e, []string{"--http", counterAddr, "--admin-db", counterDSN}) }()
-	go func() {
-		done <- cmdRelay(ctx, e, []string{"--counter", "http://" + counterAddr, "--http", relayAddr, "--poll", "10ms"})
-	}()
-	dir := t.TempDir()
-	addrFile := filepath.Join(dir, "addr")
-	go func() {
-		done <- run(ctx, []string{"socnet", "serve", "--http", "127.0.0.1:0", "--db", mainDSN, "--admin-db", mainDSN,
-			"--key-file", filepath.Join(dir, "token.key"), "--addr-file", addrFile, "--bcrypt-cost", "4",
-			"--counter", "http://" + counterAddr}, func(string) string { return "" }, io.Discard, &logs)
-	}()
-	api := waitAddrFile(t, addrFile, done, 30*time.Second)
-	waitHealthy(t, "http://"+api, 10*time.Second)
-
-	w := drill.NewDialogWriter(api, 2, 2, 15*time.Second)
+	ctx := context.Background()
+	s := startCounterServices(t)
+	w := drill.NewDialogWriter(s.api, 2, 2, 15*time.Second)
+	w.ReadEvery = -1 // messages only: the states are numbered 1..6
 	if err := w.Setup(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -266,20 +295,20 @@ func TestCounterCheckSeesALostState(t *testing.T) {
 			t.Fatalf("write %d: %+v", i, r)
 		}
 	}
-	check := &drill.CounterCheck{Dialogs: w, Counter: onePrimary{name: "counter", dsn: counterDSN},
+	check := &drill.CounterCheck{Dialogs: w, Counter: onePrimary{name: "counter", dsn: s.counterDSN},
 		Timeout: 30 * time.Second, Poll: 50 * time.Millisecond}
-	main := onePrimary{name: "main", dsn: mainDSN}
+	main := onePrimary{name: "main", dsn: s.mainDSN}
 
 	v := check.Check(ctx, main, time.Now())
 	if len(v.Problems) != 0 || v.Inbox == nil || v.Inbox.States != 6 || len(v.Inbox.Lost) != 0 || v.Inbox.Primary != "counter-1" ||
-		v.FinalMessages != 2 || v.FinalSettledMS == nil {
-		t.Fatalf("clean check: %+v, inbox %+v", v, v.Inbox)
+		v.FinalMessages != 2 || v.FinalSettledMS == nil || v.Reads == nil || v.Reads.Sent != 0 {
+		t.Fatalf("clean check: %+v, inbox %+v, reads %+v", v, v.Inbox, v.Reads)
 	}
 
 	// The second state of the first sender's dialog (its second message)
 	// disappears from the inbox; the counter holds later states.
 	sender := w.Senders()[0]
-	admin := counterAdminExec(t, counterDSN)
+	admin := counterAdminExec(t, s.counterDSN)
 	admin(`DELETE FROM inbox WHERE user_id = $1 AND peer_id = $2 AND seq = 2`, w.Recipient(), sender)
 	v = check.Check(ctx, main, time.Now())
 	want := []drill.LostEvent{{Direction: drill.Direction{User: w.Recipient(), Peer: sender}, Seq: 2, Reason: "not in the inbox"}}
@@ -292,10 +321,150 @@ func TestCounterCheckSeesALostState(t *testing.T) {
 	if v.Drift != 0 || len(v.Problems) != 1 || !strings.Contains(v.Problems[0], "counter primary counter-1 lost 1 of the 8 states") {
 		t.Errorf("counts drift %d (want 0: they cannot see it); problems %q", v.Drift, v.Problems)
 	}
-	cancel()
-	for range 3 {
-		if err := <-done; err != nil {
-			t.Errorf("command ended with %v", err)
+}
+
+// TestCounterCheckSeesALostReadMark runs the drill's dialog writer with its
+// read marks against the real commands, and the counter check: clean, every
+// acknowledged read mark is found on the counter primary. Then the effect
+// of an acknowledged read mark is dropped from the counter database twice:
+// the event of one that a later message overtook (the counts still agree),
+// and the whole effect of one that nothing followed (its event, and the
+// counter set back to its count before). The check must name the read mark
+// each time.
+func TestCounterCheckSeesALostReadMark(t *testing.T) {
+	ctx := context.Background()
+	s := startCounterServices(t)
+	w := drill.NewDialogWriter(s.api, 2, 2, 15*time.Second)
+	w.ReadEvery = 3
+	if err := w.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recipient, senders := w.Recipient(), w.Senders()
+	write := func(n int) {
+		t.Helper()
+		for i := range n {
+			if r := w.Write(ctx, "read-check-"+strconv.Itoa(i)); r.Outcome != drill.Acknowledged {
+				t.Fatalf("write %d: %+v", i, r)
+			}
+		}
+	}
+	marks := func() []drill.ReadMark {
+		t.Helper()
+		ms, err := w.ReadMarks(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			if m.Outcome != drill.Acknowledged {
+				t.Fatalf("read mark not acknowledged: %+v", m)
+			}
+		}
+		return ms
+	}
+	markRead := func(peer string) drill.ReadMark {
+		t.Helper()
+		m := w.MarkRead(ctx, peer)
+		if m.Outcome != drill.Acknowledged {
+			t.Fatalf("read mark: %+v", m)
+		}
+		return m
+	}
+	// Six sends start read marks after the third and the sixth (the
+	// second unless the first is still in flight). Then the first sender's
+	// dialog is read once more, and a message of each sender follows.
+	write(6)
+	if n := len(marks()); n < 1 {
+		t.Fatalf("%d read marks after 6 sends with ReadEvery 3", n)
+	}
+	overtaken := markRead(senders[0])
+	write(2)
+	check := &drill.CounterCheck{Dialogs: w, Counter: onePrimary{name: "counter", dsn: s.counterDSN},
+		Timeout: 30 * time.Second, Poll: 50 * time.Millisecond}
+	main := onePrimary{name: "main", dsn: s.mainDSN}
+
+	v := check.Check(ctx, main, time.Now())
+	ms := marks()
+	if len(v.Problems) != 0 || v.Reads == nil || v.Reads.Primary != "counter-1" || v.Reads.Sent != len(ms) ||
+		v.Reads.Acknowledged != len(ms) || len(v.Reads.Lost) != 0 {
+		t.Fatalf("clean check of %d read marks: problems %q, reads %+v", len(ms), v.Problems, v.Reads)
+	}
+
+	// The event of the overtaken read mark disappears from the inbox: it is
+	// the last read of its dialog, and messages came after it.
+	admin := counterAdminExec(t, s.counterDSN)
+	admin(`DELETE FROM inbox WHERE user_id = $1 AND peer_id = $2 AND kind = 'dialog_read'
+		AND seq = (SELECT max(seq) FROM inbox WHERE user_id = $1 AND peer_id = $2 AND kind = 'dialog_read')`, recipient, senders[0])
+	v = check.Check(ctx, main, time.Now())
+	noEvent := "no dialog_read event of its dialog committed while it was in flight is in the inbox"
+	want := []drill.LostRead{{ReadMark: overtaken, User: recipient, Reason: noEvent}}
+	if v.Reads == nil {
+		t.Fatalf("no read verdict: %+v", v)
+	}
+	if diff := cmp.Diff(want, v.Reads.Lost); diff != "" {
+		t.Errorf("lost read marks (-want +got):\n%s", diff)
+	}
+	if v.Drift != 0 || !slices.ContainsFunc(v.Problems, func(p string) bool {
+		return strings.Contains(p, "does not reflect 1 of the "+strconv.Itoa(len(ms))+" acknowledged read marks") &&
+			strings.Contains(p, "read mark of user "+recipient+" reading "+senders[0])
+	}) {
+		t.Errorf("counts drift %d (want 0: they cannot see it); problems %q", v.Drift, v.Problems)
+	}
+
+	// The second sender's dialog is read, nothing follows, and the counter
+	// primary loses the read mark whole: its event, and the count goes
+	// back. The relay must have delivered the event first, or it would
+	// apply it again.
+	var before struct {
+		unread int
+		seq    int64
+	}
+	counterScan, mainScan := counterAdminScan(t, s.counterDSN), counterAdminScan(t, s.mainDSN)
+	counterScan(`SELECT unread, seq FROM counters WHERE user_id = $1 AND peer_id = $2`, []any{recipient, senders[1]},
+		&before.unread, &before.seq)
+	if before.unread == 0 {
+		t.Fatalf("the second sender's dialog has no unread message to read")
+	}
+	lostWhole := markRead(senders[1])
+	waitCounterCond(t, 30*time.Second, "the outbox drained", func() bool {
+		var n int
+		mainScan(`SELECT count(*) FROM outbox WHERE payload->>'user_id' = $1`, []any{recipient}, &n)
+		return n == 0
+	})
+	admin(`DELETE FROM inbox WHERE user_id = $1 AND peer_id = $2 AND seq > $3`, recipient, senders[1], before.seq)
+	admin(`UPDATE counters SET unread = $3, seq = $4 WHERE user_id = $1 AND peer_id = $2`, recipient, senders[1], before.unread, before.seq)
+	check.Timeout = 10 * time.Second // the counts will not agree
+	v = check.Check(ctx, main, time.Now())
+	want = []drill.LostRead{
+		{ReadMark: overtaken, User: recipient, Reason: noEvent}, // still lost
+		{ReadMark: lostWhole, User: recipient, Reason: noEvent},
+		{ReadMark: lostWhole, User: recipient, Reason: fmt.Sprintf(
+			"the counter holds %d unread (seq %d), more than the 0 message(s) of the dialog not acknowledged before the read mark", before.unread, before.seq)},
+	}
+	if v.Reads == nil {
+		t.Fatalf("no read verdict: %+v", v)
+	}
+	byPeerAndReason := cmpopts.SortSlices(func(a, b drill.LostRead) bool { return a.Peer+a.Reason < b.Peer+b.Reason })
+	if diff := cmp.Diff(want, v.Reads.Lost, byPeerAndReason); diff != "" {
+		t.Errorf("lost read marks (-want +got):\n%s", diff)
+	}
+}
+
+// counterAdminScan returns a function that scans the row a query returns
+// on dsn into dest.
+func counterAdminScan(t *testing.T, dsn string) func(sql string, args []any, dest ...any) {
+	t.Helper()
+	db, err := dbroute.Open(context.Background(), dbroute.Config{Name: "admin", Primary: dsn, MaxConns: 1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	return func(sql string, args []any, dest ...any) {
+		t.Helper()
+		err := db.ReadPrimary(context.Background(), func(q dbroute.Querier) error {
+			return q.QueryRow(context.Background(), sql, args...).Scan(dest...)
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", sql, err)
 		}
 	}
 }

@@ -19,15 +19,16 @@ const drillUsage = `usage: socnet drill DRILL [flags]
 
 Failure experiments against the stack of 'socnet up --home DIR'; each judges
 itself and exits non-zero (3) when an acknowledged write was lost (or, on the
-counter cluster, when an unread counter drifted from the messages). The
-failover and replica drills also record the history of a few sessions writing
-and reading through the API and check it: no acknowledged write lost, no read
-staler than --max-replica-lag, read-your-writes in each session.
+counter cluster, when an unread counter drifted from the messages or lost an
+acknowledged state or read mark). The failover and replica drills also record
+the history of a few sessions writing and reading through the API and check
+it: no acknowledged write lost, no read staler than --max-replica-lag,
+read-your-writes in each session.
 
 drills:
   failover   SIGKILL a cluster's primary under write load, its asynchronous
              replica held back; verify every node (--cluster counter: dialog
-             messages, then the unread counters)
+             messages and read marks, then the unread counters)
   fill       SIGKILL the primary part-way through a bulk load of users; verify
   replica    SIGKILL the sync replica, the async one, then both, under load
 
@@ -89,7 +90,7 @@ func (rf reportFlags) finish(e *env, r drill.Report) error {
 func drillFailover(ctx context.Context, e *env, args []string) error {
 	fs := newFlags("drill failover", e)
 	home := fs.HomeDir()
-	clusterName := fs.String("cluster", mainCluster, "cluster whose primary is killed: main (posts through the API) or counter (dialog messages through the API, then the unread counters are checked)")
+	clusterName := fs.String("cluster", mainCluster, "cluster whose primary is killed: main (posts through the API) or counter (dialog messages and read marks through the API, then the unread counters are checked)")
 	writes := fs.String("writes", writesAPI, "how the drill writes: api, or sql (direct INSERTs into drill_writes; --cluster counter only)")
 	killAfter := fs.String("kill-after", drill.DefaultKillAfter.String(), "when to kill the primary after the writes start: a duration, or random (20%-80% of --duration)")
 	duration := fs.Duration("duration", drill.DefaultDuration, "how long to write at least")
@@ -381,7 +382,9 @@ func drillTarget(ctx context.Context, e *env, home, clusterName, writes string, 
 
 // dialogTarget returns the writes of a drill on the counter cluster through
 // its saga: dialog messages sent through the API, verified on the main
-// cluster, and the counters checked afterwards, by the API and by a
+// cluster, with a read mark of the recipient every drill.DefaultReadEvery
+// sends, and the counters checked afterwards: every state and acknowledged
+// read mark on the counter primary, the counts by the API and by a
 // reconciliation of the stack's databases. Its drill users are signed up
 // before the drill starts.
 func dialogTarget(ctx context.Context, e *env, st drill.Status, home string, writers int) (drill.Target, error) {

@@ -389,6 +389,11 @@ func TestCounterDrillOnStack(t *testing.T) {
 					Compared int `json:"compared"`
 					Drift    int `json:"drift"`
 				} `json:"reconcile"`
+				Reads *struct {
+					Sent         int   `json:"sent"`
+					Acknowledged int   `json:"acknowledged"`
+					Lost         []any `json:"lost"`
+				} `json:"reads"`
 			} `json:"counters"`
 		} `json:"runs"`
 	}
@@ -417,18 +422,23 @@ func TestCounterDrillOnStack(t *testing.T) {
 			stored = n.Rows
 		}
 	}
-	// The recipient is new and reads nothing: every message of the run is
-	// unread, and the counters count exactly those.
+	// The recipient is new and marks its dialogs read now and then: the
+	// counters count exactly the messages left unread, fewer than the run
+	// stored, and every acknowledged read mark is on the counter primary.
 	c := r.Counters
 	if c == nil || c.DialogsChecked != 4 || c.Drift != 0 || c.Reconcile == nil || c.Reconcile.Drift != 0 || c.Reconcile.Compared < 4 {
 		t.Fatalf("counters: %+v", c)
 	}
+	if c.Reads == nil || c.Reads.Acknowledged == 0 || len(c.Reads.Lost) != 0 {
+		t.Fatalf("read marks: %+v", c.Reads)
+	}
+	t.Logf("read marks: %d sent, %d acknowledged, all on the counter primary", c.Reads.Sent, c.Reads.Acknowledged)
 	counted, unread := 0, 0
 	for _, d := range c.Dialogs {
 		counted += d.Counter
 		unread += d.Unread
 	}
-	if counted != stored || unread != stored {
-		t.Errorf("the counters count %d and the database %d unread messages, but the run stored %d", counted, unread, stored)
+	if counted != unread || unread >= stored {
+		t.Errorf("the counters count %d and the database %d unread messages, of the %d the run stored", counted, unread, stored)
 	}
 }

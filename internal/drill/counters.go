@@ -3,10 +3,8 @@ package drill
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -21,6 +19,12 @@ const (
 	DefaultCounterTimeout = 30 * time.Second
 	DefaultCounterPoll    = 200 * time.Millisecond
 )
+
+// ReadClockSlack widens the window in which an acknowledged read mark's
+// event must have committed (the dialogs transaction's start, as the inbox
+// records it): the drill and the database share the machine's clock, and
+// the database keeps microseconds.
+const ReadClockSlack = time.Millisecond
 
 // Reconciler is the reconciliation a counter check runs afterwards:
 // *counter.Reconciler.
@@ -40,8 +44,9 @@ var _ Reconciler = (*counter.Reconciler)(nil)
 // Then, per sender, the count the API answers (GET /dialog/unread, served
 // by the counter service) must equal the unread messages from that sender
 // in the main database, and a reconciliation of every counter must find no
-// drift. Only after that does each sender send one more message, which the
-// counters must count.
+// drift. Every read mark the DialogWriter had acknowledged must be on the
+// counter primary too (JudgeReads). Only after that does each sender send
+// one more message, which the counters must count.
 type CounterCheck struct {
 	// Dialogs is the writer whose recipient is checked.
 	Dialogs *DialogWriter
@@ -109,6 +114,9 @@ type CounterVerdict struct {
 	// dialogs; nil when it was not checked (no counter cluster, or the
 	// outbox did not drain).
 	Inbox *InboxVerdict `json:"inbox,omitempty"`
+	// Reads is what the counter primary holds of the recipient's read
+	// marks; nil when the inbox was not checked.
+	Reads *ReadVerdict `json:"reads,omitempty"`
 	// Reconcile is the reconciliation's finding; nil when none ran.
 	Reconcile *ReconcileCheck `json:"reconcile,omitempty"`
 	// FinalMessages counts the messages sent after the checks, one per
@@ -130,6 +138,116 @@ type InboxVerdict struct {
 	// are not (must be empty).
 	States int         `json:"states"`
 	Lost   []LostEvent `json:"lost"`
+}
+
+// ReadVerdict is what the counter primary holds of the read marks the
+// recipient sent.
+type ReadVerdict struct {
+	// Primary is the counter node read.
+	Primary string `json:"primary"`
+	// Sent counts the read marks sent, Acknowledged those answered with
+	// a success: each of these must be reflected. Lost lists what is not
+	// (must be empty).
+	Sent         int        `json:"sent"`
+	Acknowledged int        `json:"acknowledged"`
+	Lost         []LostRead `json:"lost"`
+}
+
+// LostRead is an acknowledged read mark that the counter database does not
+// reflect.
+type LostRead struct {
+	ReadMark
+	// User is the reader, the recipient.
+	User string `json:"user_id"`
+	// Seq is the state the read mark produced, when its event was found.
+	Seq int64 `json:"seq,omitempty"`
+	// Reason says what is missing.
+	Reason string `json:"reason"`
+}
+
+// String describes the loss in one line.
+func (l LostRead) String() string {
+	at := l.Start.UTC().Format("15:04:05.000000")
+	state := ""
+	if l.Seq > 0 {
+		state = fmt.Sprintf(", seq %d", l.Seq)
+	}
+	return fmt.Sprintf("read mark of user %s reading %s sent at %s (answered after %v)%s: %s",
+		l.User, l.Peer, at, l.End.Sub(l.Start).Round(time.Millisecond), state, l.Reason)
+}
+
+// JudgeReads returns the acknowledged read marks of marks, made by user,
+// that in does not reflect. An acknowledged read mark committed, while it
+// was in flight (Start to End, widened by ReadClockSlack), a dialog_read
+// event of its direction, which counterd recorded before the API answered
+// (and the relay again later, a duplicate): so one such event per read mark
+// must be in the inbox, each event standing for one read mark only, and
+// the counter must hold its state or a later one. And since a read mark
+// marks read every message acknowledged before it was sent, the counter of
+// a direction may hold no more unread than the messages of the direction
+// (messages, by peer, counted in the dialogs database) less those
+// acknowledged before its last read mark. Marks not acknowledged are not
+// judged. The result is ordered by peer and start.
+func JudgeReads(user string, marks []ReadMark, messages map[string]int, in Inbox) []LostRead {
+	byPeer := map[string][]ReadMark{}
+	for _, m := range marks {
+		if m.Outcome == Acknowledged {
+			byPeer[m.Peer] = append(byPeer[m.Peer], m)
+		}
+	}
+	lost := []LostRead{}
+	for peer, ms := range byPeer {
+		d := Direction{User: user, Peer: peer}
+		var events []InboxEvent
+		for _, e := range in.Events {
+			if e.Direction == d && e.Kind == counter.KindDialogRead && !e.CommittedAt.IsZero() {
+				events = append(events, e)
+			}
+		}
+		slices.SortFunc(events, func(a, b InboxEvent) int { return a.CommittedAt.Compare(b.CommittedAt) })
+		// Each read mark takes the earliest free event in its window, the
+		// read marks that end first choosing first: this pairs as many as
+		// any pairing of windows and points can.
+		slices.SortFunc(ms, func(a, b ReadMark) int { return cmp.Or(a.End.Compare(b.End), a.Start.Compare(b.Start)) })
+		used := make([]bool, len(events))
+		c, counted := in.Counters[d]
+		last := ms[0]
+		for _, m := range ms {
+			if m.SentBefore >= last.SentBefore {
+				last = m
+			}
+			lo, hi := m.Start.Add(-ReadClockSlack), m.End.Add(ReadClockSlack)
+			j := -1
+			for k, e := range events {
+				if e.CommittedAt.After(hi) {
+					break
+				}
+				if !used[k] && !e.CommittedAt.Before(lo) {
+					j = k
+					break
+				}
+			}
+			if j < 0 {
+				lost = append(lost, LostRead{ReadMark: m, User: user,
+					Reason: "no dialog_read event of its dialog committed while it was in flight is in the inbox"})
+				continue
+			}
+			used[j] = true
+			if e := events[j]; !counted || c.Seq < e.Seq {
+				lost = append(lost, LostRead{ReadMark: m, User: user, Seq: e.Seq,
+					Reason: fmt.Sprintf("the counter holds seq %d, older than the read mark's state", c.Seq)})
+			}
+		}
+		if allowed := max(messages[peer]-last.SentBefore, 0); counted && c.Unread > allowed {
+			lost = append(lost, LostRead{ReadMark: last, User: user,
+				Reason: fmt.Sprintf("the counter holds %d unread (seq %d), more than the %d message(s) of the dialog not acknowledged before the read mark",
+					c.Unread, c.Seq, allowed)})
+		}
+	}
+	slices.SortFunc(lost, func(a, b LostRead) int {
+		return cmp.Or(strings.Compare(a.Peer, b.Peer), a.Start.Compare(b.Start), strings.Compare(a.Reason, b.Reason))
+	})
+	return lost
 }
 
 // JudgeCounters compares the counter service's counts with the unread
@@ -173,8 +291,14 @@ func (c *CounterCheck) Check(ctx context.Context, main Cluster, stopped time.Tim
 		return v
 	}
 	deadline := time.Now().Add(timeout)
-	err := onPrimary(ctx, main, func(conn *pgx.Conn) error {
-		return c.compare(ctx, conn, &v, stopped, deadline, poll)
+	// A read mark still in flight ends first: its event is then one the
+	// outbox must drain of.
+	marks, err := c.Dialogs.ReadMarks(ctx)
+	if err != nil {
+		v.Problems = append(v.Problems, "counters: "+err.Error())
+	}
+	err = onPrimary(ctx, main, func(conn *pgx.Conn) error {
+		return c.compare(ctx, conn, &v, marks, stopped, deadline, poll)
 	})
 	if err != nil {
 		v.Problems = append(v.Problems, "counters: "+err.Error())
@@ -207,20 +331,16 @@ func (c *CounterCheck) final(ctx context.Context, conn *pgx.Conn, v *CounterVerd
 		return err
 	}
 	sent := time.Now()
-	body, _ := json.Marshal(map[string]string{"text": "the last message, after the counter check"})
 	for _, u := range from {
-		status, data, err := c.Dialogs.api.do(ctx, http.MethodPost, "/dialog/"+to.id+"/send", u.token, body)
-		if err == nil && status != http.StatusOK {
-			err = fmt.Errorf("status %d: %.200s", status, data)
-		}
-		if err != nil {
-			return fmt.Errorf("send the final message of sender %s: %w", u.id, err)
+		res, body := c.Dialogs.send(ctx, u, to, "the last message, after the counter check")
+		if res.Outcome != Acknowledged {
+			return fmt.Errorf("send the final message of sender %s: %s", u.id, strings.TrimSpace(res.Error+" "+body))
 		}
 		v.FinalMessages++
 	}
 	var last []DialogCount
 	err = pollUntil(ctx, deadline, poll, func() (bool, error) {
-		unread, err := unreadBySender(ctx, conn, to.id)
+		unread, err := messagesBySender(ctx, conn, to.id, true)
 		if err != nil {
 			return false, err
 		}
@@ -248,7 +368,7 @@ func (c *CounterCheck) final(ctx context.Context, conn *pgx.Conn, v *CounterVerd
 // compare waits for the outbox to drain of the recipient's events, then
 // for the counters to agree with the unread messages, until deadline, and
 // records what it saw last.
-func (c *CounterCheck) compare(ctx context.Context, conn *pgx.Conn, v *CounterVerdict, stopped, deadline time.Time, poll time.Duration) error {
+func (c *CounterCheck) compare(ctx context.Context, conn *pgx.Conn, v *CounterVerdict, marks []ReadMark, stopped, deadline time.Time, poll time.Duration) error {
 	pending := -1
 	err := pollUntil(ctx, deadline, poll, func() (bool, error) {
 		err := conn.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE payload->>'user_id' = $1`, v.Recipient).Scan(&pending)
@@ -269,7 +389,7 @@ func (c *CounterCheck) compare(ctx context.Context, conn *pgx.Conn, v *CounterVe
 		return fmt.Errorf("count dead letters: %w", err)
 	}
 	if pending == 0 && c.Counter != nil {
-		if err := c.checkInbox(ctx, conn, v); err != nil {
+		if err := c.checkInbox(ctx, conn, v, marks); err != nil {
 			v.Problems = append(v.Problems, "counters: check the inbox: "+err.Error())
 		}
 	}
@@ -277,7 +397,7 @@ func (c *CounterCheck) compare(ctx context.Context, conn *pgx.Conn, v *CounterVe
 	senders := c.Dialogs.Senders()
 	var apiErr error
 	err = pollUntil(ctx, deadline, poll, func() (bool, error) {
-		unread, err := unreadBySender(ctx, conn, v.Recipient)
+		unread, err := messagesBySender(ctx, conn, v.Recipient, true)
 		if err != nil {
 			return false, err
 		}
@@ -310,8 +430,9 @@ func (c *CounterCheck) compare(ctx context.Context, conn *pgx.Conn, v *CounterVe
 }
 
 // checkInbox compares the states the main database recorded for the
-// recipient's dialogs with the inbox of the counter primary.
-func (c *CounterCheck) checkInbox(ctx context.Context, conn *pgx.Conn, v *CounterVerdict) error {
+// recipient's dialogs, and the recipient's acknowledged read marks, with the
+// inbox and the counters of the counter primary.
+func (c *CounterCheck) checkInbox(ctx context.Context, conn *pgx.Conn, v *CounterVerdict, marks []ReadMark) error {
 	recorded := map[Direction]int64{}
 	rows, err := conn.Query(ctx, `SELECT peer_id::text, seq FROM dialog_unread WHERE user_id = $1`, v.Recipient)
 	if err != nil {
@@ -340,6 +461,10 @@ func (c *CounterCheck) checkInbox(ctx context.Context, conn *pgx.Conn, v *Counte
 	if err != nil {
 		return fmt.Errorf("read the dead letters: %w", err)
 	}
+	messages, err := messagesBySender(ctx, conn, v.Recipient, false)
+	if err != nil {
+		return fmt.Errorf("count the messages: %w", err)
+	}
 	primary, err := primaryNode(ctx, c.Counter)
 	if err != nil {
 		return err
@@ -365,6 +490,22 @@ func (c *CounterCheck) checkInbox(ctx context.Context, conn *pgx.Conn, v *Counte
 		v.Problems = append(v.Problems, fmt.Sprintf("counter primary %s lost %d of the %d states of the recipient's dialogs: %s",
 			primary.Name, len(iv.Lost), iv.States, strings.Join(lost, "; ")))
 	}
+
+	rv := &ReadVerdict{Primary: primary.Name, Sent: len(marks), Lost: JudgeReads(v.Recipient, marks, messages, in)}
+	for _, m := range marks {
+		if m.Outcome == Acknowledged {
+			rv.Acknowledged++
+		}
+	}
+	v.Reads = rv
+	if len(rv.Lost) > 0 {
+		lost := make([]string, 0, min(len(rv.Lost), 10))
+		for _, l := range rv.Lost[:min(len(rv.Lost), 10)] {
+			lost = append(lost, l.String())
+		}
+		v.Problems = append(v.Problems, fmt.Sprintf("counter primary %s does not reflect %d of the %d acknowledged read marks of the recipient: %s",
+			primary.Name, len(rv.Lost), rv.Acknowledged, strings.Join(lost, "; ")))
+	}
 	return nil
 }
 
@@ -377,10 +518,11 @@ func (c *CounterCheck) reconcile(ctx context.Context, drain time.Duration) *Reco
 	return &ReconcileCheck{Compared: rep.Compared, Unsettled: rep.Unsettled, Drift: len(rep.Drifts), DriftMessages: rep.DriftMessages()}
 }
 
-// unreadBySender counts the unread messages to recipient by sender.
-func unreadBySender(ctx context.Context, conn *pgx.Conn, recipient string) (map[string]int, error) {
+// messagesBySender counts the messages to recipient by sender: the unread
+// ones only when unread is set.
+func messagesBySender(ctx context.Context, conn *pgx.Conn, recipient string, unread bool) (map[string]int, error) {
 	rows, err := conn.Query(ctx, `SELECT from_user_id::text, count(*) FROM messages
-		WHERE to_user_id = $1 AND read_at IS NULL GROUP BY from_user_id`, recipient)
+		WHERE to_user_id = $1 AND (NOT $2 OR read_at IS NULL) GROUP BY from_user_id`, recipient, unread)
 	if err != nil {
 		return nil, err
 	}
@@ -462,6 +604,9 @@ type InboxEvent struct {
 	Direction
 	Kind string
 	Seq  int64
+	// CommittedAt is when the dialogs transaction that wrote the event
+	// started; zero when the inbox does not know.
+	CommittedAt time.Time
 }
 
 // CounterState is the state a counter holds: the unread count of the
@@ -487,14 +632,19 @@ func ReadInbox(ctx context.Context, q InboxQuerier, users []string) (Inbox, erro
 		users = []string{}
 	}
 	in := Inbox{Events: map[string]InboxEvent{}, Counters: map[Direction]CounterState{}}
-	rows, err := q.Query(ctx, `SELECT event_id::text, kind, user_id::text, peer_id::text, seq FROM inbox
+	rows, err := q.Query(ctx, `SELECT event_id::text, kind, user_id::text, peer_id::text, seq, committed_at FROM inbox
 		WHERE cardinality($1::uuid[]) = 0 OR user_id = ANY($1::uuid[])`, users)
 	if err != nil {
 		return Inbox{}, fmt.Errorf("read the inbox: %w", err)
 	}
 	var id string
 	var e InboxEvent
-	_, err = pgx.ForEachRow(rows, []any{&id, &e.Kind, &e.User, &e.Peer, &e.Seq}, func() error {
+	var committed *time.Time
+	_, err = pgx.ForEachRow(rows, []any{&id, &e.Kind, &e.User, &e.Peer, &e.Seq, &committed}, func() error {
+		e.CommittedAt = time.Time{}
+		if committed != nil {
+			e.CommittedAt = *committed
+		}
 		in.Events[id] = e
 		return nil
 	})

@@ -311,3 +311,114 @@ func TestJudgeStates(t *testing.T) {
 		})
 	}
 }
+
+func TestJudgeReads(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(ms float64) time.Time { return t0.Add(time.Duration(ms * float64(time.Millisecond))) }
+	ra := drill.Direction{User: "r", Peer: "a"}
+	mark := func(start, end float64, before int) drill.ReadMark {
+		return drill.ReadMark{Peer: "a", Outcome: drill.Acknowledged, Start: at(start), End: at(end), SentBefore: before}
+	}
+	read := func(d drill.Direction, ms float64, seq int64) drill.InboxEvent {
+		return drill.InboxEvent{Direction: d, Kind: counter.KindDialogRead, Seq: seq, CommittedAt: at(ms)}
+	}
+	sent := func(ms float64, seq int64) drill.InboxEvent {
+		return drill.InboxEvent{Direction: ra, Kind: counter.KindMessageSent, Seq: seq, CommittedAt: at(ms)}
+	}
+	m1, m2 := mark(10, 20, 2), mark(50, 60, 4)
+	// Two messages, the first read mark, two more, the second read mark,
+	// one more message: one unread of five.
+	history := map[string]drill.InboxEvent{"s1": sent(1, 1), "s2": sent(2, 2), "r1": read(ra, 15, 3),
+		"s3": sent(30, 4), "s4": sent(31, 5), "r2": read(ra, 55, 6), "s5": sent(70, 7)}
+	without := func(ids ...string) map[string]drill.InboxEvent {
+		out := maps.Clone(history)
+		for _, id := range ids {
+			delete(out, id)
+		}
+		return out
+	}
+	with := func(id string, e drill.InboxEvent) map[string]drill.InboxEvent {
+		out := maps.Clone(history)
+		out[id] = e
+		return out
+	}
+	exact := map[drill.Direction]drill.CounterState{ra: {Seq: 7, Unread: 1}}
+	noEvent := "no dialog_read event of its dialog committed while it was in flight is in the inbox"
+	tests := []struct {
+		name  string
+		marks []drill.ReadMark
+		in    drill.Inbox
+		want  []drill.LostRead
+	}{
+		{
+			name:  "every read mark has its event, the counter is past them",
+			marks: []drill.ReadMark{m1, m2},
+			in:    drill.Inbox{Events: history, Counters: exact},
+			want:  []drill.LostRead{},
+		},
+		{
+			name:  "a read mark's event lost, though later messages made the counter right",
+			marks: []drill.ReadMark{m1, m2},
+			in:    drill.Inbox{Events: without("r2"), Counters: exact},
+			want:  []drill.LostRead{{ReadMark: m2, User: "r", Reason: noEvent}},
+		},
+		{
+			name:  "two read marks in flight at once need two events",
+			marks: []drill.ReadMark{m1, m2, mark(52, 65, 4)},
+			in:    drill.Inbox{Events: history, Counters: exact},
+			want:  []drill.LostRead{{ReadMark: mark(52, 65, 4), User: "r", Reason: noEvent}},
+		},
+		{
+			name:  "an event just past the answer, within the clock slack, counts",
+			marks: []drill.ReadMark{m1, m2},
+			in:    drill.Inbox{Events: with("r1", read(ra, 20.5, 3)), Counters: exact},
+			want:  []drill.LostRead{},
+		},
+		{
+			name:  "an event beyond the clock slack does not",
+			marks: []drill.ReadMark{m1, m2},
+			in:    drill.Inbox{Events: with("r1", read(ra, 22, 3)), Counters: exact},
+			want:  []drill.LostRead{{ReadMark: m1, User: "r", Reason: noEvent}},
+		},
+		{
+			name:  "events of another dialog, of another kind or without a commit time do not count",
+			marks: []drill.ReadMark{m1, m2},
+			in: drill.Inbox{Events: func() map[string]drill.InboxEvent {
+				out := without("r1", "r2")
+				out["x"] = read(drill.Direction{User: "x", Peer: "a"}, 15, 1)
+				out["s"] = sent(55, 6)
+				out["z"] = drill.InboxEvent{Direction: ra, Kind: counter.KindDialogRead, Seq: 3}
+				return out
+			}(), Counters: exact},
+			want: []drill.LostRead{{ReadMark: m1, User: "r", Reason: noEvent}, {ReadMark: m2, User: "r", Reason: noEvent}},
+		},
+		{
+			name:  "the counter went back before the last read mark",
+			marks: []drill.ReadMark{m1, m2},
+			in:    drill.Inbox{Events: history, Counters: map[drill.Direction]drill.CounterState{ra: {Seq: 5, Unread: 1}}},
+			want:  []drill.LostRead{{ReadMark: m2, User: "r", Seq: 6, Reason: "the counter holds seq 5, older than the read mark's state"}},
+		},
+		{
+			name:  "the counter counts messages the last read mark read",
+			marks: []drill.ReadMark{m1, m2},
+			in:    drill.Inbox{Events: history, Counters: map[drill.Direction]drill.CounterState{ra: {Seq: 7, Unread: 3}}},
+			want: []drill.LostRead{{ReadMark: m2, User: "r",
+				Reason: "the counter holds 3 unread (seq 7), more than the 1 message(s) of the dialog not acknowledged before the read mark"}},
+		},
+		{
+			name: "read marks not acknowledged are not judged",
+			marks: []drill.ReadMark{m1, m2, {Peer: "a", Outcome: drill.Unknown, Start: at(80), End: at(90), SentBefore: 5},
+				{Peer: "b", Outcome: drill.Failed, Start: at(80), End: at(90)}},
+			in:   drill.Inbox{Events: history, Counters: exact},
+			want: []drill.LostRead{},
+		},
+	}
+	messages := map[string]int{"a": 5}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, drill.JudgeReads("r", tt.marks, messages, tt.in)); diff != "" {
+				t.Errorf("lost (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
