@@ -11,9 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"socnet/internal/stack"
 )
 
 // service is a socnet process that `up` runs as a child (the API, the
@@ -28,6 +32,7 @@ type service struct {
 	mu       sync.Mutex
 	pid      int
 	restarts int
+	lastErr  error
 }
 
 // serviceRecord is one entry of services.json, read by `socnet status`.
@@ -48,7 +53,13 @@ func (s *service) record() serviceRecord {
 // supervise runs the service until ctx ends, restarting it with backoff when
 // it exits. On ctx's end it sends SIGTERM and waits up to grace before SIGKILL.
 // changed is called whenever the pid changes so that services.json is current.
+//
+// The goroutine keeps its OS thread to itself until it returns: the
+// children's parent-death signal fires when the thread that started them
+// exits, which must be when `up` dies, not when the Go runtime retires a
+// thread. Its children are gone by the time it returns.
 func (s *service) supervise(ctx context.Context, self string, log *slog.Logger, grace time.Duration, changed func()) {
+	runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		started := time.Now()
@@ -56,9 +67,11 @@ func (s *service) supervise(ctx context.Context, self string, log *slog.Logger, 
 		if ctx.Err() != nil {
 			return
 		}
-		log.Warn("service exited; restarting", "service", s.Name, "err", err, "after", backoff)
+		log.Warn("service exited; restarting", "service", s.Name, "err", err, "after", backoff,
+			"log", strings.Join(logTail(s.LogPath, 3), " | "))
 		s.mu.Lock()
 		s.restarts++
+		s.lastErr = err
 		s.mu.Unlock()
 		if time.Since(started) > 30*time.Second {
 			backoff = 100 * time.Millisecond // it ran fine for a while: restart quickly
@@ -73,7 +86,10 @@ func (s *service) supervise(ctx context.Context, self string, log *slog.Logger, 
 }
 
 func (s *service) runOnce(ctx context.Context, self string, log *slog.Logger, grace time.Duration, changed func()) error {
-	logf, err := os.OpenFile(s.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err := os.MkdirAll(filepath.Dir(s.LogPath), 0o750); err != nil {
+		return fmt.Errorf("open log: %w", err)
+	}
+	logf, err := os.OpenFile(s.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("open log: %w", err)
 	}
@@ -82,8 +98,9 @@ func (s *service) runOnce(ctx context.Context, self string, log *slog.Logger, gr
 	cmd.Env = append(os.Environ(), s.Env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a Ctrl-C on the terminal reaches `up` only,
-	// which then stops its children in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// which then stops its children in order. If `up` dies without that
+	// (SIGKILL, OOM), the kernel sends the child SIGTERM.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", s.Name, err)
 	}
@@ -126,12 +143,12 @@ func writeServices(path string, svcs []*service) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, data, 0o644)
+	return stack.WriteFile(path, data, 0o644)
 }
 
 // readServices reads services.json; a missing file means none run.
 func readServices(path string) ([]serviceRecord, error) {
-	data, err := os.ReadFile(path)
+	data, err := stack.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -150,8 +167,18 @@ func processAlive(pid int) bool {
 	return pid > 0 && syscall.Kill(pid, 0) == nil
 }
 
-// waitHTTPHealthy polls url until it answers 200 or ctx ends.
-func waitHTTPHealthy(ctx context.Context, url string) error {
+// servicesPath is where `up` keeps services.json under home.
+func servicesPath(home string) string { return stack.Home{Dir: home}.Services() }
+
+// maxStartFailures is how many times a service may exit before it answered
+// its first health check, before `up` gives up on it.
+const maxStartFailures = 3
+
+// waitHealthy waits until the service answers /healthz with 200. It fails
+// when ctx ends first or when the service exits maxStartFailures times, with
+// the last lines of its log, so that `up` says why instead of claiming to be up.
+func (s *service) waitHealthy(ctx context.Context) error {
+	url := "http://" + s.Addr + "/healthz"
 	client := &http.Client{Timeout: time.Second}
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
@@ -164,13 +191,92 @@ func waitHTTPHealthy(ctx context.Context, url string) error {
 				return nil
 			}
 		}
+		s.mu.Lock()
+		exits, lastErr := s.restarts, s.lastErr
+		s.mu.Unlock()
+		if exits >= maxStartFailures {
+			return fmt.Errorf("%s cannot start: it exited %d times (%v); last lines of %s:\n%s",
+				s.Name, exits, lastErr, s.LogPath, indent(logTail(s.LogPath, 10)))
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s not healthy: %w (last error: %v)", url, ctx.Err(), err)
+			return fmt.Errorf("%s did not answer %s (%v, last error: %v); last lines of %s:\n%s",
+				s.Name, url, ctx.Err(), err, s.LogPath, indent(logTail(s.LogPath, 10)))
 		case <-t.C:
 		}
 	}
 }
 
-// servicesPath is where `up` keeps services.json under home.
-func servicesPath(home string) string { return filepath.Join(home, "services.json") }
+// logTail returns the last n lines of the log at path.
+func logTail(path string, n int) []string {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	const window = 16 << 10
+	if fi, err := f.Stat(); err == nil && fi.Size() > window {
+		if _, err := f.Seek(fi.Size()-window, io.SeekStart); err != nil {
+			return nil
+		}
+	}
+	data, _ := io.ReadAll(io.LimitReader(f, window))
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return lines
+}
+
+func indent(lines []string) string {
+	return "    " + strings.Join(lines, "\n    ")
+}
+
+// stopLeftovers stops the services a previous `up` of the same home left
+// running (it died before stopping them): the pids recorded in services.json
+// that still carry this home's mark in their environment. Anything else
+// with a recorded pid (the pid reused by an unrelated process) is left alone.
+func stopLeftovers(h stack.Home, log *slog.Logger, grace time.Duration) {
+	recs, err := readServices(h.Services())
+	if err != nil {
+		log.Warn("read services.json", "err", err)
+		return
+	}
+	var left []int
+	for _, r := range recs {
+		if isStackChild(r.Pid, h.Dir) {
+			log.Warn("stopping a service left running by a previous up", "service", r.Name, "pid", r.Pid)
+			_ = syscall.Kill(r.Pid, syscall.SIGTERM)
+			left = append(left, r.Pid)
+		}
+	}
+	deadline := time.Now().Add(grace)
+	for _, pid := range left {
+		for isStackChild(pid, h.Dir) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if isStackChild(pid, h.Dir) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// isStackChild reports whether pid is a live process that `up` started for
+// the home at dir: its environment holds stackHomeEnv=dir. A zombie (already
+// dead) process has no environment left and does not count.
+func isStackChild(pid int, dir string) bool {
+	if pid <= 0 {
+		return false
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		return false
+	}
+	mark := stackHomeEnv + "=" + dir
+	for _, kv := range strings.Split(string(data), "\x00") {
+		if kv == mark {
+			return true
+		}
+	}
+	return false
+}

@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"text/tabwriter"
 	"time"
 
 	"socnet/internal/cluster"
 	"socnet/internal/dbroute"
+	"socnet/internal/stack"
 )
 
 // statusDoc is the document of `socnet status --json`, a public interface:
@@ -44,6 +43,7 @@ func cmdStatus(ctx context.Context, e *env, args []string) error {
 	if *asJSON {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false) // DSNs stay copyable: &, not \u0026
 		return enc.Encode(doc)
 	}
 	printStatus(e.stdout, doc)
@@ -54,6 +54,11 @@ func cmdStatus(ctx context.Context, e *env, args []string) error {
 // running supervisor when there is one, else from the persisted clusters.
 func stackStatus(ctx context.Context, home string) (statusDoc, error) {
 	var doc statusDoc
+	h, err := stack.NewHome(home)
+	if err != nil {
+		return doc, fmt.Errorf("status: %w", err)
+	}
+	home = h.Dir
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	client := cluster.NewClient(cluster.ControlSocket(home))
@@ -83,7 +88,10 @@ func stackStatus(ctx context.Context, home string) (statusDoc, error) {
 			doc.Clusters = append(doc.Clusters, st)
 		}
 	}
-	recs, err := readServices(servicesPath(home))
+	if err := withoutPasswords(h, doc.Clusters); err != nil {
+		return doc, fmt.Errorf("status: %w", err)
+	}
+	recs, err := readServices(h.Services())
 	if err != nil {
 		return doc, err
 	}
@@ -99,6 +107,31 @@ func stackStatus(ctx context.Context, home string) (statusDoc, error) {
 		doc.Reads = &r
 	}
 	return doc, nil
+}
+
+// withoutPasswords replaces the nodes' administrator DSNs with ones that
+// carry no password but name the home's 0600 passfile, which holds it: the
+// status document is printed and passed around, the passfile stays in the
+// home, readable only by the stack's user.
+func withoutPasswords(h stack.Home, clusters []cluster.Status) error {
+	var dsns []string
+	for _, c := range clusters {
+		for _, n := range c.Nodes {
+			dsns = append(dsns, n.DSN)
+		}
+	}
+	out, err := stack.PassfileDSNs(h.PassFile(), dsns)
+	if err != nil {
+		return err
+	}
+	i := 0
+	for ci := range clusters {
+		for ni := range clusters[ci].Nodes {
+			clusters[ci].Nodes[ni].DSN = out[i]
+			i++
+		}
+	}
+	return nil
 }
 
 func printStatus(w io.Writer, doc statusDoc) {
@@ -145,11 +178,11 @@ func dash(s string) string {
 	return s
 }
 
-func routingPath(home string) string { return filepath.Join(home, "routing.json") }
+func routingPath(home string) string { return stack.Home{Dir: home}.Routing() }
 
 func readRouting(path string) (routingDoc, error) {
 	var r routingDoc
-	data, err := os.ReadFile(path)
+	data, err := stack.ReadFile(path)
 	if err != nil {
 		return r, err
 	}
