@@ -103,8 +103,8 @@ func splitPassLine(line string) []string {
 
 // redact hides a URL's password for error messages.
 func redact(dsn string) string {
-	if u, err := url.Parse(dsn); err == nil {
+	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" && u.Host != "" {
 		return u.Redacted()
 	}
-	return "(unparsable DSN)"
+	return "(not shown: it may hold a password)"
 }
