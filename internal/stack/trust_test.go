@@ -62,7 +62,7 @@ func TestCheckHome(t *testing.T) {
 		}, path: "clusters/main/state.json", problem: "is owned by nobody", fix: "chown"},
 		{name: "a data directory owned by another user when socnet is not root", owners: stack.Owners{UID: self, DataUID: -1},
 			plant: func(t *testing.T, h stack.Home) { chown(t, filepath.Join(h.Clusters(), "main", "main-1"), nobody) },
-			path: "clusters/main/main-1", problem: "is owned by nobody", fix: "chown"},
+			path:  "clusters/main/main-1", problem: "is owned by nobody", fix: "chown"},
 		{name: "a cluster directory writable by others", plant: func(t *testing.T, h stack.Home) {
 			chmod(t, filepath.Join(h.Clusters(), "main"), 0o757)
 		}, path: "clusters/main", problem: "writable by group or others", fix: "chmod go-w"},
