@@ -7,13 +7,17 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"socnet/internal/cluster"
+	"socnet/internal/stack"
 )
 
 // TestUpFailoverAndResume runs the whole local stack as `make run` does,
@@ -431,4 +435,155 @@ func TestCounterDrillOnStack(t *testing.T) {
 	if counted != stored || unread != stored {
 		t.Errorf("the counters count %d and the database %d unread messages, but the run stored %d", counted, unread, stored)
 	}
+}
+
+// TestUpRefusesUntrustedHome plants in a home what another local user could
+// and checks that `up` refuses it in one line with the command that fixes
+// it, before it starts or changes anything.
+func TestUpRefusesUntrustedHome(t *testing.T) {
+	nobody := lookupNobody(t)
+	tests := []struct {
+		name  string
+		plant func(t *testing.T, home string)
+		path  string // relative to home
+		want  string
+	}{
+		{"home writable by all", func(t *testing.T, home string) {
+			if err := os.Chmod(home, 0o777); err != nil {
+				t.Fatal(err)
+			}
+		}, ".", "chmod go-w " + "HOME"},
+		{"token key planted by nobody", func(t *testing.T, home string) {
+			writeTestFile(t, filepath.Join(home, "token.key"), strings.Repeat("k", 32))
+			if err := os.Chown(filepath.Join(home, "token.key"), nobody, -1); err != nil {
+				t.Fatal(err)
+			}
+		}, "token.key", "chown"},
+		{"logs planted as a link", func(t *testing.T, home string) {
+			if err := os.Symlink(t.TempDir(), filepath.Join(home, "logs")); err != nil {
+				t.Fatal(err)
+			}
+		}, "logs", "rm HOME/logs"},
+		{"clusters planted as a link", func(t *testing.T, home string) {
+			if err := os.Symlink(t.TempDir(), filepath.Join(home, "clusters")); err != nil {
+				t.Fatal(err)
+			}
+		}, "clusters", "rm HOME/clusters"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			home := filepath.Join(t.TempDir(), "home")
+			if err := os.Mkdir(home, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			tt.plant(t, home)
+			before := listHome(t, home)
+			var out syncBuffer
+			// Bounded: an `up` that wrongly accepts the home runs until ctx ends.
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			err := run(ctx, []string{"socnet", "up", "--home", home, "--http", freeAddr(t)},
+				func(string) string { return "" }, &out, &out)
+			if err == nil {
+				t.Fatalf("up on a home with %s started:\n%s", tt.name, out.String())
+			}
+			msg := err.Error()
+			want := strings.ReplaceAll(tt.want, "HOME", home)
+			if strings.Contains(msg, "\n") || !strings.Contains(msg, filepath.Join(home, tt.path)) || !strings.Contains(msg, want) {
+				t.Errorf("up: %q; want one line naming %s and saying %q", msg, filepath.Join(home, tt.path), want)
+			}
+			if after := listHome(t, home); after != before {
+				t.Errorf("up changed the home it refused:\nbefore %s\nafter  %s", before, after)
+			}
+		})
+	}
+}
+
+// TestStopLeftovers runs processes recorded in services.json as a previous
+// `up` that died would leave them: the one marked as a child of this home is
+// stopped, the ones marked for another home or not at all (a pid reused by
+// an unrelated process) are left alone.
+func TestStopLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	home := filepath.Join(dir, "home")
+	if err := os.Mkdir(home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	start := func(env ...string) (*exec.Cmd, chan error) {
+		cmd := exec.Command("sleep", "300")
+		cmd.Env = append(os.Environ(), env...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		t.Cleanup(func() { cmd.Process.Kill() })
+		return cmd, done
+	}
+	ours, oursDone := start(stackHomeEnv + "=" + home)
+	other, otherDone := start(stackHomeEnv + "=" + filepath.Join(dir, "other"))
+	unmarked, unmarkedDone := start()
+	recs := []serviceRecord{{Name: "relay", Pid: ours.Process.Pid}, {Name: "api", Pid: other.Process.Pid},
+		{Name: "counter", Pid: unmarked.Process.Pid}}
+	data, _ := json.Marshal(recs)
+	writeTestFile(t, servicesPath(home), string(data))
+
+	stopLeftovers(stack.Home{Dir: home}, discardLogger(), 10*time.Second)
+	select {
+	case <-oursDone:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the leftover of this home (pid %d) still runs", ours.Process.Pid)
+	}
+	for name, done := range map[string]chan error{"another home's": otherDone, "an unmarked": unmarkedDone} {
+		select {
+		case err := <-done:
+			t.Errorf("%s process was stopped: %v", name, err)
+		default:
+		}
+	}
+}
+
+func lookupNobody(t *testing.T) int {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("planting a file owned by another user needs root")
+	}
+	u, err := user.Lookup("nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uid
+}
+
+func writeTestFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// listHome describes every entry under home with its mode and owner.
+func listHome(t *testing.T, home string) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.WalkDir(home, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		fmt.Fprintf(&b, "%s %v %d %d; ", p, fi.Mode(), st.Uid, fi.Size())
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
 }
