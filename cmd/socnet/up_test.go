@@ -940,9 +940,9 @@ type unreadDialog struct {
 func newUnreadDialog(t *testing.T, base string) *unreadDialog {
 	c := &client{t: t, base: base}
 	d := &unreadDialog{c: c}
-	d.from = c.register("Анна", "Ахматова", "pw-from")
-	d.to = c.register("Марина", "Цветаева", "pw-to")
-	d.fromTok, d.toTok = c.login(d.from, "pw-from"), c.login(d.to, "pw-to")
+	d.from = c.register("Анна", "Ахматова", "pw-from-1")
+	d.to = c.register("Марина", "Цветаева", "pw-to-12")
+	d.fromTok, d.toTok = c.login(d.from, "pw-from-1"), c.login(d.to, "pw-to-12")
 	return d
 }
 
