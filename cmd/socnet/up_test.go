@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -100,6 +101,10 @@ func TestUpFailoverAndResume(t *testing.T) {
 		}
 	}
 	ids := append([]string{alice, bob}, acked...)
+	// The check can see a loss: an id never written is reported.
+	if never := "00000000-0000-4000-8000-000000000000"; !slices.Equal(missingUsers(t, dsn, append(ids, never)), []string{never}) {
+		t.Fatalf("the survival check does not report a user that was never written")
+	}
 	if missing := missingUsers(t, dsn, ids); len(missing) > 0 {
 		t.Fatalf("%d of %d acknowledged users (%d acknowledged before the kill) are not on %s, which replaced %s: %v",
 			len(missing), len(ids), len(beforeKill), replaced.Primary, oldPrimary, missing)
