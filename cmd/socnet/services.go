@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -183,17 +184,22 @@ func (s *service) waitHealthy(ctx context.Context) error {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
+		s.mu.Lock()
+		before := s.restarts
+		s.mu.Unlock()
 		resp, err := client.Get(url)
 		if err == nil {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
 		}
 		s.mu.Lock()
-		exits, lastErr := s.restarts, s.lastErr
+		exits, lastErr, pid := s.restarts, s.lastErr, s.pid
 		s.mu.Unlock()
+		// Healthy only if our child ran all along: not an answer from
+		// whoever took the port while it was down.
+		if err == nil && resp.StatusCode == http.StatusOK && pid != 0 && exits == before {
+			return nil
+		}
 		if exits >= maxStartFailures {
 			return fmt.Errorf("%s cannot start: it exited %d times (%v); last lines of %s:\n%s",
 				s.Name, exits, lastErr, s.LogPath, indent(logTail(s.LogPath, 10)))
@@ -205,6 +211,19 @@ func (s *service) waitHealthy(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// checkAddrFree reports whether a TCP listener can be opened on addr now.
+func checkAddrFree(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Err != nil {
+			return op.Err
+		}
+		return err
+	}
+	return ln.Close()
 }
 
 // logTail returns the last n lines of the log at path.

@@ -113,6 +113,13 @@ func up(ctx context.Context, e *env, c upConfig) (err error) {
 	if c.RelayHTTP == "" {
 		c.RelayHTTP = ports.Relay
 	}
+	// A port held by another process would let it answer our health
+	// checks: refuse it before starting anything.
+	for _, a := range []struct{ name, addr string }{{"api", c.HTTP}, {"counter", c.CounterHTTP}, {"relay", c.RelayHTTP}} {
+		if err := checkAddrFree(a.addr); err != nil {
+			return fmt.Errorf("up: %s cannot listen on %s: %w (another process holds it: stop it, or choose another address)", a.name, a.addr, err)
+		}
+	}
 	// Both keys are checked (owner, mode) before any service reads them.
 	if _, err := auth.LoadOrCreateKey(h.TokenKey()); err != nil {
 		return fmt.Errorf("up: %w", err)

@@ -969,3 +969,27 @@ func (d *unreadDialog) waitUnread(t *testing.T, want int) {
 		return got == want
 	})
 }
+
+// TestUpRefusesBusyPort holds the counter service's address as another
+// stack would: `up` says so before it starts anything, instead of letting
+// the other process answer its health checks.
+func TestUpRefusesBusyPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	home := filepath.Join(t.TempDir(), "home")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out syncBuffer
+	err = run(ctx, []string{"socnet", "up", "--home", home, "--http", freeAddr(t), "--counter-http", ln.Addr().String()},
+		func(string) string { return "" }, &out, &out)
+	want := "counter cannot listen on " + ln.Addr().String()
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("up with the counter's address taken: %v; want %q\n%s", err, want, out.String())
+	}
+	if _, err := os.Stat(filepath.Join(home, "clusters")); !os.IsNotExist(err) {
+		t.Errorf("up created clusters before refusing the address: %v", err)
+	}
+}
