@@ -54,13 +54,7 @@ func (s *service) record() serviceRecord {
 // supervise runs the service until ctx ends, restarting it with backoff when
 // it exits. On ctx's end it sends SIGTERM and waits up to grace before SIGKILL.
 // changed is called whenever the pid changes so that services.json is current.
-//
-// The goroutine keeps its OS thread to itself until it returns: the
-// children's parent-death signal fires when the thread that started them
-// exits, which must be when `up` dies, not when the Go runtime retires a
-// thread. Its children are gone by the time it returns.
 func (s *service) supervise(ctx context.Context, self string, log *slog.Logger, grace time.Duration, changed func()) {
-	runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		started := time.Now()
@@ -102,7 +96,7 @@ func (s *service) runOnce(ctx context.Context, self string, log *slog.Logger, gr
 	// which then stops its children in order. If `up` dies without that
 	// (SIGKILL, OOM), the kernel sends the child SIGTERM.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
+	if err := startChild(cmd); err != nil {
 		return fmt.Errorf("start %s: %w", s.Name, err)
 	}
 	s.setPid(cmd.Process.Pid)
@@ -126,6 +120,38 @@ func (s *service) runOnce(ctx context.Context, self string, log *slog.Logger, gr
 		_ = cmd.Process.Kill()
 		return <-exited
 	}
+}
+
+// spawner starts child processes from one OS thread that lives as long as
+// the process. A child's parent-death signal (Pdeathsig) fires when the
+// thread that started it exits, not the process: started from an ordinary
+// goroutine, a child could be signalled when the runtime retires that
+// thread (a goroutine that locked it returned), while `up` still runs.
+// It is process-wide because the thread is.
+var spawner struct {
+	once sync.Once
+	reqs chan spawnRequest
+}
+
+type spawnRequest struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// startChild starts cmd from the spawner's thread.
+func startChild(cmd *exec.Cmd) error {
+	spawner.once.Do(func() {
+		spawner.reqs = make(chan spawnRequest)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
+			for r := range spawner.reqs {
+				r.done <- r.cmd.Start()
+			}
+		}()
+	})
+	done := make(chan error, 1)
+	spawner.reqs <- spawnRequest{cmd: cmd, done: done}
+	return <-done
 }
 
 func (s *service) setPid(pid int) {
