@@ -117,7 +117,7 @@ func up(ctx context.Context, e *env, c upConfig) (err error) {
 	// checks: refuse it before starting anything.
 	for _, a := range []struct{ name, addr string }{{"api", c.HTTP}, {"counter", c.CounterHTTP}, {"relay", c.RelayHTTP}} {
 		if err := checkAddrFree(a.addr); err != nil {
-			return fmt.Errorf("up: %s cannot listen on %s: %w (another process holds it: stop it, or choose another address)", a.name, a.addr, err)
+			return fmt.Errorf("up: %s cannot listen on %s: %w (another process holds it: stop it, or pass another address; removing %s picks new internal ports)", a.name, a.addr, err, h.Ports())
 		}
 	}
 	// Both keys are checked (owner, mode) before any service reads them.
