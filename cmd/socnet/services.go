@@ -36,19 +36,11 @@ type service struct {
 	lastErr  error
 }
 
-// serviceRecord is one entry of services.json, read by `socnet status`.
-type serviceRecord struct {
-	Name     string `json:"name"`
-	Pid      int    `json:"pid"`
-	Addr     string `json:"addr,omitempty"`
-	Restarts int    `json:"restarts"`
-}
-
 // record returns the service's entry for services.json.
-func (s *service) record() serviceRecord {
+func (s *service) record() stack.Service {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return serviceRecord{Name: s.Name, Pid: s.pid, Addr: s.Addr, Restarts: s.restarts}
+	return stack.Service{Name: s.Name, Pid: s.pid, Addr: s.Addr, Restarts: s.restarts}
 }
 
 // supervise runs the service until ctx ends, restarting it with backoff when
@@ -162,7 +154,7 @@ func (s *service) setPid(pid int) {
 
 // writeServices persists the services' pids and addresses for `socnet status`.
 func writeServices(path string, svcs []*service) error {
-	recs := make([]serviceRecord, 0, len(svcs))
+	recs := make([]stack.Service, 0, len(svcs))
 	for _, s := range svcs {
 		recs = append(recs, s.record())
 	}
@@ -174,7 +166,7 @@ func writeServices(path string, svcs []*service) error {
 }
 
 // readServices reads services.json; a missing file means none run.
-func readServices(path string) ([]serviceRecord, error) {
+func readServices(path string) ([]stack.Service, error) {
 	data, err := stack.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -182,7 +174,7 @@ func readServices(path string) ([]serviceRecord, error) {
 	if err != nil {
 		return nil, err
 	}
-	var recs []serviceRecord
+	var recs []stack.Service
 	if err := json.Unmarshal(data, &recs); err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}

@@ -14,21 +14,6 @@ import (
 	"socnet/internal/stack"
 )
 
-// statusDoc is the document of `socnet status --json`, a public interface:
-// scripts and the drills read it.
-type statusDoc struct {
-	Clusters []cluster.Status `json:"clusters"`
-	Services []serviceRecord  `json:"services"`
-	// Reads is where the API sends queries, as its router sees the nodes.
-	Reads *routingDoc `json:"reads,omitempty"`
-}
-
-// routingDoc is what the API's router last reported (see --routing-file).
-type routingDoc struct {
-	At    time.Time            `json:"at"`
-	Nodes []dbroute.NodeStatus `json:"nodes"`
-}
-
 func cmdStatus(ctx context.Context, e *env, args []string) error {
 	fs := newFlags("status", e)
 	home := fs.HomeDir()
@@ -52,8 +37,8 @@ func cmdStatus(ctx context.Context, e *env, args []string) error {
 
 // stackStatus gathers the state of everything `up` runs in home: from the
 // running supervisor when there is one, else from the persisted clusters.
-func stackStatus(ctx context.Context, home string) (statusDoc, error) {
-	var doc statusDoc
+func stackStatus(ctx context.Context, home string) (stack.Status, error) {
+	var doc stack.Status
 	h, err := stack.NewHome(home)
 	if err != nil {
 		return doc, fmt.Errorf("status: %w", err)
@@ -101,7 +86,7 @@ func stackStatus(ctx context.Context, home string) (statusDoc, error) {
 		}
 	}
 	if doc.Services == nil {
-		doc.Services = []serviceRecord{}
+		doc.Services = []stack.Service{}
 	}
 	if r, err := readRouting(routingPath(home)); err == nil && time.Since(r.At) < 30*time.Second {
 		doc.Reads = &r
@@ -134,7 +119,7 @@ func withoutPasswords(h stack.Home, clusters []cluster.Status) error {
 	return nil
 }
 
-func printStatus(w io.Writer, doc statusDoc) {
+func printStatus(w io.Writer, doc stack.Status) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	for _, c := range doc.Clusters {
 		fmt.Fprintf(tw, "cluster %s\tprimary %s\tsynchronous_standby_names = %s\n", c.Name, c.Primary, c.SynchronousStandbyNames)
@@ -180,8 +165,8 @@ func dash(s string) string {
 
 func routingPath(home string) string { return stack.Home{Dir: home}.Routing() }
 
-func readRouting(path string) (routingDoc, error) {
-	var r routingDoc
+func readRouting(path string) (stack.Routing, error) {
+	var r stack.Routing
 	data, err := stack.ReadFile(path)
 	if err != nil {
 		return r, err
@@ -198,7 +183,7 @@ func reportRouting(ctx context.Context, log *slog.Logger, db *dbroute.DB, path s
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		data, err := json.Marshal(routingDoc{At: time.Now(), Nodes: db.Snapshot()})
+		data, err := json.Marshal(stack.Routing{At: time.Now(), Nodes: db.Snapshot()})
 		if err == nil {
 			err = writeFileAtomic(path, data, 0o644)
 		}

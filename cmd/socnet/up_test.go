@@ -277,20 +277,20 @@ func startUp(t *testing.T, home, apiAddr string, getenv func(string) string) (st
 	}
 }
 
-func mustStatus(t *testing.T, home string, getenv func(string) string) statusDoc {
+func mustStatus(t *testing.T, home string, getenv func(string) string) stack.Status {
 	t.Helper()
 	var out, errOut syncBuffer
 	if err := run(context.Background(), []string{"socnet", "status", "--home", home, "--json"}, getenv, &out, &errOut); err != nil {
 		t.Fatalf("status: %v\n%s", err, errOut.String())
 	}
-	var doc statusDoc
+	var doc stack.Status
 	if err := json.Unmarshal([]byte(out.String()), &doc); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out.String())
 	}
 	return doc
 }
 
-func findCluster(t *testing.T, doc statusDoc, name string) clusterStatus {
+func findCluster(t *testing.T, doc stack.Status, name string) clusterStatus {
 	t.Helper()
 	for _, c := range doc.Clusters {
 		if c.Name == name {
@@ -641,7 +641,7 @@ func TestStopLeftovers(t *testing.T) {
 	ours, oursDone := start(stackHomeEnv + "=" + home)
 	other, otherDone := start(stackHomeEnv + "=" + filepath.Join(dir, "other"))
 	unmarked, unmarkedDone := start()
-	recs := []serviceRecord{{Name: "relay", Pid: ours.Process.Pid}, {Name: "api", Pid: other.Process.Pid},
+	recs := []stack.Service{{Name: "relay", Pid: ours.Process.Pid}, {Name: "api", Pid: other.Process.Pid},
 		{Name: "counter", Pid: unmarked.Process.Pid}}
 	data, _ := json.Marshal(recs)
 	writeTestFile(t, servicesPath(home), string(data))
@@ -845,7 +845,7 @@ func readPortsFile(t *testing.T, home string) upPorts {
 
 // checkStatusDSNs checks that no DSN of the status carries a password, and
 // that the primary's connects as it is with pgx and with psql (libpq).
-func checkStatusDSNs(t *testing.T, home string, doc statusDoc) {
+func checkStatusDSNs(t *testing.T, home string, doc stack.Status) {
 	t.Helper()
 	for _, c := range doc.Clusters {
 		for _, n := range c.Nodes {
