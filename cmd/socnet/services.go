@@ -7,13 +7,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"socnet/internal/stack"
 )
 
 // service is a socnet process that `up` runs as a child (the API, the
@@ -28,21 +33,14 @@ type service struct {
 	mu       sync.Mutex
 	pid      int
 	restarts int
-}
-
-// serviceRecord is one entry of services.json, read by `socnet status`.
-type serviceRecord struct {
-	Name     string `json:"name"`
-	Pid      int    `json:"pid"`
-	Addr     string `json:"addr,omitempty"`
-	Restarts int    `json:"restarts"`
+	lastErr  error
 }
 
 // record returns the service's entry for services.json.
-func (s *service) record() serviceRecord {
+func (s *service) record() stack.Service {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return serviceRecord{Name: s.Name, Pid: s.pid, Addr: s.Addr, Restarts: s.restarts}
+	return stack.Service{Name: s.Name, Pid: s.pid, Addr: s.Addr, Restarts: s.restarts}
 }
 
 // supervise runs the service until ctx ends, restarting it with backoff when
@@ -56,9 +54,11 @@ func (s *service) supervise(ctx context.Context, self string, log *slog.Logger, 
 		if ctx.Err() != nil {
 			return
 		}
-		log.Warn("service exited; restarting", "service", s.Name, "err", err, "after", backoff)
+		log.Warn("service exited; restarting", "service", s.Name, "err", err, "after", backoff,
+			"log", strings.Join(logTail(s.LogPath, 3), " | "))
 		s.mu.Lock()
 		s.restarts++
+		s.lastErr = err
 		s.mu.Unlock()
 		if time.Since(started) > 30*time.Second {
 			backoff = 100 * time.Millisecond // it ran fine for a while: restart quickly
@@ -73,7 +73,10 @@ func (s *service) supervise(ctx context.Context, self string, log *slog.Logger, 
 }
 
 func (s *service) runOnce(ctx context.Context, self string, log *slog.Logger, grace time.Duration, changed func()) error {
-	logf, err := os.OpenFile(s.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err := os.MkdirAll(filepath.Dir(s.LogPath), 0o750); err != nil {
+		return fmt.Errorf("open log: %w", err)
+	}
+	logf, err := os.OpenFile(s.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("open log: %w", err)
 	}
@@ -82,9 +85,10 @@ func (s *service) runOnce(ctx context.Context, self string, log *slog.Logger, gr
 	cmd.Env = append(os.Environ(), s.Env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a Ctrl-C on the terminal reaches `up` only,
-	// which then stops its children in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	// which then stops its children in order. If `up` dies without that
+	// (SIGKILL, OOM), the kernel sends the child SIGTERM.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := startChild(cmd); err != nil {
 		return fmt.Errorf("start %s: %w", s.Name, err)
 	}
 	s.setPid(cmd.Process.Pid)
@@ -110,6 +114,38 @@ func (s *service) runOnce(ctx context.Context, self string, log *slog.Logger, gr
 	}
 }
 
+// spawner starts child processes from one OS thread that lives as long as
+// the process. A child's parent-death signal (Pdeathsig) fires when the
+// thread that started it exits, not the process: started from an ordinary
+// goroutine, a child could be signalled when the runtime retires that
+// thread (a goroutine that locked it returned), while `up` still runs.
+// It is process-wide because the thread is.
+var spawner struct {
+	once sync.Once
+	reqs chan spawnRequest
+}
+
+type spawnRequest struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// startChild starts cmd from the spawner's thread.
+func startChild(cmd *exec.Cmd) error {
+	spawner.once.Do(func() {
+		spawner.reqs = make(chan spawnRequest)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
+			for r := range spawner.reqs {
+				r.done <- r.cmd.Start()
+			}
+		}()
+	})
+	done := make(chan error, 1)
+	spawner.reqs <- spawnRequest{cmd: cmd, done: done}
+	return <-done
+}
+
 func (s *service) setPid(pid int) {
 	s.mu.Lock()
 	s.pid = pid
@@ -118,7 +154,7 @@ func (s *service) setPid(pid int) {
 
 // writeServices persists the services' pids and addresses for `socnet status`.
 func writeServices(path string, svcs []*service) error {
-	recs := make([]serviceRecord, 0, len(svcs))
+	recs := make([]stack.Service, 0, len(svcs))
 	for _, s := range svcs {
 		recs = append(recs, s.record())
 	}
@@ -126,19 +162,19 @@ func writeServices(path string, svcs []*service) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, data, 0o644)
+	return stack.WriteFile(path, data, 0o644)
 }
 
 // readServices reads services.json; a missing file means none run.
-func readServices(path string) ([]serviceRecord, error) {
-	data, err := os.ReadFile(path)
+func readServices(path string) ([]stack.Service, error) {
+	data, err := stack.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	var recs []serviceRecord
+	var recs []stack.Service
 	if err := json.Unmarshal(data, &recs); err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
@@ -150,27 +186,134 @@ func processAlive(pid int) bool {
 	return pid > 0 && syscall.Kill(pid, 0) == nil
 }
 
-// waitHTTPHealthy polls url until it answers 200 or ctx ends.
-func waitHTTPHealthy(ctx context.Context, url string) error {
+// servicesPath is where `up` keeps services.json under home.
+func servicesPath(home string) string { return stack.Home{Dir: home}.Services() }
+
+// maxStartFailures is how many times a service may exit before it answered
+// its first health check, before `up` gives up on it.
+const maxStartFailures = 3
+
+// waitHealthy waits until the service answers /healthz with 200. It fails
+// when ctx ends first or when the service exits maxStartFailures times, with
+// the last lines of its log, so that `up` says why instead of claiming to be up.
+func (s *service) waitHealthy(ctx context.Context) error {
+	url := "http://" + s.Addr + "/healthz"
 	client := &http.Client{Timeout: time.Second}
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
+		s.mu.Lock()
+		before := s.restarts
+		s.mu.Unlock()
 		resp, err := client.Get(url)
 		if err == nil {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		}
+		s.mu.Lock()
+		exits, lastErr, pid := s.restarts, s.lastErr, s.pid
+		s.mu.Unlock()
+		// Healthy only if our child ran all along: not an answer from
+		// whoever took the port while it was down.
+		if err == nil && resp.StatusCode == http.StatusOK && pid != 0 && exits == before {
+			return nil
+		}
+		if exits >= maxStartFailures {
+			return fmt.Errorf("%s cannot start: it exited %d times (%v); last lines of %s:\n%s",
+				s.Name, exits, lastErr, s.LogPath, indent(logTail(s.LogPath, 10)))
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s not healthy: %w (last error: %v)", url, ctx.Err(), err)
+			return fmt.Errorf("%s did not answer %s (%v, last error: %v); last lines of %s:\n%s",
+				s.Name, url, ctx.Err(), err, s.LogPath, indent(logTail(s.LogPath, 10)))
 		case <-t.C:
 		}
 	}
 }
 
-// servicesPath is where `up` keeps services.json under home.
-func servicesPath(home string) string { return filepath.Join(home, "services.json") }
+// checkAddrFree reports whether a TCP listener can be opened on addr now.
+func checkAddrFree(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Err != nil {
+			return op.Err
+		}
+		return err
+	}
+	return ln.Close()
+}
+
+// logTail returns the last n lines of the log at path.
+func logTail(path string, n int) []string {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	const window = 16 << 10
+	if fi, err := f.Stat(); err == nil && fi.Size() > window {
+		if _, err := f.Seek(fi.Size()-window, io.SeekStart); err != nil {
+			return nil
+		}
+	}
+	data, _ := io.ReadAll(io.LimitReader(f, window))
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return lines
+}
+
+func indent(lines []string) string {
+	return "    " + strings.Join(lines, "\n    ")
+}
+
+// stopLeftovers stops the services a previous `up` of the same home left
+// running (it died before stopping them): the pids recorded in services.json
+// that still carry this home's mark in their environment. Anything else
+// with a recorded pid (the pid reused by an unrelated process) is left alone.
+func stopLeftovers(h stack.Home, log *slog.Logger, grace time.Duration) {
+	recs, err := readServices(h.Services())
+	if err != nil {
+		log.Warn("read services.json", "err", err)
+		return
+	}
+	var left []int
+	for _, r := range recs {
+		if isStackChild(r.Pid, h.Dir) {
+			log.Warn("stopping a service left running by a previous up", "service", r.Name, "pid", r.Pid)
+			_ = syscall.Kill(r.Pid, syscall.SIGTERM)
+			left = append(left, r.Pid)
+		}
+	}
+	deadline := time.Now().Add(grace)
+	for _, pid := range left {
+		for isStackChild(pid, h.Dir) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if isStackChild(pid, h.Dir) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// isStackChild reports whether pid is a live process that `up` started for
+// the home at dir: its environment holds stackHomeEnv=dir. A zombie (already
+// dead) process has no environment left and does not count.
+func isStackChild(pid int, dir string) bool {
+	if pid <= 0 {
+		return false
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		return false
+	}
+	mark := stackHomeEnv + "=" + dir
+	for _, kv := range strings.Split(string(data), "\x00") {
+		if kv == mark {
+			return true
+		}
+	}
+	return false
+}

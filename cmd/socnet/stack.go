@@ -5,14 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"socnet/internal/dbroute"
+	"socnet/internal/stack"
 )
 
 // stackInfo is what `up` tells the other commands about the stack it runs:
 // where the services listen and the application DSNs of every database node.
-// It holds passwords, so it is written 0600 under home.
+// It holds the application roles' passwords, so it is written 0600 under
+// home; its administrator DSNs carry none (they name the home's passfile).
 type stackInfo struct {
 	API       string   `json:"api"`        // host:port of the API
 	Counter   string   `json:"counter"`    // host:port of the counter service
@@ -23,20 +24,20 @@ type stackInfo struct {
 	CounterAdmin []string `json:"counter_admin"`
 }
 
-func stackPath(home string) string { return filepath.Join(home, "stack.json") }
+func stackPath(home string) string { return stack.Home{Dir: home}.Stack() }
 
 func writeStack(home string, s stackInfo) error {
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(stackPath(home), data, 0o600)
+	return stack.WriteFile(stackPath(home), data, 0o600)
 }
 
 // readStack reads the stack that `up` runs (or ran) in home.
 func readStack(home string) (stackInfo, error) {
 	var s stackInfo
-	data, err := os.ReadFile(stackPath(home))
+	data, err := stack.ReadFile(stackPath(home))
 	if errors.Is(err, os.ErrNotExist) {
 		return s, fmt.Errorf("no stack in %s: start it with `socnet up --home %s`", home, home)
 	}

@@ -6,29 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"text/tabwriter"
 	"time"
 
 	"socnet/internal/cluster"
 	"socnet/internal/dbroute"
+	"socnet/internal/stack"
 )
-
-// statusDoc is the document of `socnet status --json`, a public interface:
-// scripts and the drills read it.
-type statusDoc struct {
-	Clusters []cluster.Status `json:"clusters"`
-	Services []serviceRecord  `json:"services"`
-	// Reads is where the API sends queries, as its router sees the nodes.
-	Reads *routingDoc `json:"reads,omitempty"`
-}
-
-// routingDoc is what the API's router last reported (see --routing-file).
-type routingDoc struct {
-	At    time.Time            `json:"at"`
-	Nodes []dbroute.NodeStatus `json:"nodes"`
-}
 
 func cmdStatus(ctx context.Context, e *env, args []string) error {
 	fs := newFlags("status", e)
@@ -44,6 +28,7 @@ func cmdStatus(ctx context.Context, e *env, args []string) error {
 	if *asJSON {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false) // DSNs stay copyable: &, not \u0026
 		return enc.Encode(doc)
 	}
 	printStatus(e.stdout, doc)
@@ -52,8 +37,13 @@ func cmdStatus(ctx context.Context, e *env, args []string) error {
 
 // stackStatus gathers the state of everything `up` runs in home: from the
 // running supervisor when there is one, else from the persisted clusters.
-func stackStatus(ctx context.Context, home string) (statusDoc, error) {
-	var doc statusDoc
+func stackStatus(ctx context.Context, home string) (stack.Status, error) {
+	var doc stack.Status
+	h, err := stack.NewHome(home)
+	if err != nil {
+		return doc, fmt.Errorf("status: %w", err)
+	}
+	home = h.Dir
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	client := cluster.NewClient(cluster.ControlSocket(home))
@@ -83,7 +73,10 @@ func stackStatus(ctx context.Context, home string) (statusDoc, error) {
 			doc.Clusters = append(doc.Clusters, st)
 		}
 	}
-	recs, err := readServices(servicesPath(home))
+	if err := withoutPasswords(h, doc.Clusters); err != nil {
+		return doc, fmt.Errorf("status: %w", err)
+	}
+	recs, err := readServices(h.Services())
 	if err != nil {
 		return doc, err
 	}
@@ -93,7 +86,7 @@ func stackStatus(ctx context.Context, home string) (statusDoc, error) {
 		}
 	}
 	if doc.Services == nil {
-		doc.Services = []serviceRecord{}
+		doc.Services = []stack.Service{}
 	}
 	if r, err := readRouting(routingPath(home)); err == nil && time.Since(r.At) < 30*time.Second {
 		doc.Reads = &r
@@ -101,7 +94,32 @@ func stackStatus(ctx context.Context, home string) (statusDoc, error) {
 	return doc, nil
 }
 
-func printStatus(w io.Writer, doc statusDoc) {
+// withoutPasswords replaces the nodes' administrator DSNs with ones that
+// carry no password but name the home's 0600 passfile, which holds it: the
+// status document is printed and passed around, the passfile stays in the
+// home, readable only by the stack's user.
+func withoutPasswords(h stack.Home, clusters []cluster.Status) error {
+	var dsns []string
+	for _, c := range clusters {
+		for _, n := range c.Nodes {
+			dsns = append(dsns, n.DSN)
+		}
+	}
+	out, err := stack.PassfileDSNs(h.PassFile(), dsns)
+	if err != nil {
+		return err
+	}
+	i := 0
+	for ci := range clusters {
+		for ni := range clusters[ci].Nodes {
+			clusters[ci].Nodes[ni].DSN = out[i]
+			i++
+		}
+	}
+	return nil
+}
+
+func printStatus(w io.Writer, doc stack.Status) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	for _, c := range doc.Clusters {
 		fmt.Fprintf(tw, "cluster %s\tprimary %s\tsynchronous_standby_names = %s\n", c.Name, c.Primary, c.SynchronousStandbyNames)
@@ -145,11 +163,11 @@ func dash(s string) string {
 	return s
 }
 
-func routingPath(home string) string { return filepath.Join(home, "routing.json") }
+func routingPath(home string) string { return stack.Home{Dir: home}.Routing() }
 
-func readRouting(path string) (routingDoc, error) {
-	var r routingDoc
-	data, err := os.ReadFile(path)
+func readRouting(path string) (stack.Routing, error) {
+	var r stack.Routing
+	data, err := stack.ReadFile(path)
 	if err != nil {
 		return r, err
 	}
@@ -165,7 +183,7 @@ func reportRouting(ctx context.Context, log *slog.Logger, db *dbroute.DB, path s
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		data, err := json.Marshal(routingDoc{At: time.Now(), Nodes: db.Snapshot()})
+		data, err := json.Marshal(stack.Routing{At: time.Now(), Nodes: db.Snapshot()})
 		if err == nil {
 			err = writeFileAtomic(path, data, 0o644)
 		}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,10 +20,13 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"socnet/internal/auth"
 	"socnet/internal/cluster"
 	"socnet/internal/counter"
+	"socnet/internal/pgnode"
 	"socnet/internal/pgrole"
 	"socnet/internal/postgres"
+	"socnet/internal/stack"
 )
 
 // Database and role names of the local stack.
@@ -47,46 +51,89 @@ func cmdUp(ctx context.Context, e *env, args []string) error {
 	fs := newFlags("up", e)
 	home := fs.HomeDir()
 	httpAddr := fs.String("http", "127.0.0.1:8080", "address of the API")
-	counterAddr := fs.String("counter-http", "127.0.0.1:8091", "address of the counter service")
-	relayAddr := fs.String("relay-http", "127.0.0.1:8092", "address of the outbox relay's /metrics and /healthz")
+	counterAddr := fs.String("counter-http", "", "address of the counter service (default: a free port chosen at first start and kept in the home)")
+	relayAddr := fs.String("relay-http", "", "address of the outbox relay's /metrics and /healthz (default: a free port chosen at first start and kept in the home)")
 	deadAfter := fs.Duration("dead-after", time.Second, "a primary failing its probes this long is failed over")
+	sharedBuffers := fs.String("main-shared-buffers", cluster.MainSpec().Settings["shared_buffers"], "shared_buffers of the main cluster's nodes, when it is created")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	return up(ctx, e, upConfig{Home: *home, HTTP: *httpAddr, CounterHTTP: *counterAddr, RelayHTTP: *relayAddr, DeadAfter: *deadAfter})
+	return up(ctx, e, upConfig{Home: *home, HTTP: *httpAddr, CounterHTTP: *counterAddr, RelayHTTP: *relayAddr,
+		DeadAfter: *deadAfter, MainSharedBuffers: *sharedBuffers})
 }
 
 type upConfig struct {
 	Home        string
 	HTTP        string
-	CounterHTTP string
-	RelayHTTP   string
+	CounterHTTP string // "": the port kept in the home's ports.json
+	RelayHTTP   string // "": the port kept in the home's ports.json
 	DeadAfter   time.Duration
+	// MainSharedBuffers is the main nodes' shared_buffers at creation.
+	MainSharedBuffers string
 }
+
+// Environment of the services `up` runs.
+const (
+	// stackHomeEnv marks a service as a child of the stack in that home, so
+	// that the next `up` can tell its leftovers from unrelated processes.
+	stackHomeEnv = "SOCNET_STACK_HOME"
+	// serviceKeyEnv is the path of the key of the services' calls to each other.
+	serviceKeyEnv = "SOCNET_SERVICE_KEY_FILE"
+)
 
 // up runs the whole local stack until ctx ends: both clusters with their
 // supervisor, the control socket, and the services, each restarted when it
 // dies. On the end of ctx it stops the services, then the clusters.
 func up(ctx context.Context, e *env, c upConfig) (err error) {
-	home, err := filepath.Abs(c.Home)
+	h, err := stack.NewHome(c.Home)
 	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(home, 0o700); err != nil {
 		return fmt.Errorf("up: %w", err)
+	}
+	home := h.Dir
+	if err := prepareHome(h); err != nil {
+		return err
 	}
 	unlock, err := lockHome(home)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	stopLeftovers(h, e.log, serviceGrace)
 	sec, err := loadUpSecrets(home)
 	if err != nil {
 		return err
 	}
+	ports, err := loadPorts(h)
+	if err != nil {
+		return err
+	}
+	if c.CounterHTTP == "" {
+		c.CounterHTTP = ports.Counter
+	}
+	if c.RelayHTTP == "" {
+		c.RelayHTTP = ports.Relay
+	}
+	// A port held by another process would let it answer our health
+	// checks: refuse it before starting anything.
+	for _, a := range []struct{ name, addr string }{{"api", c.HTTP}, {"counter", c.CounterHTTP}, {"relay", c.RelayHTTP}} {
+		if err := checkAddrFree(a.addr); err != nil {
+			return fmt.Errorf("up: %s cannot listen on %s: %w (another process holds it: stop it, or pass another address; removing %s picks new internal ports)", a.name, a.addr, err, h.Ports())
+		}
+	}
+	// Both keys are checked (owner, mode) before any service reads them.
+	if _, err := auth.LoadOrCreateKey(h.TokenKey()); err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	if _, err := auth.LoadOrCreateKey(h.ServiceKeyFile()); err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
 
 	opts := cluster.Options{DeadAfter: c.DeadAfter}
-	mainC, err := cluster.Open(cluster.Dir(home, mainCluster), cluster.MainSpec(), e.log, opts)
+	mainSpec := cluster.MainSpec()
+	if c.MainSharedBuffers != "" {
+		mainSpec.Settings["shared_buffers"] = c.MainSharedBuffers
+	}
+	mainC, err := cluster.Open(cluster.Dir(home, mainCluster), mainSpec, e.log, opts)
 	if err != nil {
 		return err
 	}
@@ -95,7 +142,10 @@ func up(ctx context.Context, e *env, c upConfig) (err error) {
 		return err
 	}
 	clusters := []*cluster.Cluster{mainC, counterC}
-	fmt.Fprintf(e.stdout, "starting PostgreSQL clusters in %s (logs in %s)...\n", home, filepath.Join(home, "logs"))
+	if _, err := stack.PassfileDSNs(h.PassFile(), append(adminDSNs(mainC, "postgres"), adminDSNs(counterC, "postgres")...)); err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	fmt.Fprintf(e.stdout, "starting PostgreSQL clusters in %s (logs in %s)...\n", home, h.Logs())
 	started := time.Now()
 	if err := forEach(clusters, func(cl *cluster.Cluster) error { return cl.Up(ctx) }); err != nil {
 		stopClusters(e, clusters)
@@ -134,48 +184,56 @@ func up(ctx context.Context, e *env, c upConfig) (err error) {
 		}
 	}()
 
-	stack := stackInfo{
+	mainAdmin, err := stack.PassfileDSNs(h.PassFile(), adminDSNs(mainC, mainDBName))
+	if err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	counterAdmin, err := stack.PassfileDSNs(h.PassFile(), adminDSNs(counterC, counterDBName))
+	if err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	info := stackInfo{
 		API:          c.HTTP,
 		Counter:      c.CounterHTTP,
 		MainDB:       appDSNs(mainC, mainAppRole, sec.MainApp, mainDBName),
-		MainAdmin:    adminDSNs(mainC, mainDBName),
+		MainAdmin:    mainAdmin,
 		CounterDB:    appDSNs(counterC, counterAppRole, sec.CounterApp, counterDBName),
-		CounterAdmin: adminDSNs(counterC, counterDBName),
+		CounterAdmin: counterAdmin,
 	}
-	if err := writeStack(home, stack); err != nil {
+	if err := writeStack(home, info); err != nil {
 		return err
 	}
-	logs := filepath.Join(home, "logs")
 	counterURL := "http://" + c.CounterHTTP
+	common := []string{stackHomeEnv + "=" + home, serviceKeyEnv + "=" + h.ServiceKeyFile()}
 	svcs := []*service{{
 		Name:    "counter",
 		Args:    []string{"counterd", "--http", c.CounterHTTP},
-		Env:     []string{"SOCNET_DB=" + strings.Join(stack.CounterDB, " ")},
+		Env:     append([]string{"SOCNET_DB=" + strings.Join(info.CounterDB, " ")}, common...),
 		Addr:    c.CounterHTTP,
-		LogPath: filepath.Join(logs, "counterd.log"),
+		LogPath: h.Log("counterd"),
 	}, {
 		Name:    "relay",
 		Args:    []string{"relay", "--counter", counterURL, "--http", c.RelayHTTP},
-		Env:     []string{"SOCNET_MAIN_DB=" + strings.Join(stack.MainDB, " ")},
+		Env:     append([]string{"SOCNET_MAIN_DB=" + strings.Join(info.MainDB, " ")}, common...),
 		Addr:    c.RelayHTTP,
-		LogPath: filepath.Join(logs, "relay.log"),
+		LogPath: h.Log("relay"),
 	}, {
 		Name: "api",
-		Args: []string{"serve", "--http", c.HTTP, "--key-file", filepath.Join(home, "token.key"),
-			"--routing-file", routingPath(home), "--counter", counterURL},
-		Env:     []string{"SOCNET_DB=" + strings.Join(stack.MainDB, " ")},
+		Args: []string{"serve", "--http", c.HTTP, "--key-file", h.TokenKey(),
+			"--routing-file", h.Routing(), "--counter", counterURL},
+		Env:     append([]string{"SOCNET_DB=" + strings.Join(info.MainDB, " ")}, common...),
 		Addr:    c.HTTP,
-		LogPath: filepath.Join(logs, "api.log"),
+		LogPath: h.Log("api"),
 	}}
 	var svcMu sync.Mutex
 	saveServices := func() {
 		svcMu.Lock()
 		defer svcMu.Unlock()
-		if err := writeServices(servicesPath(home), svcs); err != nil {
+		if err := writeServices(h.Services(), svcs); err != nil {
 			e.log.Warn("write services.json", "err", err)
 		}
 	}
-	defer os.Remove(servicesPath(home))
+	defer os.Remove(h.Services())
 	svcCtx, stopServices := context.WithCancel(ctx)
 	var svcWG sync.WaitGroup
 	for _, s := range svcs {
@@ -191,8 +249,8 @@ func up(ctx context.Context, e *env, c upConfig) (err error) {
 	rctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	for _, s := range svcs {
-		if err := waitHTTPHealthy(rctx, "http://"+s.Addr+"/healthz"); err != nil {
-			return fmt.Errorf("up: %s did not become healthy (see %s): %w", s.Name, s.LogPath, err)
+		if err := s.waitHealthy(rctx); err != nil {
+			return fmt.Errorf("up: %w", err)
 		}
 	}
 	cancel()
@@ -202,6 +260,78 @@ func up(ctx context.Context, e *env, c upConfig) (err error) {
 	<-ctx.Done()
 	fmt.Fprintln(e.stdout, "stopping socnet...")
 	return nil
+}
+
+// prepareHome refuses a home that another local user could have written
+// (stack.CheckHome) and creates a missing one, 0700.
+func prepareHome(h stack.Home) error {
+	if err := stack.CheckHome(h, homeOwners()); err != nil {
+		return fmt.Errorf("up: refusing home: %w", err)
+	}
+	if _, err := os.Lstat(h.Dir); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(h.Dir, 0o700); err != nil {
+			return fmt.Errorf("up: %w", err)
+		}
+		// The umask cannot loosen 0700, but a home socnet made is its to tighten.
+		if err := os.Chmod(h.Dir, 0o700); err != nil {
+			return fmt.Errorf("up: %w", err)
+		}
+	}
+	return nil
+}
+
+// homeOwners is who may own what in a home: the user running socnet, and
+// PostgreSQL's OS account when socnet runs as root.
+func homeOwners() stack.Owners {
+	o := stack.Owners{UID: os.Geteuid(), DataUID: -1}
+	if name := pgnode.OSUser(); name != "" {
+		if u, err := user.Lookup(name); err == nil {
+			if uid, err := strconv.Atoi(u.Uid); err == nil {
+				o.DataUID = uid
+			}
+		}
+	}
+	return o
+}
+
+// upPorts are the internal services' addresses, chosen free at first start
+// and kept in the home so that two stacks on one machine never collide and
+// a restarted stack keeps its addresses.
+type upPorts struct {
+	Counter string `json:"counter"`
+	Relay   string `json:"relay"`
+}
+
+func loadPorts(h stack.Home) (upPorts, error) {
+	var p upPorts
+	data, err := stack.ReadFile(h.Ports())
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(data, &p); err != nil {
+			return p, fmt.Errorf("up: read %s: %w", h.Ports(), err)
+		}
+	case errors.Is(err, os.ErrNotExist):
+	default:
+		return p, fmt.Errorf("up: %w", err)
+	}
+	changed := false
+	for _, a := range []*string{&p.Counter, &p.Relay} {
+		if *a != "" {
+			continue
+		}
+		port, err := pgnode.FreePort()
+		if err != nil {
+			return p, fmt.Errorf("up: %w", err)
+		}
+		*a, changed = net.JoinHostPort(cluster.Host, strconv.Itoa(port)), true
+	}
+	if changed {
+		data, _ := json.MarshalIndent(p, "", "  ")
+		if err := stack.WriteFile(h.Ports(), data, 0o600); err != nil {
+			return p, fmt.Errorf("up: %w", err)
+		}
+	}
+	return p, nil
 }
 
 // prepareMainDB creates the social database on the main primary, applies
@@ -313,7 +443,7 @@ func forEach(clusters []*cluster.Cluster, fn func(*cluster.Cluster) error) error
 func loadUpSecrets(home string) (upSecrets, error) {
 	path := filepath.Join(home, "secrets.json")
 	var s upSecrets
-	data, err := os.ReadFile(path)
+	data, err := stack.ReadFile(path)
 	switch {
 	case err == nil:
 		if err := json.Unmarshal(data, &s); err != nil {
@@ -332,7 +462,7 @@ func loadUpSecrets(home string) (upSecrets, error) {
 	}
 	if changed {
 		data, _ := json.MarshalIndent(s, "", "  ")
-		if err := writeFileAtomic(path, data, 0o600); err != nil {
+		if err := stack.WriteFile(path, data, 0o600); err != nil {
 			return s, err
 		}
 	}
@@ -348,7 +478,7 @@ func randomPassword() string {
 // lockHome takes an exclusive lock on home so that two `up` never run the
 // same clusters.
 func lockHome(home string) (func(), error) {
-	f, err := os.OpenFile(filepath.Join(home, "up.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(filepath.Join(home, stack.LockFile), os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, err
 	}

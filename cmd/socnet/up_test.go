@@ -6,14 +6,24 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"os/exec"
+	"os/user"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"socnet/internal/cluster"
+	"socnet/internal/pgnode"
+	"socnet/internal/stack"
 )
 
 // TestUpFailoverAndResume runs the whole local stack as `make run` does,
@@ -58,10 +68,17 @@ func TestUpFailoverAndResume(t *testing.T) {
 			pid = n.Pid
 		}
 	}
+	// Writers register users through the API until the failover is over, so
+	// that the last writes acknowledged before the SIGKILL are the
+	// primary's newest commits, not rows long replicated.
+	w := startWriters(base, 2)
+	defer w.stop()
+	waitFor(t, 60*time.Second, "writes acknowledged before the kill", func() bool { return len(w.acked()) >= 10 })
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatalf("kill primary %s (pid %d): %v", oldPrimary, pid, err)
 	}
 	killed := time.Now()
+	beforeKill := w.acked()
 	// Writes come back on the new primary by themselves.
 	var bob string
 	waitFor(t, 20*time.Second, "a write after the failover", func() bool {
@@ -70,6 +87,30 @@ func TestUpFailoverAndResume(t *testing.T) {
 		return ok
 	})
 	t.Logf("first acknowledged write %v after SIGKILL of %s", time.Since(killed).Round(time.Millisecond), oldPrimary)
+	acked := w.stop()
+	// Every acknowledged write, those of the last moments before the kill
+	// included, is on the node that replaced the killed primary.
+	replaced := findCluster(t, mustStatus(t, home, getenv), mainCluster)
+	if replaced.Primary == oldPrimary {
+		t.Fatalf("%s is still the primary after its SIGKILL and a write", oldPrimary)
+	}
+	var dsn string
+	for _, n := range replaced.Nodes {
+		if n.Name == replaced.Primary {
+			dsn = n.DSN
+		}
+	}
+	ids := append([]string{alice, bob}, acked...)
+	// The check can see a loss: an id never written is reported.
+	if never := "00000000-0000-4000-8000-000000000000"; !slices.Equal(missingUsers(t, dsn, append(ids, never)), []string{never}) {
+		t.Fatalf("the survival check does not report a user that was never written")
+	}
+	if missing := missingUsers(t, dsn, ids); len(missing) > 0 {
+		t.Fatalf("%d of %d acknowledged users (%d acknowledged before the kill) are not on %s, which replaced %s: %v",
+			len(missing), len(ids), len(beforeKill), replaced.Primary, oldPrimary, missing)
+	}
+	t.Logf("%d acknowledged users on %s, %d of them acknowledged before the SIGKILL of %s",
+		len(ids), replaced.Primary, len(beforeKill), oldPrimary)
 	c.do("GET", "/user/get/"+alice, "", nil, 200, nil)
 	var newPrimary string
 	waitFor(t, 60*time.Second, "the old primary back as a replica", func() bool {
@@ -116,6 +157,87 @@ func TestUpFailoverAndResume(t *testing.T) {
 	}
 }
 
+// writers register users through an API in a loop and keep the ids of the
+// acknowledged registrations.
+type writers struct {
+	mu   sync.Mutex
+	ids  []string
+	done chan struct{}
+	wg   sync.WaitGroup
+}
+
+func startWriters(base string, n int) *writers {
+	w := &writers{done: make(chan struct{})}
+	for i := range n {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			// Bounded in count as well as by stop.
+			for j := 0; j < 5000; j++ {
+				select {
+				case <-w.done:
+					return
+				default:
+				}
+				if id, ok := tryRegister(base, "Писатель", fmt.Sprintf("Номер%d-%d", i, j)); ok {
+					w.mu.Lock()
+					w.ids = append(w.ids, id)
+					w.mu.Unlock()
+				} else {
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	return w
+}
+
+// acked returns the ids acknowledged so far.
+func (w *writers) acked() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.ids...)
+}
+
+// stop stops the writers and returns every acknowledged id. It may be
+// called again.
+func (w *writers) stop() []string {
+	select {
+	case <-w.done:
+	default:
+		close(w.done)
+	}
+	w.wg.Wait()
+	return w.acked()
+}
+
+// missingUsers returns the ids that the social database behind the
+// administrator DSN dsn (of its postgres database) does not hold.
+func missingUsers(t *testing.T, dsn string, ids []string) []string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + mainDBName
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, u.String())
+	if err != nil {
+		t.Fatalf("connect to %s: %v", u.Redacted(), err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, "SELECT id::text FROM unnest($1::uuid[]) AS want(id) WHERE NOT EXISTS (SELECT 1 FROM users WHERE users.id = want.id)", ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return missing
+}
+
 // startUp runs `socnet up` until the returned stop is called, and waits until
 // the API is healthy.
 func startUp(t *testing.T, home, apiAddr string, getenv func(string) string) (stop func()) {
@@ -124,7 +246,7 @@ func startUp(t *testing.T, home, apiAddr string, getenv func(string) string) (st
 	var out syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"socnet", "up", "--home", home, "--http", apiAddr, "--counter-http", freeAddr(t)},
+		done <- run(ctx, []string{"socnet", "up", "--home", home, "--http", apiAddr, "--main-shared-buffers", "32MB"},
 			getenv, &out, &out)
 	}()
 	deadline := time.After(3 * time.Minute)
@@ -155,20 +277,20 @@ func startUp(t *testing.T, home, apiAddr string, getenv func(string) string) (st
 	}
 }
 
-func mustStatus(t *testing.T, home string, getenv func(string) string) statusDoc {
+func mustStatus(t *testing.T, home string, getenv func(string) string) stack.Status {
 	t.Helper()
 	var out, errOut syncBuffer
 	if err := run(context.Background(), []string{"socnet", "status", "--home", home, "--json"}, getenv, &out, &errOut); err != nil {
 		t.Fatalf("status: %v\n%s", err, errOut.String())
 	}
-	var doc statusDoc
+	var doc stack.Status
 	if err := json.Unmarshal([]byte(out.String()), &doc); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out.String())
 	}
 	return doc
 }
 
-func findCluster(t *testing.T, doc statusDoc, name string) clusterStatus {
+func findCluster(t *testing.T, doc stack.Status, name string) clusterStatus {
 	t.Helper()
 	for _, c := range doc.Clusters {
 		if c.Name == name {
@@ -440,5 +562,444 @@ func TestCounterDrillOnStack(t *testing.T) {
 	}
 	if counted != unread || unread >= stored {
 		t.Errorf("the counters count %d and the database %d unread messages, of the %d the run stored", counted, unread, stored)
+	}
+}
+
+// TestUpRefusesUntrustedHome plants in a home what another local user could
+// and checks that `up` refuses it in one line with the command that fixes
+// it, before it starts or changes anything.
+func TestUpRefusesUntrustedHome(t *testing.T) {
+	nobody := lookupNobody(t)
+	tests := []struct {
+		name  string
+		plant func(t *testing.T, home string)
+		path  string // relative to home
+		want  string
+	}{
+		{"home writable by all", func(t *testing.T, home string) {
+			if err := os.Chmod(home, 0o777); err != nil {
+				t.Fatal(err)
+			}
+		}, ".", "chmod go-w " + "HOME"},
+		{"token key planted by nobody", func(t *testing.T, home string) {
+			writeTestFile(t, filepath.Join(home, "token.key"), strings.Repeat("k", 32))
+			if err := os.Chown(filepath.Join(home, "token.key"), nobody, -1); err != nil {
+				t.Fatal(err)
+			}
+		}, "token.key", "chown"},
+		{"logs planted as a link", func(t *testing.T, home string) {
+			if err := os.Symlink(t.TempDir(), filepath.Join(home, "logs")); err != nil {
+				t.Fatal(err)
+			}
+		}, "logs", "rm HOME/logs"},
+		{"clusters planted as a link", func(t *testing.T, home string) {
+			if err := os.Symlink(t.TempDir(), filepath.Join(home, "clusters")); err != nil {
+				t.Fatal(err)
+			}
+		}, "clusters", "rm HOME/clusters"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			home := filepath.Join(t.TempDir(), "home")
+			if err := os.Mkdir(home, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			tt.plant(t, home)
+			before := listHome(t, home)
+			var out syncBuffer
+			// Bounded: an `up` that wrongly accepts the home runs until ctx ends.
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			err := run(ctx, []string{"socnet", "up", "--home", home, "--http", freeAddr(t)},
+				func(string) string { return "" }, &out, &out)
+			if err == nil {
+				t.Fatalf("up on a home with %s started:\n%s", tt.name, out.String())
+			}
+			msg := err.Error()
+			want := strings.ReplaceAll(tt.want, "HOME", home)
+			if strings.Contains(msg, "\n") || !strings.Contains(msg, filepath.Join(home, tt.path)) || !strings.Contains(msg, want) {
+				t.Errorf("up: %q; want one line naming %s and saying %q", msg, filepath.Join(home, tt.path), want)
+			}
+			if after := listHome(t, home); after != before {
+				t.Errorf("up changed the home it refused:\nbefore %s\nafter  %s", before, after)
+			}
+		})
+	}
+}
+
+// TestStopLeftovers runs processes recorded in services.json as a previous
+// `up` that died would leave them: the one marked as a child of this home is
+// stopped, the ones marked for another home or not at all (a pid reused by
+// an unrelated process) are left alone.
+func TestStopLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	home := filepath.Join(dir, "home")
+	if err := os.Mkdir(home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	start := func(env ...string) (*exec.Cmd, chan error) {
+		cmd := exec.Command("sleep", "300")
+		cmd.Env = append(os.Environ(), env...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		t.Cleanup(func() { cmd.Process.Kill() })
+		return cmd, done
+	}
+	ours, oursDone := start(stackHomeEnv + "=" + home)
+	other, otherDone := start(stackHomeEnv + "=" + filepath.Join(dir, "other"))
+	unmarked, unmarkedDone := start()
+	recs := []stack.Service{{Name: "relay", Pid: ours.Process.Pid}, {Name: "api", Pid: other.Process.Pid},
+		{Name: "counter", Pid: unmarked.Process.Pid}}
+	data, _ := json.Marshal(recs)
+	writeTestFile(t, servicesPath(home), string(data))
+
+	stopLeftovers(stack.Home{Dir: home}, discardLogger(), 10*time.Second)
+	select {
+	case <-oursDone:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the leftover of this home (pid %d) still runs", ours.Process.Pid)
+	}
+	for name, done := range map[string]chan error{"another home's": otherDone, "an unmarked": unmarkedDone} {
+		select {
+		case err := <-done:
+			t.Errorf("%s process was stopped: %v", name, err)
+		default:
+		}
+	}
+}
+
+func lookupNobody(t *testing.T) int {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("planting a file owned by another user needs root")
+	}
+	u, err := user.Lookup("nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uid
+}
+
+func writeTestFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// listHome describes every entry under home with its mode and owner.
+func listHome(t *testing.T, home string) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.WalkDir(home, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		fmt.Fprintf(&b, "%s %v %d %d; ", p, fi.Mode(), st.Uid, fi.Size())
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// TestTwoStacksAndKilledUp runs two stacks side by side on one machine,
+// one of them as a real `socnet up` process: both come up on internal ports
+// of their own with working unread counters, and their status DSNs carry no
+// password yet connect. Then the process's `up` is SIGKILLed: nothing of its
+// home keeps running (services, PostgreSQL), the other stack is unaffected,
+// and the next `up` on the same home starts cleanly with its data.
+func TestTwoStacksAndKilledUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts ten PostgreSQL nodes")
+	}
+	t.Setenv(beMainEnv, "1")
+	getenv := func(k string) string {
+		if k == "SOCNET_LOG_LEVEL" {
+			return "warn"
+		}
+		return ""
+	}
+	homeA, homeB := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
+	apiA, apiB := freeAddr(t), freeAddr(t)
+	upB := startUpProcess(t, homeB, apiB)
+	stopA := startUp(t, homeA, apiA, getenv)
+	defer stopA()
+
+	pa, pb := readPortsFile(t, homeA), readPortsFile(t, homeB)
+	used := map[string]bool{}
+	for _, a := range []string{pa.Counter, pa.Relay, pb.Counter, pb.Relay} {
+		if used[a] || strings.HasSuffix(a, ":8091") || strings.HasSuffix(a, ":8092") {
+			t.Fatalf("internal addresses A %+v, B %+v: want four distinct ports chosen free", pa, pb)
+		}
+		used[a] = true
+	}
+	dialogA := newUnreadDialog(t, "http://"+apiA)
+	dialogB := newUnreadDialog(t, "http://"+apiB)
+	dialogA.send(t)
+	dialogB.send(t)
+	dialogA.waitUnread(t, 1)
+	dialogB.waitUnread(t, 1)
+
+	statusB := mustStatus(t, homeB, getenv)
+	checkStatusDSNs(t, homeB, statusB)
+
+	// SIGKILL of B's `up`: its children must not outlive it.
+	procs := homeProcesses(homeB)
+	if len(procs) < 5+3 {
+		t.Fatalf("processes of home B: %v; want at least its 5 postmasters and 3 services", procs)
+	}
+	upB.kill(t)
+	left := func() map[int]string {
+		now := homeProcesses(homeB)
+		for pid, cmd := range procs {
+			if running(pid) {
+				now[pid] = cmd
+			}
+		}
+		return now
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for len(left()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("60s after the SIGKILL of home B's up, these of its processes run: %v", left())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// A did not notice.
+	dialogA.send(t)
+	dialogA.waitUnread(t, 2)
+
+	// B again, on the same home: clean start, same data and ports.
+	stopB := startUp(t, homeB, apiB, getenv)
+	defer stopB()
+	if again := readPortsFile(t, homeB); again != pb {
+		t.Errorf("B's internal addresses after the restart = %+v, want %+v", again, pb)
+	}
+	dialogB.waitUnread(t, 1)
+	dialogB.send(t)
+	dialogB.waitUnread(t, 2)
+}
+
+// upProcess is `socnet up` running as a process of its own.
+type upProcess struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	out    *syncBuffer
+}
+
+// startUpProcess runs `socnet up` as a process of its own (this test binary
+// acting as socnet) and waits until its API is healthy.
+func startUpProcess(t *testing.T, home, apiAddr string) *upProcess {
+	t.Helper()
+	p := &upProcess{exited: make(chan struct{}), out: &syncBuffer{}}
+	p.cmd = exec.Command(os.Args[0], "up", "--home", home, "--http", apiAddr, "--main-shared-buffers", "32MB")
+	p.cmd.Env = append(os.Environ(), beMainEnv+"=1", "SOCNET_LOG_LEVEL=warn")
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(90 * time.Second):
+			_ = p.cmd.Process.Kill()
+		}
+	})
+	deadline := time.After(3 * time.Minute)
+	for {
+		if ok, _ := healthy("http://" + apiAddr); ok {
+			return p
+		}
+		select {
+		case <-p.exited:
+			t.Fatalf("up exited early:\n%s", p.out.String())
+		case <-deadline:
+			t.Fatalf("up not ready after 3m:\n%s", p.out.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// kill SIGKILLs the process and waits until it is gone.
+func (p *upProcess) kill(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.exited
+}
+
+func readPortsFile(t *testing.T, home string) upPorts {
+	t.Helper()
+	var p upPorts
+	mustReadJSON(t, stack.Home{Dir: home}.Ports(), &p)
+	return p
+}
+
+// checkStatusDSNs checks that no DSN of the status carries a password, and
+// that the primary's connects as it is with pgx and with psql (libpq).
+func checkStatusDSNs(t *testing.T, home string, doc stack.Status) {
+	t.Helper()
+	for _, c := range doc.Clusters {
+		for _, n := range c.Nodes {
+			u, err := url.Parse(n.DSN)
+			if err != nil {
+				t.Fatalf("node %s: dsn: %v", n.Name, err)
+			}
+			if _, has := u.User.Password(); has || u.Query().Get("passfile") == "" {
+				t.Fatalf("node %s: dsn %s carries a password or names no passfile", n.Name, u.Redacted())
+			}
+			if n.Name != c.Primary {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			conn, err := pgx.Connect(ctx, n.DSN)
+			if err != nil {
+				cancel()
+				t.Fatalf("pgx connect %s: %v", n.DSN, err)
+			}
+			conn.Close(ctx)
+			cancel()
+			psql := filepath.Join(pgnodeBinDir(t), "psql")
+			out, err := exec.Command(psql, n.DSN, "-Atc", "SELECT 1").CombinedOutput()
+			if err != nil || strings.TrimSpace(string(out)) != "1" {
+				t.Fatalf("psql %q: %v: %s", n.DSN, err, out)
+			}
+		}
+	}
+	fi, err := os.Stat(stack.Home{Dir: home}.PassFile())
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("passfile: %v %v, want mode 0600", fi, err)
+	}
+}
+
+func pgnodeBinDir(t *testing.T) string {
+	t.Helper()
+	dir, err := pgnode.FindBinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// homeProcesses returns the live processes of the stack in home: those
+// that name it in their environment or command line (services, postmasters)
+// and their children (PostgreSQL's backends), with their command lines.
+func homeProcesses(home string) map[int]string {
+	procs := map[int]string{}
+	parents := map[int]int{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || !running(pid) {
+			continue
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		environ, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if strings.Contains(string(cmdline), home+"/") || strings.Contains(string(environ), stackHomeEnv+"="+home+"\x00") {
+			procs[pid] = strings.ReplaceAll(string(cmdline), "\x00", " ")
+		}
+		if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+			// pid (comm) state ppid ...
+			if f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:])); len(f) > 1 {
+				parents[pid], _ = strconv.Atoi(f[1])
+			}
+		}
+	}
+	for pid, ppid := range parents {
+		if _, ok := procs[ppid]; ok {
+			if _, seen := procs[pid]; !seen {
+				cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+				procs[pid] = strings.ReplaceAll(string(cmdline), "\x00", " ")
+			}
+		}
+	}
+	return procs
+}
+
+// running reports whether pid is a process that has not exited (a zombie
+// waiting to be reaped has).
+func running(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
+}
+
+// unreadDialog is a sender and a recipient on a stack's API.
+type unreadDialog struct {
+	c               *client
+	from, to, toTok string
+	fromTok         string
+}
+
+func newUnreadDialog(t *testing.T, base string) *unreadDialog {
+	c := &client{t: t, base: base}
+	d := &unreadDialog{c: c}
+	d.from = c.register("Анна", "Ахматова", "pw-from-1")
+	d.to = c.register("Марина", "Цветаева", "pw-to-12")
+	d.fromTok, d.toTok = c.login(d.from, "pw-from-1"), c.login(d.to, "pw-to-12")
+	return d
+}
+
+func (d *unreadDialog) send(t *testing.T) {
+	t.Helper()
+	d.c.do("POST", "/dialog/"+d.to+"/send", d.fromTok, map[string]any{"text": "привет"}, 200, nil)
+}
+
+// waitUnread waits until the recipient's unread total is want.
+func (d *unreadDialog) waitUnread(t *testing.T, want int) {
+	t.Helper()
+	var got int
+	waitFor(t, 30*time.Second, fmt.Sprintf("%d unread on %s", want, d.c.base), func() bool {
+		var u struct {
+			Total int `json:"total"`
+		}
+		d.c.do("GET", "/dialog/unread", d.toTok, nil, 200, &u)
+		got = u.Total
+		return got == want
+	})
+}
+
+// TestUpRefusesBusyPort holds the counter service's address as another
+// stack would: `up` says so before it starts anything, instead of letting
+// the other process answer its health checks.
+func TestUpRefusesBusyPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	home := filepath.Join(t.TempDir(), "home")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out syncBuffer
+	err = run(ctx, []string{"socnet", "up", "--home", home, "--http", freeAddr(t), "--counter-http", ln.Addr().String()},
+		func(string) string { return "" }, &out, &out)
+	want := "counter cannot listen on " + ln.Addr().String()
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("up with the counter's address taken: %v; want %q\n%s", err, want, out.String())
+	}
+	if _, err := os.Stat(filepath.Join(home, "clusters")); !os.IsNotExist(err) {
+		t.Errorf("up created clusters before refusing the address: %v", err)
 	}
 }

@@ -3,9 +3,12 @@ package auth_test
 import (
 	"bytes"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"socnet/internal/auth"
@@ -74,17 +77,34 @@ func TestLoadOrCreateKeyRefuses(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, "not a regular file"},
+		{"fifo", func(t *testing.T, path string) {
+			if err := syscall.Mkfifo(path, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, "not a regular file"},
+		{"symbolic link", func(t *testing.T, path string) {
+			// A link to a well-formed key of someone else's.
+			target := filepath.Join(t.TempDir(), "planted.key")
+			writeFile(t, target, 32, 0o600)
+			if err := os.Symlink(target, path); err != nil {
+				t.Fatal(err)
+			}
+		}, "symbolic link"},
+		{"owned by another user", func(t *testing.T, path string) {
+			writeFile(t, path, 32, 0o600)
+			chownNobody(t, path)
+		}, "owned by uid"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "token.key")
 			tt.prepare(t, path)
-			before, _ := os.ReadFile(path)
+			before := readRegular(path)
 			key, err := auth.LoadOrCreateKey(path)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("LoadOrCreateKey = %x, %v; want an error containing %q", key, err, tt.want)
 			}
-			if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+			if after := readRegular(path); !bytes.Equal(before, after) {
 				t.Errorf("key file changed from %x to %x", before, after)
 			}
 		})
@@ -95,6 +115,34 @@ func TestLoadOrCreateKeyMissingDir(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "no", "such", "token.key")
 	if _, err := auth.LoadOrCreateKey(path); err == nil {
 		t.Error("LoadOrCreateKey in a missing directory succeeded")
+	}
+}
+
+// readRegular reads path when it is a regular file (not a FIFO a read
+// would block on, not the target of a link).
+func readRegular(path string) []byte {
+	if fi, err := os.Lstat(path); err != nil || !fi.Mode().IsRegular() {
+		return nil
+	}
+	b, _ := os.ReadFile(path)
+	return b
+}
+
+// chownNobody hands path to the user nobody, as a file planted by another
+// local user would be.
+func chownNobody(t *testing.T, path string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("handing a file to another user needs root")
+	}
+	u, err := user.Lookup("nobody")
+	if err != nil {
+		t.Fatalf("look up nobody: %v", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if err := os.Chown(path, uid, gid); err != nil {
+		t.Fatal(err)
 	}
 }
 
