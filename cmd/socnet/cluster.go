@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"socnet/internal/cluster"
+	"socnet/internal/stack"
 )
 
 const clusterUsage = `usage: socnet cluster SUBCOMMAND [flags] ARGS
@@ -277,6 +278,9 @@ func (cc clusterCmd) status(ctx context.Context, asJSON bool) error {
 		}
 	}
 	if asJSON {
+		if err := withoutPasswords(stack.Home{Dir: cc.home}, sts); err != nil {
+			return err
+		}
 		enc := json.NewEncoder(cc.e.stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(struct {

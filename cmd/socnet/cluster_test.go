@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -59,6 +60,15 @@ func TestClusterCommandDirect(t *testing.T) {
 	}
 	if len(doc.Clusters) != 1 || doc.Clusters[0].Primary != "counter-1" || doc.Clusters[0].Nodes[0].Role != cluster.RoleDown {
 		t.Fatalf("status of a stopped cluster: %+v", doc.Clusters)
+	}
+	for _, n := range doc.Clusters[0].Nodes {
+		u, err := url.Parse(n.DSN)
+		if err != nil {
+			t.Fatalf("%s: dsn %q: %v", n.Name, n.DSN, err)
+		}
+		if _, has := u.User.Password(); has || u.Query().Get("passfile") == "" {
+			t.Errorf("%s: status --json dsn %q: want no password and a passfile", n.Name, n.DSN)
+		}
 	}
 
 	out, err = runCluster(t, "switchover", "--home", home, "counter", "counter-2")
