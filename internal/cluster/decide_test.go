@@ -62,6 +62,7 @@ func TestDecide(t *testing.T) {
 	seen := func(state, flush string) opt {
 		return func(n *cluster.NodeObservation) { n.LastSyncState, n.LastFlushLSN = state, lsn(t, flush) }
 	}
+	listed := func(n *cluster.NodeObservation) { n.SyncListed = true }
 	tl := func(tli int) opt { return func(n *cluster.NodeObservation) { n.Timeline = tli } }
 	primaryAt := func(flush string) opt {
 		return func(n *cluster.NodeObservation) { n.InRecovery = false; n.FlushLSN = lsn(t, flush) }
@@ -149,9 +150,72 @@ func TestDecide(t *testing.T) {
 			name: "async down: the sync one is promoted",
 			obs: obs(node("main-1", down),
 				node("main-2", at("0/3000200", "0/3000200"), seen("sync", "0/3000200")),
-				node("main-3", down, seen("potential", "0/3000280"))),
+				node("main-3", down, seen("async", "0/3000280"))),
 			want: cluster.Decision{Action: cluster.ActionPromote, Primary: "main-2", PrimaryLSN: lsn(t, "0/3000200"),
 				Follow: []string{"main-3"}, Rejoin: []string{"main-1"}},
+		},
+		{
+			// The last view is up to a probe interval old: main-3 may have
+			// become sync since (main-2 left the list for a moment) and
+			// acknowledged commits main-2 lacks.
+			name: "stale sync state: potential down, sync reachable",
+			obs: with(obs(node("main-1", down),
+				node("main-2", at("0/1000", "0/1000"), seen("sync", "0/1000")),
+				node("main-3", down, seen("potential", "0/1000"))),
+				func(o *cluster.Observation) { o.AckedLSN, o.PrimaryFlushLSN = lsn(t, "0/1000"), lsn(t, "0/1000") }),
+			want:   cluster.Decision{Action: cluster.ActionWait},
+			reason: []string{"refusing to promote main-2", "main-3 (last seen potential at 0/1000) is unreachable", "forcing may lose commits made after the last observation"},
+		},
+		{
+			name: "stale sync state forced: what may be lost counts the unreachable standby's last flush",
+			obs: with(obs(node("main-1", down),
+				node("main-2", at("0/1000", "0/1000"), seen("sync", "0/1000")),
+				node("main-3", down, seen("potential", "0/1100"))),
+				func(o *cluster.Observation) {
+					o.AckedLSN, o.PrimaryFlushLSN, o.Force = lsn(t, "0/1000"), lsn(t, "0/1000"), true
+				}),
+			want: cluster.Decision{Action: cluster.ActionPromote, Primary: "main-2", PrimaryLSN: lsn(t, "0/1000"),
+				Follow: []string{"main-3"}, Rejoin: []string{"main-1"}, MayLoseBytes: 0x100},
+			reason: []string{"forced promotion of main-2", "up to 256 bytes"},
+		},
+		{
+			name: "stale sync state: both were potential, one is down",
+			obs: obs(node("main-1", down),
+				node("main-2", at("0/3000300", "0/3000300"), seen("potential", "0/3000300")),
+				node("main-3", down, seen("potential", "0/3000100"))),
+			want:   cluster.Decision{Action: cluster.ActionWait},
+			reason: []string{"main-3 (last seen potential at 0/3000100) is unreachable"},
+		},
+		{
+			name: "a standby named in the setting but not streaming at the last view may have become sync",
+			obs: obs(node("main-1", down),
+				node("main-2", at("0/3000300", "0/3000300"), seen("sync", "0/3000300")),
+				node("main-3", down, listed)),
+			want:   cluster.Decision{Action: cluster.ActionWait},
+			reason: []string{"main-3 is unreachable and named in synchronous_standby_names"},
+		},
+		{
+			name: "a standby seen async but named in the setting since may have become sync",
+			obs: obs(node("main-1", down),
+				node("main-2", at("0/3000300", "0/3000300"), seen("sync", "0/3000300")),
+				node("main-3", down, seen("async", "0/3000100"), listed)),
+			want:   cluster.Decision{Action: cluster.ActionWait},
+			reason: []string{"main-3 is unreachable and named in synchronous_standby_names"},
+		},
+		{
+			name: "a listed standby that answers does not block: its WAL is compared",
+			obs: obs(node("main-1", down),
+				node("main-2", at("0/3000300", "0/3000300"), seen("sync", "0/3000300"), listed),
+				node("main-3", at("0/3000200", "0/3000200"), listed)),
+			want: cluster.Decision{Action: cluster.ActionPromote, Primary: "main-2", PrimaryLSN: lsn(t, "0/3000300"),
+				Follow: []string{"main-3"}, Rejoin: []string{"main-1"}},
+		},
+		{
+			name: "the old primary named in the setting does not block",
+			obs: obs(node("main-1", down, seen("sync", "0/3000900"), listed),
+				node("main-2", at("0/3000300", "0/3000300"), seen("sync", "0/3000300"))),
+			want: cluster.Decision{Action: cluster.ActionPromote, Primary: "main-2", PrimaryLSN: lsn(t, "0/3000300"),
+				Rejoin: []string{"main-1"}},
 		},
 		{
 			name: "a replica that was not streaming cannot hold acknowledged commits",
@@ -251,6 +315,77 @@ func TestDecide(t *testing.T) {
 			want: cluster.Decision{Action: cluster.ActionAdopt, Primary: "main-2", PrimaryLSN: lsn(t, "0/3000500"),
 				Follow: []string{"main-3"}, Rejoin: []string{"main-1"}},
 			reason: []string{"main-2 is already primary on timeline 2"},
+		},
+		{
+			name: "two primaries on new timelines: the newest is adopted, the other fenced",
+			obs: obs(node("main-1", down),
+				node("main-2", primaryAt("0/3000400"), tl(2)),
+				node("main-3", primaryAt("0/3000100"), tl(3))),
+			want: cluster.Decision{Action: cluster.ActionAdopt, Primary: "main-3", PrimaryLSN: lsn(t, "0/3000100"),
+				Fence: []string{"main-2"}, Rejoin: []string{"main-1", "main-2"}},
+			reason: []string{"main-3 is already primary on timeline 3"},
+		},
+		{
+			name: "two primaries on the same new timeline: the one with more WAL is adopted, the other fenced",
+			obs: obs(node("main-1", down),
+				node("main-2", primaryAt("0/3000400"), tl(2)),
+				node("main-3", primaryAt("0/3000500"), tl(2))),
+			want: cluster.Decision{Action: cluster.ActionAdopt, Primary: "main-3", PrimaryLSN: lsn(t, "0/3000500"),
+				Fence: []string{"main-2"}, Rejoin: []string{"main-1", "main-2"}},
+		},
+		{
+			name: "a standby running as primary on the old timeline is fenced, not adopted",
+			obs: obs(node("main-1", down),
+				node("main-2", primaryAt("0/3000500"), tl(1)),
+				node("main-3", at("0/3000300", "0/3000300"), seen("sync", "0/3000300"))),
+			want: cluster.Decision{Action: cluster.ActionPromote, Primary: "main-3", PrimaryLSN: lsn(t, "0/3000300"),
+				Fence: []string{"main-2"}, Rejoin: []string{"main-1", "main-2"}},
+		},
+		{
+			name: "a primary on a timeline older than the old primary's is fenced",
+			obs: with(obs(node("main-1", down),
+				node("main-2", primaryAt("0/3000500"), tl(1)),
+				node("main-3", at("0/3000300", "0/3000300"), tl(2), seen("sync", "0/3000300"))),
+				func(o *cluster.Observation) { o.Timeline = 2 }),
+			want: cluster.Decision{Action: cluster.ActionPromote, Primary: "main-3", PrimaryLSN: lsn(t, "0/3000300"),
+				Fence: []string{"main-2"}, Rejoin: []string{"main-1", "main-2"}},
+		},
+		{
+			name: "an unreachable node's last timeline and role are ignored",
+			obs: obs(node("main-1", down),
+				node("main-2", at("0/3000300", "0/3000300"), seen("sync", "0/3000300")),
+				node("main-3", down, primaryAt("0/3000900"), tl(5), seen("async", "0/3000100"))),
+			want: cluster.Decision{Action: cluster.ActionPromote, Primary: "main-2", PrimaryLSN: lsn(t, "0/3000300"),
+				Follow: []string{"main-3"}, Rejoin: []string{"main-1"}},
+		},
+		{
+			name: "operator target on a stale timeline is refused",
+			obs: with(obs(node("main-1", down),
+				node("main-2", at("0/5000000", "0/5000000"), tl(1)),
+				node("main-3", at("0/4000100", "0/4000100"), tl(2), seen("sync", "0/4000100"))),
+				func(o *cluster.Observation) {
+					o.Timeline, o.AckedLSN, o.PrimaryFlushLSN = 2, lsn(t, "0/4000100"), lsn(t, "0/4000100")
+					o.Target, o.Force = "main-2", true
+				}),
+			want:   cluster.Decision{Action: cluster.ActionWait},
+			reason: []string{"main-2 is on stale timeline 1 (current 2); rejoin it first"},
+		},
+		{
+			name: "a standby on a timeline newer than the old primary's wins over more WAL on the old one",
+			obs: obs(node("main-1", down),
+				node("main-2", at("0/3000400", "0/3000400"), tl(1)),
+				node("main-3", at("0/3000300", "0/3000300"), tl(2))),
+			want: cluster.Decision{Action: cluster.ActionPromote, Primary: "main-3", PrimaryLSN: lsn(t, "0/3000300"),
+				Rejoin: []string{"main-1", "main-2"}},
+		},
+		{
+			name: "operator target running as a stale primary is refused",
+			obs: with(obs(node("main-1", down),
+				node("main-2", primaryAt("0/3000500"), tl(1)),
+				node("main-3", at("0/3000300", "0/3000300"))),
+				func(o *cluster.Observation) { o.Target, o.Force = "main-2", true }),
+			want:   cluster.Decision{Action: cluster.ActionWait, Fence: []string{"main-2"}},
+			reason: []string{"main-2 runs as a primary on stale timeline 1"},
 		},
 		{
 			name: "operator target that is already primary",

@@ -1,0 +1,4 @@
+package cluster
+
+// SyncListed exposes syncListed to the external tests.
+var SyncListed = syncListed
