@@ -94,6 +94,7 @@ func TestDecide(t *testing.T) {
 				node("main-3", at("0/3000100", "0/3000100"), seen("potential", "0/3000100"))),
 			want: cluster.Decision{Action: cluster.ActionPromote, Primary: "main-2", PrimaryLSN: lsn(t, "0/3000300"),
 				Follow: []string{"main-3"}, Rejoin: []string{"main-1"}},
+			reason: []string{`promote main-2: the most WAL (0/3000300) of 2 candidate(s), last seen "sync"`},
 		},
 		{
 			name: "async ahead of sync is promoted: it holds every acknowledged commit too",
@@ -409,6 +410,16 @@ func TestDecide(t *testing.T) {
 				func(o *cluster.Observation) { o.Target = "main-3" }),
 			want:   cluster.Decision{Action: cluster.ActionWait},
 			reason: []string{"main-3 WAL position 0/3000200 is behind 0/3000300 of main-2", "lose up to 256 bytes"},
+		},
+		{
+			name: "operator target that holds every acknowledged commit",
+			obs: with(obs(node("main-1", down),
+				node("main-2", at("0/3000300", "0/3000300"), seen("sync", "0/3000300")),
+				node("main-3", at("0/3000300", "0/3000300"), seen("potential", "0/3000300"))),
+				func(o *cluster.Observation) { o.Target = "main-3" }),
+			want: cluster.Decision{Action: cluster.ActionPromote, Primary: "main-3", PrimaryLSN: lsn(t, "0/3000300"),
+				Follow: []string{"main-2"}, Rejoin: []string{"main-1"}},
+			reason: []string{"promote main-3 at 0/3000300 as asked; it holds every acknowledged commit"},
 		},
 		{
 			name: "operator target forced",
