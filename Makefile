@@ -5,7 +5,7 @@ HOME_DIR  ?= $(HOME)/.socnet
 HTTP      ?= 127.0.0.1:8080
 PKGS      := ./...
 
-.PHONY: all build run test test-short lint bench deps-postgres clean
+.PHONY: all build run test test-short lint bench mutation deps-postgres clean
 
 all: build
 
@@ -34,6 +34,12 @@ lint:
 # Benchmarks with a million users; figures go to docs/BENCHMARKS.md.
 bench: deps-postgres build
 	scripts/bench.sh
+
+# Mutation testing of the failover decision, the "primary is dead" rule and the
+# counter's apply logic; prints a score per file (docs/TESTING.md). Not part
+# of `test`: it takes minutes.
+mutation: deps-postgres
+	scripts/mutation.sh
 
 clean:
 	rm -rf bin

@@ -39,6 +39,10 @@ type NodeObservation struct {
 	LastSyncState string
 	// LastFlushLSN is the node's flush_lsn in that same observation.
 	LastFlushLSN LSN
+	// SyncListed is true when the old primary's synchronous_standby_names
+	// names the node: it may have become the synchronous standby after the
+	// last observation, whatever LastSyncState says.
+	SyncListed bool
 }
 
 // Position is the end of the WAL the node holds: the flush LSN of a primary,
@@ -144,17 +148,22 @@ type Decision struct {
 //     - its WAL ends before AckedLSN (a commit acknowledged by a synchronous
 //     standby that is not the candidate), or, for an operator's Target,
 //     before another reachable candidate's;
-//     - a standby that does not answer may hold such commits: one that was
-//     sync or quorum at the last observation, or one that was potential
-//     while the candidate was not the sync one, or any standby when the old
-//     primary was never observed.
-//     With FIRST 1 only the sync standby acknowledges commits, and the
-//     primary acknowledges a commit only after that standby flushed it, so
-//     the sync standby holds every acknowledged commit; an async or
-//     potential standby is as safe when its WAL reaches as far. When every
-//     standby answers, the one holding the most WAL holds every
+//     - a standby that does not answer may hold such commits when it was a
+//     candidate of synchronous_standby_names: sync, quorum or potential at
+//     the last observation, or named in the setting (SyncListed); and any
+//     standby when the old primary was never observed. The last
+//     observation is up to a probe interval old: a potential standby may
+//     have become the sync one since (the sync one left) and acknowledged
+//     commits the candidate lacks, so only a standby seen async (or not
+//     streaming) and not named in the setting is known to hold none.
+//     When every standby answers, the one holding the most WAL holds every
 //     acknowledged commit whatever the list's semantics, since each such
 //     commit was flushed by at least one of them.
+//
+// For a forced promotion, MayLoseBytes counts from the furthest WAL
+// position known anywhere: the old primary's last flush LSN, the
+// acknowledged LSN, every candidate's position and every unreachable
+// standby's last flush LSN.
 func Decide(obs Observation) Decision {
 	d := Decision{ID: obs.ID, At: obs.Now}
 
@@ -285,9 +294,12 @@ func Decide(obs Observation) Decision {
 		case !obs.PrimaryObserved:
 			risks = append(risks, fmt.Sprintf("%s is unreachable and the old primary was never observed, so it may hold acknowledged commits %s lacks",
 				u.Name, best.Name))
-		case mayHoldAcked(u.LastSyncState, best.LastSyncState):
+		case syncCandidate(u.LastSyncState):
 			risks = append(risks, fmt.Sprintf("%s (last seen %s at %s) is unreachable and may hold acknowledged commits %s (at %s) lacks",
 				u.Name, u.LastSyncState, u.LastFlushLSN, best.Name, best.Position()))
+		case u.SyncListed:
+			risks = append(risks, fmt.Sprintf("%s is unreachable and named in synchronous_standby_names, so it may hold acknowledged commits %s (at %s) lacks",
+				u.Name, best.Name, best.Position()))
 		}
 	}
 	loss := furthest.Minus(best.Position())
@@ -319,17 +331,14 @@ func Decide(obs Observation) Decision {
 	return d
 }
 
-// mayHoldAcked reports whether an unreachable standby last seen in state u
-// may hold acknowledged commits that a candidate last seen in state c lacks.
-func mayHoldAcked(u, c string) bool {
-	switch u {
-	case SyncStateSync, SyncStateQuorum:
+// syncCandidate reports whether a standby last seen in state s was a
+// candidate of synchronous_standby_names then: it acknowledged commits, or
+// would have as soon as the one before it in the list left.
+func syncCandidate(s string) bool {
+	switch s {
+	case SyncStateSync, SyncStateQuorum, SyncStatePotential:
 		return true
-	case SyncStatePotential:
-		// It acknowledges only if the sync one left; that is excluded only
-		// when the candidate is the sync one.
-		return c != SyncStateSync
-	default: // async standbys never acknowledge; "" was not streaming
+	default: // async standbys are not in the list; "" was not streaming
 		return false
 	}
 }

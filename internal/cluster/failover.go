@@ -269,7 +269,8 @@ func (c *Cluster) observe(ctx context.Context, old string) Observation {
 	for _, n := range st.Nodes {
 		p := probes[n.Name]
 		no := NodeObservation{Name: n.Name, Reachable: p.OK, InRecovery: p.InRecovery, Timeline: p.Timeline,
-			ReceiveLSN: p.Receive, ReplayLSN: p.Replay, FlushLSN: p.Flush}
+			ReceiveLSN: p.Receive, ReplayLSN: p.Replay, FlushLSN: p.Flush,
+			SyncListed: n.Name != old && syncListed(st.SyncNames, n.Name)}
 		if view != nil {
 			if r, ok := view.Repl[AppName(n.Name)]; ok && r.State == "streaming" {
 				no.LastSyncState, no.LastFlushLSN = r.SyncState, r.Flush

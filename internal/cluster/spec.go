@@ -121,6 +121,22 @@ func SyncNames(method string, nodes []string) string {
 	return fmt.Sprintf("%s 1 (%s)", method, strings.Join(apps, ", "))
 }
 
+// syncListed reports whether node is one of the standbys that the
+// synchronous_standby_names value names lists (as SyncNames renders it, or
+// as written by hand: quoted, in any case).
+func syncListed(names, node string) bool {
+	list := names
+	if i := strings.IndexByte(list, '('); i >= 0 {
+		list = strings.TrimSuffix(strings.TrimSpace(list[i+1:]), ")")
+	}
+	for _, a := range strings.Split(list, ",") {
+		if strings.EqualFold(strings.Trim(strings.TrimSpace(a), `"`), AppName(node)) {
+			return true
+		}
+	}
+	return false
+}
+
 // Options tune a Cluster. The zero value is the production default.
 type Options struct {
 	// BinDir holds the PostgreSQL programs; "" finds them (pgnode.FindBinDir).

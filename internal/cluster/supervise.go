@@ -69,7 +69,7 @@ type supervisor struct {
 
 func (s *supervisor) reset(gen uint64) {
 	s.gen = gen
-	s.lastOK, s.trouble = time.Now(), time.Time{}
+	s.lastOK, s.trouble = s.c.opts.Now(), time.Time{}
 	clear(s.notStreaming)
 }
 
@@ -90,7 +90,7 @@ func (s *supervisor) round(ctx context.Context) <-chan struct{} {
 	prim := st.primary()
 	pn := c.Node(prim.Name)
 	probes := c.probeAll(ctx)
-	now := time.Now()
+	now := c.opts.Now()
 
 	// Replicas whose process died are restarted at once, even while the
 	// primary is down: a pending failover may wait for them.
@@ -102,27 +102,20 @@ func (s *supervisor) round(ctx context.Context) <-chan struct{} {
 	}
 
 	p := probes[prim.Name]
-	if !prim.NeedsRejoin && pn.Running() && p.OK && !p.InRecovery {
+	h := PrimaryHealth{Now: now, LastOK: s.lastOK, DeadAfter: c.opts.DeadAfter,
+		FailoverPending: prim.NeedsRejoin, Running: pn.Running(), Answered: p.OK, InRecovery: p.InRecovery}
+	if p.Err != nil {
+		h.ProbeErr = redactDSN(p.Err.Error())
+	}
+	verdict, cause := JudgePrimary(h)
+	if verdict == PrimaryAlive {
 		s.lastOK, s.trouble = now, time.Time{}
 		c.setView(gen, primaryView{Node: prim.Name, At: p.At, Flush: p.Flush, Timeline: p.Timeline, Repl: p.Repl})
 	} else {
 		if s.trouble.IsZero() {
 			s.trouble = now
 		}
-		var cause string
-		switch {
-		case prim.NeedsRejoin:
-			cause = "a failover is pending"
-		case !pn.Running():
-			cause = "its process exited"
-		case now.Sub(s.lastOK) >= c.opts.DeadAfter:
-			cause = "it did not answer as a primary for " + now.Sub(s.lastOK).Round(time.Millisecond).String()
-			if p.Err != nil {
-				cause += " (" + redactDSN(p.Err.Error()) + ")"
-			} else if p.InRecovery {
-				cause += " (it runs as a standby)"
-			}
-		default:
+		if verdict == PrimarySuspect {
 			return pn.Exited() // not dead yet
 		}
 		if ctx.Err() == nil {
