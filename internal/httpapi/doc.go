@@ -3,6 +3,6 @@
 // /metrics. NewServer builds the handler; routes.go lists every route.
 //
 // It decodes and checks input, calls the social stores and maps
-// social.Error codes to HTTP statuses in one place (errorStatus). It must not
+// social.Error codes to HTTP statuses in one place (errorKinds). It must not
 // hold SQL or domain rules: those live in internal/postgres and internal/social.
 package httpapi
