@@ -12,6 +12,9 @@ import (
 	"testing"
 
 	"github.com/getkin/kin-openapi/openapi3filter"
+
+	"socnet/internal/httpapi"
+	"socnet/internal/social"
 )
 
 // coursePath is the course's own contract, the document its reviewers and
@@ -150,4 +153,76 @@ func (c *client) extensionUsed(x extension) bool {
 	}
 	c.extensionsSeen[x] = true
 	return true
+}
+
+// TestCourseExtensions asserts each decision of docs/API.md's table of
+// extensions to the course: every row is answered as documented, and the
+// client's course check accepts it only because the row is there.
+func TestCourseExtensions(t *testing.T) {
+	e := mustEnvWith(t, envOptions{wrap: func(d *httpapi.Deps) {
+		d.Limits = httpapi.Limits{PerAddr: httpapi.RateLimit{Rate: 0.001, Burst: 1000}, PerUser: httpapi.RateLimit{Rate: 0.001, Burst: 2}}
+	}})
+	alice, aliceToken := e.mustUser(t, "Alice", "A")
+	_, bobToken := e.mustUser(t, "Bob", "B")
+	var post string
+	e.do(t, request{method: "POST", path: "/post/create", token: aliceToken, body: map[string]string{"text": "mine"}}).
+		wantStatus(t, 200).json(t, &post)
+	ghostToken, err := e.tokens.Issue(missingID) // a user that does not exist
+	if err != nil {
+		t.Fatal(err)
+	}
+	huge := `{"text":"` + strings.Repeat("a", httpapi.MaxBodyBytes) + `"}`
+	tests := []struct {
+		name   string
+		req    request
+		status int
+		kind   string
+	}{
+		{"login, wrong password", request{method: "POST", path: "/login", body: map[string]string{"id": alice, "password": "wrong-pw"}}, 401, social.EUNAUTHORIZED},
+		{"login, unknown user (the course's 404)", request{method: "POST", path: "/login", body: map[string]string{"id": missingID, "password": password}}, 404, social.ENOTFOUND},
+		{"login, too large", request{method: "POST", path: "/login", body: huge}, 413, social.ETOOLARGE},
+		{"login, limit of the user", request{method: "POST", path: "/login", body: map[string]string{"id": alice, "password": password}}, 429, social.ETOOMANY},
+		{"register, too large", request{method: "POST", path: "/user/register", body: huge}, 413, social.ETOOLARGE},
+		{"follow nobody", request{method: "PUT", path: "/friend/set/" + missingID, token: aliceToken}, 404, social.ENOTFOUND},
+		{"post as nobody", request{method: "POST", path: "/post/create", token: ghostToken, body: map[string]string{"text": "x"}}, 404, social.ENOTFOUND},
+		{"post too large", request{method: "POST", path: "/post/create", token: aliceToken, body: huge}, 413, social.ETOOLARGE},
+		{"update another's post", request{method: "PUT", path: "/post/update", token: bobToken, body: map[string]string{"id": post, "text": "x"}}, 403, social.EFORBIDDEN},
+		{"update no post", request{method: "PUT", path: "/post/update", token: bobToken, body: map[string]string{"id": missingID, "text": "x"}}, 404, social.ENOTFOUND},
+		{"update too large", request{method: "PUT", path: "/post/update", token: bobToken, body: huge}, 413, social.ETOOLARGE},
+		{"delete another's post", request{method: "PUT", path: "/post/delete/" + post, token: bobToken}, 403, social.EFORBIDDEN},
+		{"delete no post", request{method: "PUT", path: "/post/delete/" + missingID, token: bobToken}, 404, social.ENOTFOUND},
+		{"get no post", request{method: "GET", path: "/post/get/" + missingID}, 404, social.ENOTFOUND},
+		{"write to nobody", request{method: "POST", path: "/dialog/" + missingID + "/send", token: aliceToken, body: map[string]string{"text": "x"}}, 404, social.ENOTFOUND},
+		{"message too large", request{method: "POST", path: "/dialog/" + missingID + "/send", token: aliceToken, body: huge}, 413, social.ETOOLARGE},
+		{"unread without a counter", request{method: "GET", path: "/dialog/unread", token: aliceToken}, 503, social.EUNAVAILABLE},
+		{"read without a counter", request{method: "PUT", path: "/dialog/" + missingID + "/read", token: aliceToken}, 503, social.EUNAVAILABLE},
+		{"healthz", request{method: "GET", path: "/healthz"}, 200, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := e.do(t, tt.req).wantStatus(t, tt.status)
+			if tt.kind != "" && r.error(t).Kind != tt.kind {
+				t.Errorf("kind %q; want %q", r.error(t).Kind, tt.kind)
+			}
+		})
+	}
+	// Registration's own limit: a burst of one per address.
+	e2 := mustEnvWith(t, envOptions{wrap: func(d *httpapi.Deps) {
+		d.Limits = httpapi.Limits{PerAddr: httpapi.RateLimit{Rate: 0.001, Burst: 1}}
+	}})
+	e2.mustRegister(t, validUser("C", "D"))
+	e2.do(t, request{method: "POST", path: "/user/register", body: validUser("C", "D")}).wantStatus(t, 429)
+
+	// Every row of the table was answered.
+	seen := map[extension]bool{}
+	for _, c := range []*client{e.client, e2.client} {
+		for x := range c.extensionsSeen {
+			seen[x] = true
+		}
+	}
+	for x := range e.contract.extensions {
+		if !seen[x] {
+			t.Errorf("docs/API.md lists %s %s as an extension, but no answer of the test used it", x.op, x.status)
+		}
+	}
 }
