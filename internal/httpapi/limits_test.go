@@ -168,7 +168,7 @@ func TestSearchOffsetIsCapped(t *testing.T) {
 		return e.do(t, request{method: "GET", path: fmt.Sprintf("/user/search?first_name=I&last_name=P&offset=%d", offset)})
 	}
 	search(social.MaxSearchOffset).wantStatus(t, 200)
-	for _, offset := range []int{social.MaxSearchOffset + 1, 1 << 31 - 1} {
+	for _, offset := range []int{social.MaxSearchOffset + 1, 1<<31 - 1} {
 		r := search(offset).wantStatus(t, 400)
 		if diff := cmp.Diff(map[string]string{"offset": "must be from 0 to 10000"}, r.error(t).Fields); diff != "" {
 			t.Errorf("offset %d (-want +got):\n%s", offset, diff)
