@@ -42,7 +42,7 @@ type serveConfig struct {
 	DebugHTTP     string // when set, /debug/pprof is served there
 	MetricsAddr   string // when set, /metrics is served there
 	// RequestTimeout is every request's deadline; the database's
-	// statement_timeout sits between WriteTimeout and it (statementTimeout).
+	// statement_timeout sits under it and WriteTimeout (statementTimeout).
 	RequestTimeout time.Duration
 	Limits         httpapi.Limits
 }
@@ -65,7 +65,7 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 	debugHTTP := fs.String("debug-http", "", "serve Go's /debug/pprof profiles on this address (keep it on loopback)")
 	counterURL := fs.String("counter", "http://127.0.0.1:8091", "base URL of the unread-message counter service (socnet counterd)")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus /metrics on this address (keep it private); empty: no metrics listener. The API port never serves them")
-	reqTimeout := fs.Duration("request-timeout", defaultRequestTimeout, "deadline of every API request; must exceed --write-timeout (the database's statement_timeout sits between them)")
+	reqTimeout := fs.Duration("request-timeout", defaultRequestTimeout, "deadline of every API request; the database's statement_timeout is 90% of the lesser of it and --write-timeout")
 	addrEvery := fs.Duration("auth-addr-interval", time.Duration(float64(time.Second)/httpapi.DefaultAddrLimit.Rate), "per client address, one /login or /user/register attempt more is allowed every this long (0: no limit)")
 	addrBurst := fs.Int("auth-addr-burst", httpapi.DefaultAddrLimit.Burst, "per client address, /login and /user/register attempts allowed at once")
 	userEvery := fs.Duration("auth-user-interval", time.Duration(float64(time.Second)/httpapi.DefaultUserLimit.Rate), "per target user, one /login attempt more is allowed every this long (0: no limit)")
@@ -88,8 +88,8 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 	if len(c.DB) == 0 {
 		return usageError{errors.New("serve: --db (or SOCNET_DB) is required")}
 	}
-	if c.RequestTimeout <= c.WriteTimeout {
-		return usageError{fmt.Errorf("serve: --request-timeout %s must exceed --write-timeout %s", c.RequestTimeout, c.WriteTimeout)}
+	if c.RequestTimeout <= 0 || c.WriteTimeout <= 0 {
+		return usageError{errors.New("serve: --request-timeout and --write-timeout must be positive")}
 	}
 	return serve(ctx, e, c)
 }
@@ -209,20 +209,19 @@ func listenAndServe(ctx context.Context, e *env, name, addr, addrFile string, h 
 }
 
 // defaultRequestTimeout is the deadline of an API request by default: above
-// dbroute.DefaultWriteTimeout, so that a write's own bound comes first.
+// dbroute.DefaultWriteTimeout, so that a write's own, more precise, bound
+// comes first.
 const defaultRequestTimeout = 10 * time.Second
 
 // statementTimeout is the database's own bound on every statement of the
-// API, midway between the write timeout and the request deadline:
-//   - under the request deadline, so that the server stops a runaway read
-//     itself, even when the API's cancel request is lost;
-//   - over the write timeout, because a server-side timeout that cancels a
-//     COMMIT waiting for the synchronous standby makes the COMMIT return
-//     success with only a warning, committed locally but not replicated.
-//     The API must be the one to cancel it, at WriteTimeout, so that it
-//     knows the commit is unconfirmed and answers 503.
+// API: under both the write timeout and the request deadline, so that the
+// server stops a runaway statement itself, even when the API's cancel
+// request is lost or the API is gone. It never cuts a COMMIT's wait for the
+// synchronous standby (PostgreSQL disarms the timer before the commit
+// work), so an unreplicated commit is still reported by the API's own
+// WriteTimeout as unconfirmed, with a 503.
 func statementTimeout(write, request time.Duration) time.Duration {
-	return write + (request-write)/2
+	return min(write, request) * 9 / 10
 }
 
 // rateLimit is a limit of burst attempts refilled one per every; every 0

@@ -56,6 +56,11 @@ type env struct {
 type envOptions struct {
 	// dsn is the database to serve; "" means a fresh one from pgtest.
 	dsn string
+	// nodes, when set, are the DSNs of a replicated cluster to serve,
+	// already migrated; dsn is then unused.
+	nodes []string
+	// db, when set, may change the router's configuration.
+	db func(*dbroute.Config)
 	// wrap, when set, may replace the stores the server uses.
 	wrap func(*httpapi.Deps)
 }
@@ -69,14 +74,21 @@ func mustEnvWith(tb testing.TB, opts envOptions) *env {
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
-	dsn := opts.dsn
-	if dsn == "" {
-		dsn = pgtest.MustDatabase(tb)
+	cfg := dbroute.Config{Name: "main", Nodes: opts.nodes, MaxConns: 4}
+	if len(opts.nodes) == 0 {
+		dsn := opts.dsn
+		if dsn == "" {
+			dsn = pgtest.MustDatabase(tb)
+		}
+		if err := postgres.Migrate(ctx, dsn, log); err != nil {
+			tb.Fatalf("migrate: %v", err)
+		}
+		cfg.Primary = dsn
 	}
-	if err := postgres.Migrate(ctx, dsn, log); err != nil {
-		tb.Fatalf("migrate: %v", err)
+	if opts.db != nil {
+		opts.db(&cfg)
 	}
-	db, err := dbroute.Open(ctx, dbroute.Config{Name: "main", Primary: dsn, MaxConns: 4}, log)
+	db, err := dbroute.Open(ctx, cfg, log)
 	if err != nil {
 		tb.Fatalf("open database: %v", err)
 	}
