@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"strconv"
@@ -224,5 +225,39 @@ func TestCourseExtensions(t *testing.T) {
 		if !seen[x] {
 			t.Errorf("docs/API.md lists %s %s as an extension, but no answer of the test used it", x.op, x.status)
 		}
+	}
+}
+
+// TestCourseCheckBites shows that the course check refuses a status the
+// course lacks unless docs/API.md lists it, and a body that breaks the
+// course's schema.
+func TestCourseCheckBites(t *testing.T) {
+	e := mustEnv(t)
+	full := e.contract
+	without := &contract{kinds: full.kinds, extensions: maps.Clone(full.extensions)}
+	delete(without.extensions, extension{"POST /login", "401"})
+	hdr := http.Header{"X-Request-Id": {"r1"}, "Content-Type": {"application/json"}, "Www-Authenticate": {"Bearer"}}
+	wrongPassword := reply{401, hdr, []byte(`{"message":"wrong password","request_id":"r1","code":4010,"kind":"unauthorized"}`)}
+	hr, _ := http.NewRequest("POST", e.base+"/login", nil)
+
+	for _, tt := range []struct {
+		name     string
+		contract *contract
+		reply    reply
+		refused  bool
+	}{
+		{"a listed extension", full, wrongPassword, false},
+		{"the extension not listed", without, wrongPassword, true},
+		{"a string code on a 503", full, reply{503, http.Header{"X-Request-Id": {"r1"}, "Content-Type": {"application/json"}, "Retry-After": {"1"}},
+			[]byte(`{"message":"m","request_id":"r1","code":"unavailable"}`)}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &recorder{TB: t}
+			c := &client{base: e.base, http: e.http, spec: e.spec, course: e.course, contract: tt.contract}
+			c.checkCourse(rec, hr, tt.reply, "POST /login")
+			if got := len(rec.errs) > 0; got != tt.refused {
+				t.Errorf("refused %v (%v); want %v", got, rec.errs, tt.refused)
+			}
+		})
 	}
 }

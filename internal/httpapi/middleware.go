@@ -62,8 +62,10 @@ func (s *idSource) next() string {
 }
 
 // requestID gives every request an id, the client's own when it is a sane
-// token, and echoes it in the response.
-func requestID(ids *idSource, next http.Handler) http.Handler {
+// token, and echoes it in the response. It also ends the request's context
+// after timeout (none when 0), so that no read waits longer for the
+// database than the request may take; one context serves both.
+func requestID(ids *idSource, timeout time.Duration, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get(RequestIDHeader)
 		if !saneRequestID(id) {
@@ -71,6 +73,11 @@ func requestID(ids *idSource, next http.Handler) http.Handler {
 		}
 		w.Header()[RequestIDHeader] = []string{id}
 		ctx := context.WithValue(r.Context(), infoKey{}, &requestInfo{id: id})
+		if timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
@@ -248,20 +255,6 @@ func withUser(ctx context.Context, userID string) context.Context {
 // userFrom returns the authenticated user id of the request.
 func userFrom(r *http.Request) string {
 	return infoFrom(r.Context()).userID
-}
-
-// withDeadline ends the context of every request after d (no deadline when
-// d is 0), so that no read waits longer for the database than the request
-// may take.
-func withDeadline(d time.Duration, next http.Handler) http.Handler {
-	if d <= 0 {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), d)
-		defer cancel()
-		next.ServeHTTP(w, r.WithContext(ctx))
-	})
 }
 
 // Bounds of the draining of a refused body: after them the connection is

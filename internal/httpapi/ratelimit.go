@@ -26,8 +26,9 @@ type RateLimit struct {
 // milliseconds of CPU each.
 var (
 	// DefaultAddrLimit bounds POST /login and POST /user/register per client
-	// address: 20 at once, then 5 per second.
-	DefaultAddrLimit = RateLimit{Rate: 5, Burst: 20}
+	// address: 50 at once (a client starting up logs in a few sessions), then 5
+	// per second.
+	DefaultAddrLimit = RateLimit{Rate: 5, Burst: 50}
 	// DefaultUserLimit bounds POST /login per target user: 10 at once, then
 	// one every 10 seconds, whatever the addresses the attempts come from.
 	DefaultUserLimit = RateLimit{Rate: 0.1, Burst: 10}

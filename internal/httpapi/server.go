@@ -53,8 +53,7 @@ func NewServer(log *slog.Logger, deps Deps) http.Handler {
 	h = recoverPanics(h)
 	h = observe(log, newMetrics(deps.Registry), routes, h)
 	h = drainRefusedBody(h)
-	h = requestID(newIDSource(), h)
-	h = withDeadline(deps.RequestTimeout, h)
+	h = requestID(newIDSource(), deps.RequestTimeout, h)
 	return h
 }
 
