@@ -184,6 +184,10 @@ func TestNoPrimaryIs503(t *testing.T) {
 	c := mustCluster(t, []map[string]string{nil}, "")
 	e := mustEnvWith(t, envOptions{nodes: c.dsns()})
 	id := e.mustRegister(t, validUser("Ivan", "Petrov"))
+	// The replica is asynchronous: let it have the user before the kill.
+	waitUntil(t, 30*time.Second, "the user on the replica", func() bool {
+		return queryInt(context.Background(), c.replicas[0], "SELECT count(*) FROM users") == 1
+	})
 
 	killNode(t, c.primary)
 	e.routerSees(t, c.primary, dbroute.RoleDown)
