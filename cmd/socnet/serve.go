@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"socnet/internal/auth"
 	"socnet/internal/counter"
@@ -39,6 +40,11 @@ type serveConfig struct {
 	RoutingFile   string // the router's snapshot, rewritten every second
 	CounterURL    string // base URL of counterd
 	DebugHTTP     string // when set, /debug/pprof is served there
+	MetricsAddr   string // when set, /metrics is served there
+	// RequestTimeout is every request's deadline; the database's
+	// statement_timeout sits under it and WriteTimeout (statementTimeout).
+	RequestTimeout time.Duration
+	Limits         httpapi.Limits
 }
 
 func cmdServe(ctx context.Context, e *env, args []string) error {
@@ -58,15 +64,32 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 	routingFile := fs.String("routing-file", "", "write where queries go (the router's view of the nodes) to this file every second")
 	debugHTTP := fs.String("debug-http", "", "serve Go's /debug/pprof profiles on this address (keep it on loopback)")
 	counterURL := fs.String("counter", "http://127.0.0.1:8091", "base URL of the unread-message counter service (socnet counterd)")
+	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus /metrics on this address (keep it private); empty: no metrics listener. The API port never serves them")
+	reqTimeout := fs.Duration("request-timeout", defaultRequestTimeout, "deadline of every API request; the database's statement_timeout is 90% of the lesser of it and --write-timeout")
+	addrEvery := fs.Duration("auth-addr-interval", time.Duration(float64(time.Second)/httpapi.DefaultAddrLimit.Rate), "per client address, one /login or /user/register attempt more is allowed every this long (0: no limit)")
+	addrBurst := fs.Int("auth-addr-burst", httpapi.DefaultAddrLimit.Burst, "per client address, /login and /user/register attempts allowed at once")
+	userEvery := fs.Duration("auth-user-interval", time.Duration(float64(time.Second)/httpapi.DefaultUserLimit.Rate), "per target user, one /login attempt more is allowed every this long (0: no limit)")
+	userBurst := fs.Int("auth-user-burst", httpapi.DefaultUserLimit.Burst, "per target user, /login attempts allowed at once")
+	limitKeys := fs.Int("auth-limit-keys", httpapi.DefaultMaxLimitKeys, "addresses or users each login limit remembers")
+	proxies := fs.String("trusted-proxies", "", "CIDRs or addresses of reverse proxies whose X-Forwarded-For / X-Real-IP name the client, comma-separated; empty: trust no header")
 	if err := fs.parse(args); err != nil {
 		return err
+	}
+	trusted, err := httpapi.ParseTrustedProxies(*proxies)
+	if err != nil {
+		return usageError{fmt.Errorf("--trusted-proxies: %w", err)}
 	}
 	c := serveConfig{HTTP: *httpAddr, DB: dbroute.SplitDSNList(*db), AdminDB: *admin, Key: *key, KeyFile: *keyFile,
 		TokenTTL: *ttl, MaxReplicaLag: *lag, NoReplica: *noReplica, WriteTimeout: *wt,
 		MaxConns: *maxConns, BcryptCost: *cost, AddrFile: *addrFile, RoutingFile: *routingFile, ShutdownAfter: 10 * time.Second,
-		CounterURL: *counterURL, DebugHTTP: *debugHTTP}
+		CounterURL: *counterURL, DebugHTTP: *debugHTTP, MetricsAddr: *metricsAddr, RequestTimeout: *reqTimeout,
+		Limits: httpapi.Limits{PerAddr: rateLimit(*addrEvery, *addrBurst), PerUser: rateLimit(*userEvery, *userBurst),
+			MaxKeys: *limitKeys, TrustedProxies: trusted}}
 	if len(c.DB) == 0 {
 		return usageError{errors.New("serve: --db (or SOCNET_DB) is required")}
+	}
+	if c.RequestTimeout <= 0 || c.WriteTimeout <= 0 {
+		return usageError{errors.New("serve: --request-timeout and --write-timeout must be positive")}
 	}
 	return serve(ctx, e, c)
 }
@@ -85,8 +108,12 @@ func serve(ctx context.Context, e *env, c serveConfig) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	nodes := make([]string, len(c.DB))
+	for i, dsn := range c.DB {
+		nodes[i] = postgres.WithStatementTimeout(dsn, statementTimeout(c.WriteTimeout, c.RequestTimeout))
+	}
 	db, err := dbroute.Open(ctx, dbroute.Config{
-		Name: "main", Nodes: c.DB, MaxConns: int32(c.MaxConns), WriteTimeout: c.WriteTimeout,
+		Name: "main", Nodes: nodes, MaxConns: int32(c.MaxConns), WriteTimeout: c.WriteTimeout,
 		MaxReplicaLag: c.MaxReplicaLag, NoReplica: c.NoReplica, Registry: reg,
 	}, e.log)
 	if err != nil {
@@ -99,6 +126,17 @@ func serve(ctx context.Context, e *env, c serveConfig) error {
 		go func() {
 			if err := listenAndServe(dctx, e, "debug", c.DebugHTTP, "", debugMux(), time.Second); err != nil {
 				e.log.Warn("debug listener", "err", err)
+			}
+		}()
+	}
+	if c.MetricsAddr != "" {
+		mctx, stop := context.WithCancel(ctx)
+		defer stop()
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		go func() {
+			if err := listenAndServe(mctx, e, "metrics", c.MetricsAddr, "", mux, time.Second); err != nil {
+				e.log.Warn("metrics listener", "err", err)
 			}
 		}()
 	}
@@ -121,6 +159,9 @@ func serve(ctx context.Context, e *env, c serveConfig) error {
 		Tokens:   auth.NewTokens(key, c.TokenTTL, nil),
 		Registry: reg,
 		Hasher:   auth.Hasher{Cost: c.BcryptCost},
+		Limits:   c.Limits,
+		// The deadline of reads; writes have their own, WriteTimeout.
+		RequestTimeout: c.RequestTimeout,
 	})
 	return listenAndServe(ctx, e, "api", c.HTTP, c.AddrFile, handler, c.ShutdownAfter)
 }
@@ -165,6 +206,31 @@ func listenAndServe(ctx context.Context, e *env, name, addr, addrFile string, h 
 		return fmt.Errorf("%s: shutdown: %w", name, err)
 	}
 	return nil
+}
+
+// defaultRequestTimeout is the deadline of an API request by default: above
+// dbroute.DefaultWriteTimeout, so that a write's own, more precise, bound
+// comes first.
+const defaultRequestTimeout = 10 * time.Second
+
+// statementTimeout is the database's own bound on every statement of the
+// API: under both the write timeout and the request deadline, so that the
+// server stops a runaway statement itself, even when the API's cancel
+// request is lost or the API is gone. It never cuts a COMMIT's wait for the
+// synchronous standby (PostgreSQL disarms the timer before the commit
+// work), so an unreplicated commit is still reported by the API's own
+// WriteTimeout as unconfirmed, with a 503.
+func statementTimeout(write, request time.Duration) time.Duration {
+	return min(write, request) * 9 / 10
+}
+
+// rateLimit is a limit of burst attempts refilled one per every; every 0
+// turns it off.
+func rateLimit(every time.Duration, burst int) httpapi.RateLimit {
+	if every <= 0 {
+		return httpapi.RateLimit{}
+	}
+	return httpapi.RateLimit{Rate: float64(time.Second) / float64(every), Burst: burst}
 }
 
 func tokenKey(c serveConfig) ([]byte, error) {

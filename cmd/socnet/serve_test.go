@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -30,7 +31,8 @@ func TestServeEndToEnd(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"socnet", "serve", "--http", "127.0.0.1:0", "--db", dsn, "--admin-db", dsn,
-			"--key-file", filepath.Join(dir, "token.key"), "--addr-file", addrFile, "--bcrypt-cost", "4"},
+			"--key-file", filepath.Join(dir, "token.key"), "--addr-file", addrFile, "--bcrypt-cost", "4",
+			"--metrics-addr", "127.0.0.1:0"},
 			func(string) string { return "" }, &stdout, &stderr)
 	}()
 	base := "http://" + waitAddrFile(t, addrFile, done, 30*time.Second)
@@ -64,6 +66,22 @@ func TestServeEndToEnd(t *testing.T) {
 	c.do("GET", "/user/get/"+alice, "", nil, 200, nil)
 	c.do("POST", "/user/register", "", map[string]any{"first_name": 1}, 400, nil)
 
+	// Metrics are on their own listener, not on the API port.
+	c.do("GET", "/metrics", "", nil, 404, nil)
+	m := regexp.MustCompile(`metrics listening on (http://\S+)`).FindStringSubmatch(stdout.String())
+	if m == nil {
+		t.Fatalf("stdout does not announce the metrics listener: %q", stdout.String())
+	}
+	resp, err := http.Get(m[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metrics), `socnet_http_requests_total{code="200",route="POST /login"} 2`) {
+		t.Errorf("the metrics listener does not serve the API's metrics:\n%.2000s", metrics)
+	}
+
 	cancel()
 	select {
 	case err := <-done:
@@ -83,6 +101,15 @@ func TestServeRequiresDB(t *testing.T) {
 	err := run(context.Background(), []string{"socnet", "serve"}, func(string) string { return "" }, &out, &out)
 	if err == nil || exitCode(err) != 2 {
 		t.Fatalf("serve without --db: err = %v (exit %d), want a usage error", err, exitCode(err))
+	}
+}
+
+func TestServeRequestTimeoutMustBePositive(t *testing.T) {
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"socnet", "serve", "--db", "postgres://x@127.0.0.1:1/x",
+		"--request-timeout", "0s"}, func(string) string { return "" }, &out, &out)
+	if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "--request-timeout") {
+		t.Fatalf("serve with --request-timeout 0: err = %v (exit %d), want a usage error", err, exitCode(err))
 	}
 }
 

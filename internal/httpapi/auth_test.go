@@ -60,7 +60,7 @@ func TestBearerAuth(t *testing.T) {
 					req.header = map[string]string{"Authorization": a.header}
 				}
 				r := e.do(t, req).wantStatus(t, 401)
-				if got := r.error(t); got.Code != social.EUNAUTHORIZED || got.Message != a.message {
+				if got := r.error(t); got.Kind != social.EUNAUTHORIZED || got.Message != a.message {
 					t.Errorf("error %+v; want code %s, message %q", got, social.EUNAUTHORIZED, a.message)
 				}
 				if got := r.Header.Get("WWW-Authenticate"); got != "Bearer" {

@@ -25,28 +25,34 @@ const MaxBodyBytes = 1 << 20
 // other methods. It is not a social code: only routing produces it.
 const codeMethodNotAllowed = "method_not_allowed"
 
-// errorStatus is the one mapping from error codes to HTTP statuses.
-func errorStatus(code string) int {
-	switch code {
-	case social.EINVALID:
-		return http.StatusBadRequest
-	case social.EUNAUTHORIZED:
-		return http.StatusUnauthorized
-	case social.EFORBIDDEN:
-		return http.StatusForbidden
-	case social.ENOTFOUND:
-		return http.StatusNotFound
-	case codeMethodNotAllowed:
-		return http.StatusMethodNotAllowed
-	case social.ECONFLICT:
-		return http.StatusConflict
-	case social.ETOOLARGE:
-		return http.StatusRequestEntityTooLarge
-	case social.EUNAVAILABLE:
-		return http.StatusServiceUnavailable
-	default:
-		return http.StatusInternalServerError
+// errorKind is what the API tells a client about one kind of error: its
+// HTTP status and its stable numeric code (the course contract's integer
+// "code"; docs/API.md lists them). Numbers are never reused or changed.
+type errorKind struct {
+	status int
+	number int
+}
+
+// errorKinds is the one mapping from error codes to statuses and numbers.
+var errorKinds = map[string]errorKind{
+	social.EINVALID:      {http.StatusBadRequest, 4000},
+	social.EUNAUTHORIZED: {http.StatusUnauthorized, 4010},
+	social.EFORBIDDEN:    {http.StatusForbidden, 4030},
+	social.ENOTFOUND:     {http.StatusNotFound, 4040},
+	codeMethodNotAllowed: {http.StatusMethodNotAllowed, 4050},
+	social.ECONFLICT:     {http.StatusConflict, 4090},
+	social.ETOOLARGE:     {http.StatusRequestEntityTooLarge, 4130},
+	social.ETOOMANY:      {http.StatusTooManyRequests, 4290},
+	social.EINTERNAL:     {http.StatusInternalServerError, 5000},
+	social.EUNAVAILABLE:  {http.StatusServiceUnavailable, 5030},
+}
+
+// errorKindOf returns the kind of code; an unknown code is internal.
+func errorKindOf(code string) errorKind {
+	if k, ok := errorKinds[code]; ok {
+		return k
 	}
+	return errorKinds[social.EINTERNAL]
 }
 
 // errorCode is social.ErrorCode that also recognizes database errors that
@@ -64,7 +70,9 @@ func errorCode(err error) string {
 type errorBody struct {
 	Message   string `json:"message"`
 	RequestID string `json:"request_id"`
-	Code      string `json:"code"`
+	// Code is the kind's stable number and Kind its name (social.E*).
+	Code int    `json:"code"`
+	Kind string `json:"kind"`
 	// Fields, for EINVALID only, maps each bad input to its problem.
 	Fields any `json:"fields,omitempty"`
 }
@@ -74,9 +82,13 @@ type errorBody struct {
 // internals reach the log and never the client.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code := errorCode(err)
-	status := errorStatus(code)
+	kind := errorKindOf(code)
+	status := kind.status
 	info := infoFrom(r.Context())
-	body := errorBody{Message: social.ErrorMessage(err), RequestID: info.id, Code: code}
+	if status == http.StatusInternalServerError {
+		code = social.EINTERNAL
+	}
+	body := errorBody{Message: social.ErrorMessage(err), RequestID: info.id, Code: kind.number, Kind: code}
 	switch {
 	case code == social.EINVALID:
 		var e *social.Error
@@ -91,10 +103,11 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 			body.Message = "service unavailable, retry later"
 		}
 	case status == http.StatusInternalServerError:
-		body.Code = social.EINTERNAL
 		body.Message = "internal error"
 	case code == social.EUNAUTHORIZED:
 		w.Header().Set("WWW-Authenticate", "Bearer")
+	case code == social.ETOOMANY:
+		w.Header().Set("Retry-After", retryAfterSeconds(err))
 	}
 	if status >= 500 && info.err == nil {
 		info.err = err
@@ -159,6 +172,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxBodyBytes)); err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
+			refuseRest(w, r)
 			return social.Errorf(social.ETOOLARGE, "request body is larger than %d bytes", MaxBodyBytes)
 		}
 		return invalidBody("could not be read")

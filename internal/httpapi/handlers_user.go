@@ -8,7 +8,9 @@ import (
 	"socnet/internal/social"
 )
 
-func handleUserRegister(users social.UserStore, hasher auth.Hasher, now func() time.Time) http.Handler {
+// handleUserRegister registers a user; the client's address is limited
+// before the password is hashed.
+func handleUserRegister(users social.UserStore, hasher auth.Hasher, limits *authLimits, now func() time.Time) http.Handler {
 	type request struct {
 		FirstName  string `json:"first_name"`
 		SecondName string `json:"second_name"`
@@ -31,6 +33,10 @@ func handleUserRegister(users social.UserStore, hasher auth.Hasher, now func() t
 			writeError(w, r, err)
 			return
 		}
+		if err := limits.allow(r, ""); err != nil {
+			writeError(w, r, err)
+			return
+		}
 		hash, err := hasher.Hash(req.Password)
 		if err != nil {
 			writeError(w, r, err)
@@ -44,9 +50,10 @@ func handleUserRegister(users social.UserStore, hasher auth.Hasher, now func() t
 	})
 }
 
-// handleLogin answers a wrong password with 401 and an unknown user with 404,
-// as the course contract asks.
-func handleLogin(users social.UserStore, hasher auth.Hasher, tokens *auth.Tokens) http.Handler {
+// handleLogin answers a wrong password with 401 and an unknown user with 404
+// (the course lists 404; 401 is an extension, docs/API.md). Attempts are
+// limited per client address and per target user before any hashing.
+func handleLogin(users social.UserStore, hasher auth.Hasher, tokens *auth.Tokens, limits *authLimits) http.Handler {
 	type request struct {
 		ID       string `json:"id"`
 		Password string `json:"password"`
@@ -69,6 +76,10 @@ func handleLogin(users social.UserStore, hasher auth.Hasher, tokens *auth.Tokens
 			return
 		}
 		id := normalID(req.ID)
+		if err := limits.allow(r, id); err != nil {
+			writeError(w, r, err)
+			return
+		}
 		hash, err := users.PasswordHash(r.Context(), id)
 		if err != nil {
 			writeError(w, r, err)

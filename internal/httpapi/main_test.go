@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -55,6 +56,11 @@ type env struct {
 type envOptions struct {
 	// dsn is the database to serve; "" means a fresh one from pgtest.
 	dsn string
+	// nodes, when set, are the DSNs of a replicated cluster to serve,
+	// already migrated; dsn is then unused.
+	nodes []string
+	// db, when set, may change the router's configuration.
+	db func(*dbroute.Config)
 	// wrap, when set, may replace the stores the server uses.
 	wrap func(*httpapi.Deps)
 }
@@ -68,14 +74,21 @@ func mustEnvWith(tb testing.TB, opts envOptions) *env {
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
-	dsn := opts.dsn
-	if dsn == "" {
-		dsn = pgtest.MustDatabase(tb)
+	cfg := dbroute.Config{Name: "main", Nodes: opts.nodes, MaxConns: 4}
+	if len(opts.nodes) == 0 {
+		dsn := opts.dsn
+		if dsn == "" {
+			dsn = pgtest.MustDatabase(tb)
+		}
+		if err := postgres.Migrate(ctx, dsn, log); err != nil {
+			tb.Fatalf("migrate: %v", err)
+		}
+		cfg.Primary = dsn
 	}
-	if err := postgres.Migrate(ctx, dsn, log); err != nil {
-		tb.Fatalf("migrate: %v", err)
+	if opts.db != nil {
+		opts.db(&cfg)
 	}
-	db, err := dbroute.Open(ctx, dbroute.Config{Name: "main", Primary: dsn, MaxConns: 4}, log)
+	db, err := dbroute.Open(ctx, cfg, log)
 	if err != nil {
 		tb.Fatalf("open database: %v", err)
 	}
@@ -111,7 +124,7 @@ func mustEnvWith(tb testing.TB, opts envOptions) *env {
 			tb.Logf("server log:\n%s", logs.String())
 		}
 	})
-	e.client = &client{base: srv.URL, http: srv.Client(), spec: mustSpec(tb)}
+	e.client = &client{base: srv.URL, http: srv.Client(), spec: mustSpec(tb), course: mustCourse(tb), contract: mustContract(tb)}
 	return e
 }
 
@@ -140,9 +153,13 @@ type spec struct {
 	opts   *openapi3filter.Options
 }
 
-var loadSpec = sync.OnceValues(func() (*spec, error) {
+var loadSpec = sync.OnceValues(func() (*spec, error) { return loadDocument("../../api/openapi.yaml") })
+
+// loadDocument loads and validates an OpenAPI document for checking
+// responses.
+func loadDocument(path string) (*spec, error) {
 	ctx := context.Background()
-	doc, err := openapi3.NewLoader().LoadFromFile("../../api/openapi.yaml")
+	doc, err := openapi3.NewLoader().LoadFromFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +182,7 @@ var loadSpec = sync.OnceValues(func() (*spec, error) {
 		},
 	}
 	return &spec{doc: doc, router: router, opts: opts}, nil
-})
+}
 
 func mustSpec(tb testing.TB) *spec {
 	tb.Helper()
@@ -182,6 +199,13 @@ type client struct {
 	base string
 	http *http.Client
 	spec *spec
+	// course is the course's document and contract what docs/API.md
+	// says of errors and of the deviations from the course.
+	course   *spec
+	contract *contract
+	// extensionsSeen records the extension rows that answers used.
+	mu             sync.Mutex
+	extensionsSeen map[extension]bool
 }
 
 // reply is a response read whole.
@@ -250,18 +274,12 @@ func (c *client) do(tb testing.TB, req request) reply {
 	return r
 }
 
-// statusOfCode is the API's mapping of error codes to statuses.
-var statusOfCode = map[string]int{
-	social.EINVALID: 400, social.EUNAUTHORIZED: 401, social.EFORBIDDEN: 403,
-	social.ENOTFOUND: 404, "method_not_allowed": 405, social.ECONFLICT: 409,
-	social.ETOOLARGE: 413, social.EUNAVAILABLE: 503, social.EINTERNAL: 500,
-}
-
 // errorJSON is the error body of the API.
 type errorJSON struct {
 	Message   string            `json:"message"`
 	RequestID string            `json:"request_id"`
-	Code      string            `json:"code"`
+	Code      int               `json:"code"`
+	Kind      string            `json:"kind"`
 	Fields    map[string]string `json:"fields"`
 }
 
@@ -281,12 +299,12 @@ func (c *client) check(tb testing.TB, hr *http.Request, r reply) {
 			tb.Errorf("%s: %d with a body that is not an error: %v\n%s", what, r.Status, err, r.Body)
 		case e.RequestID != id:
 			tb.Errorf("%s: error request_id %q; header says %q", what, e.RequestID, id)
-		case statusOfCode[e.Code] != r.Status:
-			tb.Errorf("%s: status %d with error code %q", what, r.Status, e.Code)
+		case c.contract.kinds[e.Kind] != (errorKind{e.Code, r.Status}):
+			tb.Errorf("%s: status %d with error kind %q code %d; docs/API.md says %+v", what, r.Status, e.Kind, e.Code, c.contract.kinds[e.Kind])
 		case e.Message == "":
 			tb.Errorf("%s: error without a message: %s", what, r.Body)
-		case (e.Code == social.EINVALID) != (e.Fields != nil):
-			tb.Errorf("%s: error code %q with fields %v; want fields exactly for %q", what, e.Code, e.Fields, social.EINVALID)
+		case (e.Kind == social.EINVALID) != (e.Fields != nil):
+			tb.Errorf("%s: error kind %q with fields %v; want fields exactly for %q", what, e.Kind, e.Fields, social.EINVALID)
 		}
 		if got := r.Header.Get("Content-Type"); got != "application/json" {
 			tb.Errorf("%s: error Content-Type %q; want application/json", what, got)
@@ -294,6 +312,11 @@ func (c *client) check(tb testing.TB, hr *http.Request, r reply) {
 	}
 	if r.Status == http.StatusServiceUnavailable && r.Header.Get("Retry-After") != "1" {
 		tb.Errorf("%s: 503 with Retry-After %q; want 1", what, r.Header.Get("Retry-After"))
+	}
+	if r.Status == http.StatusTooManyRequests {
+		if n, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || n < 1 {
+			tb.Errorf("%s: 429 with Retry-After %q; want whole seconds, at least 1", what, r.Header.Get("Retry-After"))
+		}
 	}
 
 	route, params, err := c.spec.router.FindRoute(hr)
@@ -327,6 +350,7 @@ func (c *client) check(tb testing.TB, hr *http.Request, r reply) {
 	if resp := route.Operation.Responses.Status(r.Status); resp != nil && len(resp.Value.Content) == 0 && len(r.Body) != 0 {
 		tb.Errorf("%s: %d has a body the document does not define: %.200s", what, r.Status, r.Body)
 	}
+	c.checkCourse(tb, hr, r, hr.Method+" "+route.Path)
 }
 
 // wantStatus fails tb unless r has the status.

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base32"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
@@ -24,6 +25,7 @@ type requestInfo struct {
 	id     string
 	userID string // the bearer's user id, on authenticated routes
 	err    error  // what a 5xx answer hid from the client, for the log
+	drain  bool   // the body was refused unread: drain it before closing
 }
 
 type infoKey struct{}
@@ -60,8 +62,10 @@ func (s *idSource) next() string {
 }
 
 // requestID gives every request an id, the client's own when it is a sane
-// token, and echoes it in the response.
-func requestID(ids *idSource, next http.Handler) http.Handler {
+// token, and echoes it in the response. It also ends the request's context
+// after timeout (none when 0), so that no read waits longer for the
+// database than the request may take; one context serves both.
+func requestID(ids *idSource, timeout time.Duration, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get(RequestIDHeader)
 		if !saneRequestID(id) {
@@ -69,6 +73,11 @@ func requestID(ids *idSource, next http.Handler) http.Handler {
 		}
 		w.Header()[RequestIDHeader] = []string{id}
 		ctx := context.WithValue(r.Context(), infoKey{}, &requestInfo{id: id})
+		if timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
@@ -246,4 +255,45 @@ func withUser(ctx context.Context, userID string) context.Context {
 // userFrom returns the authenticated user id of the request.
 func userFrom(r *http.Request) string {
 	return infoFrom(r.Context()).userID
+}
+
+// Bounds of the draining of a refused body: after them the connection is
+// closed even if the client is still sending.
+const (
+	drainMaxBytes = 32 << 20
+	drainMaxTime  = 5 * time.Second
+)
+
+// refuseRest prepares the answer to a body over the limit: the connection
+// closes after it, and drainRefusedBody first reads and drops the rest of
+// the body. Closing a socket with unread data makes the kernel send a reset,
+// and a client that writes its whole body before it reads (Python's urllib)
+// would get that reset instead of the 413; nginx's lingering close does the
+// same.
+func refuseRest(w http.ResponseWriter, r *http.Request) {
+	// Full duplex keeps the server from closing the body once the answer
+	// is written.
+	if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
+		return
+	}
+	w.Header().Set("Connection", "close")
+	infoFrom(r.Context()).drain = true
+}
+
+// drainRefusedBody sends the answer to a request whose body was refused
+// (refuseRest) and then reads the rest of the body, up to drainMaxBytes or
+// drainMaxTime, before the server closes the connection.
+func drainRefusedBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r)
+		if !infoFrom(r.Context()).drain {
+			return
+		}
+		rc := http.NewResponseController(w)
+		if err := rc.Flush(); err != nil {
+			return
+		}
+		_ = rc.SetReadDeadline(time.Now().Add(drainMaxTime))
+		_, _ = io.CopyN(io.Discard, r.Body, drainMaxBytes)
+	})
 }

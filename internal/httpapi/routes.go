@@ -1,17 +1,14 @@
 package httpapi
 
-import (
-	"net/http"
-
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-)
+import "net/http"
 
 // addRoutes lists the whole API.
 func addRoutes(mux *routeTable, deps Deps) {
 	bearer := func(h http.Handler) http.Handler { return requireUser(deps.Tokens, h) }
+	limits := newAuthLimits(deps.Limits, deps.Now)
 
-	mux.Handle("POST /user/register", handleUserRegister(deps.Users, deps.Hasher, deps.Now))
-	mux.Handle("POST /login", handleLogin(deps.Users, deps.Hasher, deps.Tokens))
+	mux.Handle("POST /user/register", handleUserRegister(deps.Users, deps.Hasher, limits, deps.Now))
+	mux.Handle("POST /login", handleLogin(deps.Users, deps.Hasher, deps.Tokens, limits))
 	mux.Handle("GET /user/get/{id}", handleUserGet(deps.Users))
 	mux.Handle("GET /user/search", handleUserSearch(deps.Users))
 
@@ -30,5 +27,4 @@ func addRoutes(mux *routeTable, deps Deps) {
 	mux.Handle("PUT /dialog/{user_id}/read", bearer(handleDialogRead(deps.Reader, deps.Unread)))
 
 	mux.Handle("GET /healthz", handleHealthz())
-	mux.Handle("GET /metrics", promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{}))
 }

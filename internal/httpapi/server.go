@@ -23,9 +23,16 @@ type Deps struct {
 	Unread social.UnreadCounter
 	// Tokens issues tokens at login and verifies them on bearer routes.
 	Tokens *auth.Tokens
-	// Registry receives the HTTP metrics and is served at /metrics;
-	// nil means a registry of the server's own.
+	// Registry receives the HTTP metrics; nil means a registry of the
+	// server's own. The API does not serve it: metrics are for operators,
+	// served on a listener of their own (socnet serve --metrics-addr).
 	Registry *prometheus.Registry
+	// Limits bound the routes that hash passwords; the zero value sets no
+	// limit.
+	Limits Limits
+	// RequestTimeout ends the context of every request after it; 0 means
+	// no deadline. Writes have their own, shorter, bound in dbroute.
+	RequestTimeout time.Duration
 	// Hasher hashes passwords; the zero value uses bcrypt's default cost.
 	Hasher auth.Hasher
 	// Now is the clock birthdates are checked against; nil means time.Now.
@@ -45,7 +52,8 @@ func NewServer(log *slog.Logger, deps Deps) http.Handler {
 	var h http.Handler = routes.mux
 	h = recoverPanics(h)
 	h = observe(log, newMetrics(deps.Registry), routes, h)
-	h = requestID(newIDSource(), h)
+	h = drainRefusedBody(h)
+	h = requestID(newIDSource(), deps.RequestTimeout, h)
 	return h
 }
 

@@ -50,8 +50,8 @@ func TestFriends(t *testing.T) {
 
 	before := e.mustCounts(t)
 	r := put("/friend/set/"+missingID).wantStatus(t, 404)
-	if r.error(t).Code != social.ENOTFOUND {
-		t.Errorf("code %q; want %q", r.error(t).Code, social.ENOTFOUND)
+	if r.error(t).Kind != social.ENOTFOUND {
+		t.Errorf("code %q; want %q", r.error(t).Kind, social.ENOTFOUND)
 	}
 	put("/friend/set/"+me).wantStatus(t, 400)
 	r = put("/friend/set/not-a-uuid").wantStatus(t, 400)
@@ -118,8 +118,8 @@ func TestPosts(t *testing.T) {
 
 	before := e.mustCounts(t)
 	r := update(otherToken, map[string]string{"id": id, "text": "hijacked"}).wantStatus(t, 403)
-	if r.error(t).Code != social.EFORBIDDEN {
-		t.Errorf("code %q; want %q", r.error(t).Code, social.EFORBIDDEN)
+	if r.error(t).Kind != social.EFORBIDDEN {
+		t.Errorf("code %q; want %q", r.error(t).Kind, social.EFORBIDDEN)
 	}
 	update(token, map[string]string{"id": missingID, "text": "x"}).wantStatus(t, 404)
 	e.do(t, request{method: "PUT", path: "/post/delete/" + id, token: otherToken}).wantStatus(t, 403)
@@ -312,8 +312,8 @@ func TestDialogs(t *testing.T) {
 
 	before := e.mustCounts(t)
 	r := send(token, missingID, "anyone?").wantStatus(t, 404)
-	if r.error(t).Code != social.ENOTFOUND {
-		t.Errorf("code %q; want %q", r.error(t).Code, social.ENOTFOUND)
+	if r.error(t).Kind != social.ENOTFOUND {
+		t.Errorf("code %q; want %q", r.error(t).Kind, social.ENOTFOUND)
 	}
 	send(token, me, "note to self").wantStatus(t, 400)
 	r = send(token, "nobody", "x").wantStatus(t, 400)

@@ -190,7 +190,7 @@ func TestDialogUnreadWithCounterDown(t *testing.T) {
 	e.counterd.Close()
 
 	r := e.do(t, request{method: "GET", path: "/dialog/unread", token: myToken}).wantStatus(t, 503)
-	if got := r.error(t); got.Code != social.EUNAVAILABLE {
+	if got := r.error(t); got.Kind != social.EUNAVAILABLE {
 		t.Errorf("GET /dialog/unread with counterd down: %+v", got)
 	}
 	r = e.do(t, request{method: "PUT", path: "/dialog/" + anna + "/read", token: myToken}).wantStatus(t, 503)

@@ -204,7 +204,7 @@ func TestLogin(t *testing.T) {
 	})
 	t.Run("wrong password is 401", func(t *testing.T) {
 		r := login(map[string]string{"id": id, "password": password + "x"}).wantStatus(t, 401)
-		if e := r.error(t); e.Code != social.EUNAUTHORIZED || e.Message != "wrong password" {
+		if e := r.error(t); e.Kind != social.EUNAUTHORIZED || e.Message != "wrong password" {
 			t.Errorf("error = %+v; want unauthorized, wrong password", e)
 		}
 	})
@@ -216,8 +216,8 @@ func TestLogin(t *testing.T) {
 	})
 	t.Run("unknown user is 404", func(t *testing.T) {
 		r := login(map[string]string{"id": "0195b1d2-7c3e-7a41-9f6b-3c2d1e0f9a8b", "password": password}).wantStatus(t, 404)
-		if r.error(t).Code != social.ENOTFOUND {
-			t.Errorf("code = %q; want %q", r.error(t).Code, social.ENOTFOUND)
+		if r.error(t).Kind != social.ENOTFOUND {
+			t.Errorf("code = %q; want %q", r.error(t).Kind, social.ENOTFOUND)
 		}
 	})
 	t.Run("id in upper case", func(t *testing.T) {

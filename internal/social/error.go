@@ -13,6 +13,7 @@ const (
 	ENOTFOUND     = "not_found"    // no such thing: 404
 	ECONFLICT     = "conflict"     // state does not allow it: 409
 	ETOOLARGE     = "too_large"    // request body too large: 413
+	ETOOMANY      = "too_many"     // too many attempts, retry later: 429
 	EUNAVAILABLE  = "unavailable"  // database unreachable, failing over or stuck: 503
 	EINTERNAL     = "internal"     // a bug: 500
 )

@@ -22,6 +22,9 @@ const (
 	// one-letter prefix never returns the whole table.
 	DefaultSearchLimit = 20
 	MaxSearchLimit     = 1000
+	// MaxSearchOffset bounds how deep /user/search pages: the database reads
+	// offset+limit rows of the index for a page.
+	MaxSearchOffset = 10_000
 	// DefaultFeedLimit is the page size of /post/feed without ?limit.
 	DefaultFeedLimit = 10
 	MaxFeedLimit     = 1000

@@ -84,12 +84,16 @@ func ValidateMessageText(text string) error {
 }
 
 // Validate checks a search: both prefixes are required, the limit is from 1
-// to MaxSearchLimit and the offset is not negative. Returns EINVALID.
+// to MaxSearchLimit and the offset from 0 to MaxSearchOffset. Returns
+// EINVALID.
 func (q UserSearch) Validate() error {
 	p := make(map[string]string)
 	checkLine(p, "first_name", q.FirstNamePrefix, MaxNameLen, true)
 	checkLine(p, "last_name", q.SecondNamePrefix, MaxNameLen, true)
 	checkPage(p, q.Offset, q.Limit, MaxSearchLimit)
+	if q.Offset > MaxSearchOffset {
+		p["offset"] = fmt.Sprintf("must be from 0 to %d", MaxSearchOffset)
+	}
 	if len(p) > 0 {
 		return Invalid(p)
 	}

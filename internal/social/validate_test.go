@@ -144,6 +144,8 @@ func TestPageValidators(t *testing.T) {
 		{"search missing", search("", "", 0, 10), map[string]string{"first_name": "is required", "last_name": "is required"}},
 		{"search bad page", search("I", "P", -1, social.MaxSearchLimit+1), map[string]string{
 			"offset": "must not be negative", "limit": "must be from 1 to 1000"}},
+		{"search deepest page", search("I", "P", social.MaxSearchOffset, social.MaxSearchLimit), nil},
+		{"search too deep", search("I", "P", social.MaxSearchOffset+1, 1), map[string]string{"offset": "must be from 0 to 10000"}},
 		{"search zero limit", search("I", "P", 0, 0), map[string]string{"limit": "must be from 1 to 1000"}},
 		{"search long prefix", search(strings.Repeat("a", 101), "P", 0, 1), map[string]string{"first_name": "must be at most 100 characters"}},
 		{"feed ok", social.ValidateFeedPage(0, social.MaxFeedLimit), nil},
