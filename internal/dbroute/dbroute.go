@@ -55,8 +55,9 @@ type DB struct {
 }
 
 // Open makes a pool for every node in cfg (connections are made on demand),
-// probes every node once (each probe bounded by HealthTimeout), starts the
-// health loop and returns. Nodes that are down are not an error: they get
+// probes every node once (each probe bounded by HealthTimeout; a replica
+// probed before the primary's position was known, twice), starts the health
+// loop and returns. Nodes that are down are not an error: they get
 // traffic once they answer, and writes fail with ErrNoPrimary while no node
 // is primary. Open fails on a bad configuration, or when ctx ends first.
 func Open(ctx context.Context, cfg Config, log *slog.Logger) (*DB, error) {
