@@ -57,8 +57,9 @@ type Config struct {
 	// WriteTimeout bounds a write transaction, including a commit that waits
 	// for a synchronous standby; 0 means DefaultWriteTimeout.
 	WriteTimeout time.Duration
-	// MaxReplicaLag is the replay lag beyond which a replica gets no reads;
-	// 0 means DefaultMaxReplicaLag.
+	// MaxReplicaLag bounds staleness: a replica gets reads only while it is
+	// known to have every write acknowledged longer ago than this; 0 means
+	// DefaultMaxReplicaLag.
 	MaxReplicaLag time.Duration
 	// NoReplica is NoReplicaPrimary (default, "") or NoReplicaFail.
 	NoReplica string

@@ -51,12 +51,13 @@ type DB struct {
 	lastPrimary *node // the last node elected primary, for Primary()
 	everPrimary bool
 	splitBrain  bool
-	history     []posSample // the current primary's positions, oldest first
+	history     []posSample // the last elected primary's positions, oldest first
 }
 
 // Open makes a pool for every node in cfg (connections are made on demand),
-// probes every node once (each probe bounded by HealthTimeout), starts the
-// health loop and returns. Nodes that are down are not an error: they get
+// probes every node once (each probe bounded by HealthTimeout; a replica
+// probed before the primary's position was known, twice), starts the health
+// loop and returns. Nodes that are down are not an error: they get
 // traffic once they answer, and writes fail with ErrNoPrimary while no node
 // is primary. Open fails on a bad configuration, or when ctx ends first.
 func Open(ctx context.Context, cfg Config, log *slog.Logger) (*DB, error) {
@@ -71,16 +72,14 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*DB, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	m, err := newMetrics(cfg.Registry, cfg.Name)
-	if err != nil {
-		return nil, err
-	}
 	db := &DB{
 		cfg:        cfg,
 		log:        log,
 		sess:       newSessions(cfg.SessionTTL, cfg.MaxSessions, time.Now),
-		m:          m,
 		staleAfter: cfg.HealthTimeout + 2*cfg.HealthInterval,
+	}
+	if db.m, err = newMetrics(cfg.Registry, cfg.Name, db.Snapshot); err != nil {
+		return nil, err
 	}
 	db.ctx, db.cancel = context.WithCancel(context.Background())
 	for _, pc := range pcs {
@@ -103,7 +102,54 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*DB, error) {
 			return nil, fmt.Errorf("open database %s: %w", cfg.Name, ctx.Err())
 		}
 	}
+	if err := db.settle(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open database %s: %w", cfg.Name, err)
+	}
 	return db, nil
+}
+
+// settle asks for one more probe of each replica that the first round left
+// without a known freshness (probed before the primary, which wrote in
+// between) and waits for it, HealthTimeout at most, so that caught-up
+// replicas serve reads from the first call.
+func (db *DB) settle(ctx context.Context) error {
+	db.mu.RLock()
+	var again []*node
+	if db.primary != nil {
+		for _, n := range db.nodes {
+			if n.st.reachable && n.st.inRecovery && n.st.freshAt.IsZero() {
+				again = append(again, n)
+			}
+		}
+	}
+	db.mu.RUnlock()
+	if len(again) == 0 {
+		return nil
+	}
+	done := make([]int64, len(again))
+	for i, n := range again {
+		done[i] = n.probes.Load()
+		n.kickNow()
+	}
+	deadline := time.NewTimer(db.cfg.HealthTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; i < len(again); {
+		if again[i].probes.Load() > done[i] {
+			i++
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			return nil
+		case <-tick.C:
+		}
+	}
+	return nil
 }
 
 // Close stops the health loop and closes every pool. Calls running on the

@@ -5,10 +5,12 @@ import (
 	"time"
 )
 
-// maxHistory bounds the primary position samples kept for lag estimates.
+// maxHistory bounds the primary position samples kept.
 const maxHistory = 512
 
-// posSample says the primary had written WAL up to pos by time at.
+// posSample says that every write the primary acknowledged before at is at
+// or below pos: at is when the probe that read pg_current_wal_lsn() was
+// sent, and a commit is acknowledged only once its record is written.
 type posSample struct {
 	at  time.Time
 	pos lsn
@@ -25,6 +27,7 @@ func (db *DB) watch(n *node) {
 	for {
 		started := time.Now()
 		db.probe(n)
+		n.probes.Add(1)
 		n.probedOnce.Do(func() { close(n.probed) })
 		select {
 		case <-db.ctx.Done():
@@ -80,7 +83,7 @@ func (db *DB) probe(n *node) {
 			st.suspectAt = time.Time{}
 		}
 		if res.inRecovery {
-			st.lag, st.lagBytes = db.replicaLag(res, sent, recv)
+			db.replicaFreshness(&st, prev)
 		}
 		n.st = st
 		switch {
@@ -96,9 +99,8 @@ func (db *DB) probe(n *node) {
 	}
 	db.elect()
 	if n == db.primary {
-		db.addSample(posSample{at: recv, pos: n.st.pos})
+		db.addSample(posSample{at: sent, pos: n.st.pos})
 	}
-	db.updateGauges(n, recv)
 }
 
 func roleWord(inRecovery bool) string {
@@ -108,37 +110,40 @@ func roleWord(inRecovery bool) string {
 	return RolePrimary
 }
 
-// replicaLag estimates a replica's staleness from one probe (sent..recv):
-// the larger of the replay-timestamp lag PostgreSQL reports and the age of
-// the oldest primary position, sampled before the probe was sent, that the
-// replica has not replayed. The second catches a replica whose WAL receiver
-// fell behind or disconnected, where everything received is replayed and the
-// first says 0. While no primary is known only the first counts: the dead
-// primary's last positions may include WAL no replica ever received, and a
-// replica is then as fresh as anything that answers. Caller holds db.mu.
-func (db *DB) replicaLag(res probeResult, sent, recv time.Time) (time.Duration, int64) {
-	lag := res.replayLag
-	var lagBytes int64
-	if res.pos == 0 || db.primary == nil {
-		return lag, 0
+// replicaFreshness sets st.freshAt and st.lagBytes of a replica that has
+// just answered a probe: the time of the newest primary sample at or below
+// its replay position, or the freshAt it had, which still holds since
+// replay only moves forward (unless the node was down, changed role or
+// went back, as after a restart). While no primary is known no sample is
+// added, so freshAt stops where the last probe of the primary left it: the
+// replicas age out of the rotation MaxReplicaLag after it, since the primary
+// may have acknowledged writes after it that no replica has. Caller holds
+// db.mu.
+func (db *DB) replicaFreshness(st *nodeState, prev nodeState) {
+	if prev.reachable && prev.inRecovery && st.pos >= prev.pos {
+		st.freshAt = prev.freshAt
 	}
-	for _, s := range db.history {
-		if s.at.After(sent) {
+	if st.pos == 0 {
+		// The replay position is hidden: nothing bounds the staleness.
+		st.freshAt = time.Time{}
+		return
+	}
+	for i := len(db.history) - 1; i >= 0; i-- {
+		if s := db.history[i]; s.pos <= st.pos {
+			if s.at.After(st.freshAt) {
+				st.freshAt = s.at
+			}
 			break
 		}
-		if s.pos > res.pos {
-			lag = max(lag, recv.Sub(s.at))
-			break
-		}
 	}
-	if n := len(db.history); n > 0 && db.history[n-1].pos > res.pos {
-		lagBytes = int64(db.history[n-1].pos - res.pos)
+	if n := len(db.history); n > 0 && db.history[n-1].pos > st.pos {
+		st.lagBytes = int64(db.history[n-1].pos - st.pos)
 	}
-	return lag, lagBytes
 }
 
-// addSample records a primary position, dropping samples older than the
-// window lag is measured in. Caller holds db.mu.
+// addSample records a position of the primary, dropping samples older than
+// any replica read may be, and makes every replica whose replay position, as
+// last probed, has reached it fresh as of the sample. Caller holds db.mu.
 func (db *DB) addSample(s posSample) {
 	window := max(10*time.Second, 3*db.cfg.MaxReplicaLag)
 	drop := 0
@@ -146,6 +151,18 @@ func (db *DB) addSample(s posSample) {
 		drop++
 	}
 	db.history = append(db.history[drop:], s)
+	if s.pos == 0 {
+		return
+	}
+	for _, n := range db.nodes {
+		st := &n.st
+		if st.reachable && st.inRecovery && st.pos >= s.pos {
+			if s.at.After(st.freshAt) {
+				st.freshAt = s.at
+			}
+			st.lagBytes = 0
+		}
+	}
 }
 
 // elect picks the primary among the nodes that answer and are not in
@@ -179,7 +196,12 @@ func (db *DB) elect() {
 		return
 	}
 	db.lastPrimary = best
+	// What the replicas were fresh of were the writes of another primary
+	// (or of this one before a gap in which another may have written).
 	db.history = db.history[:0]
+	for _, n := range db.nodes {
+		n.st.freshAt = time.Time{}
+	}
 	if old != nil || db.everPrimary {
 		db.m.failovers.Inc()
 	}
@@ -193,26 +215,23 @@ func (db *DB) elect() {
 	db.log.Info("primary database found", "db", db.cfg.Name, "node", best.name, "timeline", best.st.timeline, "previous", oldName)
 }
 
-// updateGauges publishes n's health and lag. Caller holds db.mu.
-func (db *DB) updateGauges(n *node, now time.Time) {
-	healthy := 0.0
-	if n == db.primary || db.fitReplica(n, now) {
-		healthy = 1
-	}
-	db.m.healthy.WithLabelValues(n.name).Set(healthy)
-	if n.st.inRecovery {
-		db.m.lag.WithLabelValues(n.name).Set(n.st.lag.Seconds())
-	} else {
-		db.m.lag.WithLabelValues(n.name).Set(0)
-	}
-}
-
-// fitReplica reports whether n may serve replica reads now. Caller holds
-// db.mu (read or write).
+// fitReplica reports whether n may serve replica reads now: among other
+// things, every write acknowledged more than MaxReplicaLag ago must be
+// replayed there. Caller holds db.mu (read or write).
 func (db *DB) fitReplica(n *node, now time.Time) bool {
 	st := &n.st
 	return st.reachable && st.inRecovery && st.suspectAt.IsZero() &&
-		now.Sub(st.okAt) <= db.staleAfter && st.lag <= db.cfg.MaxReplicaLag
+		now.Sub(st.okAt) <= db.staleAfter &&
+		!st.freshAt.IsZero() && now.Sub(st.freshAt) <= db.cfg.MaxReplicaLag
+}
+
+// replicaLag is how old a write a read on replica n may miss at now: now -
+// freshAt; ok is false when nothing bounds it. Caller holds db.mu.
+func replicaLag(n *node, now time.Time) (lag time.Duration, ok bool) {
+	if n.st.freshAt.IsZero() {
+		return 0, false
+	}
+	return max(now.Sub(n.st.freshAt), 0), true
 }
 
 // kickAll asks every node for a probe now.

@@ -3,6 +3,7 @@ package dbroute
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -19,12 +20,14 @@ const (
 type metrics struct {
 	queries   *prometheus.CounterVec // node, role
 	decisions *prometheus.CounterVec // decision
-	healthy   *prometheus.GaugeVec   // node
-	lag       *prometheus.GaugeVec   // node
+	nodes     *nodeGauges
 	failovers prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer, db string) (*metrics, error) {
+// newMetrics makes the series of one DB and registers them on reg (when
+// not nil); snapshot gives the node gauges' values when they are
+// collected.
+func newMetrics(reg prometheus.Registerer, db string, snapshot func() []NodeStatus) (*metrics, error) {
 	m := &metrics{
 		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "socnet_db_queries_total",
@@ -34,14 +37,15 @@ func newMetrics(reg prometheus.Registerer, db string) (*metrics, error) {
 			Name: "socnet_db_routing_decisions_total",
 			Help: "Where ReadReplica sent reads: replica, primary_fallback, ryw_primary or no_replica_fail.",
 		}, []string{"decision"}),
-		healthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "socnet_db_node_healthy",
-			Help: "1 when the node is reachable and fit for its role (a replica: within the lag bound), else 0.",
-		}, []string{"node"}),
-		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "socnet_db_replica_lag_seconds",
-			Help: "Replay lag of each replica as last measured.",
-		}, []string{"node"}),
+		nodes: &nodeGauges{
+			healthy: prometheus.NewDesc("socnet_db_node_healthy",
+				"1 when the node is reachable and fit for its role (a replica: within the lag bound), else 0.",
+				[]string{"node"}, nil),
+			lag: prometheus.NewDesc("socnet_db_replica_lag_seconds",
+				"How old a write a read on each replica may miss now; +Inf when nothing bounds it.",
+				[]string{"node"}, nil),
+			snapshot: snapshot,
+		},
 		failovers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "socnet_db_primary_changes_total",
 			Help: "Times the router found a different primary.",
@@ -56,7 +60,7 @@ func newMetrics(reg prometheus.Registerer, db string) (*metrics, error) {
 	if db != "" {
 		reg = prometheus.WrapRegistererWith(prometheus.Labels{"db": db}, reg)
 	}
-	for _, c := range []prometheus.Collector{m.queries, m.decisions, m.healthy, m.lag, m.failovers} {
+	for _, c := range []prometheus.Collector{m.queries, m.decisions, m.nodes, m.failovers} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
@@ -66,4 +70,35 @@ func newMetrics(reg prometheus.Registerer, db string) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// nodeGauges reports each node's health and lag as they are when collected:
+// a replica's lag grows between two probes, and its health with it.
+type nodeGauges struct {
+	healthy, lag *prometheus.Desc
+	snapshot     func() []NodeStatus
+}
+
+// Describe implements prometheus.Collector.
+func (g *nodeGauges) Describe(ch chan<- *prometheus.Desc) {
+	ch <- g.healthy
+	ch <- g.lag
+}
+
+// Collect implements prometheus.Collector.
+func (g *nodeGauges) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range g.snapshot() {
+		healthy, lag := 0.0, 0.0
+		if s.Healthy {
+			healthy = 1
+		}
+		if s.Role == RoleReplica {
+			lag = s.Lag.Seconds()
+			if s.FreshAt.IsZero() {
+				lag = math.Inf(1)
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(g.healthy, prometheus.GaugeValue, healthy, s.Name)
+		ch <- prometheus.MustNewConstMetric(g.lag, prometheus.GaugeValue, lag, s.Name)
+	}
 }

@@ -25,6 +25,7 @@ type node struct {
 	kick       chan struct{} // asks the watch goroutine for a probe now
 	probed     chan struct{} // closed after the first probe
 	probedOnce sync.Once
+	probes     atomic.Int64 // probes done, successful or not
 
 	inflight atomic.Int64 // calls running on the node now
 	reads    atomic.Int64 // ReadPrimary and ReadReplica calls served
@@ -37,13 +38,16 @@ type node struct {
 type nodeState struct {
 	reachable  bool
 	inRecovery bool
-	timeline   uint32        // the primary's current timeline; 0 on replicas
-	pos        lsn           // primary: pg_current_wal_lsn(); replica: pg_last_wal_replay_lsn()
-	lag        time.Duration // replicas: replay lag in time
-	lagBytes   int64         // replicas: the primary's position minus pos
-	checkedAt  time.Time     // end of the last probe
-	okAt       time.Time     // end of the last successful probe
-	err        string        // the last probe's error
+	timeline   uint32 // the primary's current timeline; 0 on replicas
+	pos        lsn    // primary: pg_current_wal_lsn(); replica: pg_last_wal_replay_lsn()
+	// freshAt, on a replica: every write the primary acknowledged before
+	// this time is replayed there (zero: not known). Reads on the replica
+	// may miss writes at most now - freshAt old.
+	freshAt   time.Time
+	lagBytes  int64     // replicas: the primary's last known position minus pos
+	checkedAt time.Time // end of the last probe
+	okAt      time.Time // end of the last successful probe
+	err       string    // the last probe's error
 	// suspectAt is when a call met a broken connection on the node; the
 	// node gets no reads until a probe sent after it succeeds.
 	suspectAt time.Time
@@ -54,23 +58,15 @@ type probeResult struct {
 	inRecovery bool
 	timeline   uint32
 	pos        lsn
-	receive    lsn
-	replayLag  time.Duration // from the replay timestamp; 0 when caught up with what was received
 }
 
 // probeSQL asks in one round trip what routing needs. On a primary the
 // timeline comes from the name of the current WAL file, which changes at the
 // moment of promotion, where pg_control_checkpoint() would show the new
-// timeline only after the next checkpoint. On a replica, lag is 0 when all
-// WAL received is replayed, else the age of the last replayed transaction;
-// staleness against the primary's position is added by the router.
+// timeline only after the next checkpoint.
 const probeSQL = `SELECT r,
   CASE WHEN r THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text,
-  pg_last_wal_receive_lsn()::text,
-  CASE WHEN r THEN 0 ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END,
-  CASE WHEN NOT r OR pg_last_wal_receive_lsn() IS NULL
-         OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
-       ELSE COALESCE(extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()), 0) END::float8
+  CASE WHEN r THEN 0 ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END
 FROM pg_is_in_recovery() AS r`
 
 func newNode(ctx context.Context, pc *pgxpool.Config) (*node, error) {
@@ -116,11 +112,10 @@ func (n *node) ask(ctx context.Context) (probeResult, error) {
 		n.probe = c
 	}
 	var (
-		pos, receive *string
-		tl           int64
-		lagSec       float64
+		pos *string
+		tl  int64
 	)
-	err := n.probe.QueryRow(ctx, probeSQL).Scan(&res.inRecovery, &pos, &receive, &tl, &lagSec)
+	err := n.probe.QueryRow(ctx, probeSQL).Scan(&res.inRecovery, &pos, &tl)
 	if err != nil {
 		n.closeProbe()
 		return res, fmt.Errorf("probe: %w", err)
@@ -128,11 +123,7 @@ func (n *node) ask(ctx context.Context) (probeResult, error) {
 	if res.pos, err = parseNullLSN(pos); err != nil {
 		return res, err
 	}
-	if res.receive, err = parseNullLSN(receive); err != nil {
-		return res, err
-	}
 	res.timeline = uint32(tl)
-	res.replayLag = time.Duration(lagSec * float64(time.Second))
 	return res, nil
 }
 

@@ -16,8 +16,14 @@ type NodeStatus struct {
 	// Healthy: the primary answers; a replica answers and lags within
 	// MaxReplicaLag, so it gets reads.
 	Healthy bool `json:"healthy"`
-	// Lag is a replica's replay lag as last measured.
+	// Lag is, on a replica, how old a write a read there may miss now:
+	// the time since FreshAt. It is 0 when FreshAt is unknown.
 	Lag time.Duration `json:"lag_ns"`
+	// FreshAt is, on a replica, the time before which every write the
+	// primary acknowledged is replayed there, as far as the probes show;
+	// zero when not known (no primary probed since the replica reached a
+	// known primary position), and then the replica gets no reads.
+	FreshAt time.Time `json:"fresh_at"`
 	// LagBytes is how far a replica's replay is behind the primary's
 	// last known position.
 	LagBytes int64 `json:"lag_bytes"`
@@ -48,7 +54,6 @@ func (db *DB) Snapshot() []NodeStatus {
 		s := NodeStatus{
 			Name:      n.name,
 			Elected:   n == db.primary,
-			Lag:       st.lag,
 			LagBytes:  st.lagBytes,
 			LSN:       lsnText(st.pos),
 			Timeline:  st.timeline,
@@ -62,6 +67,8 @@ func (db *DB) Snapshot() []NodeStatus {
 			s.Role, s.Error = RoleDown, st.err
 		case st.inRecovery:
 			s.Role, s.Healthy = RoleReplica, db.fitReplica(n, now)
+			s.Lag, _ = replicaLag(n, now)
+			s.FreshAt = st.freshAt
 		default:
 			s.Role, s.Healthy = RolePrimary, n == db.primary
 		}
