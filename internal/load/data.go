@@ -238,36 +238,43 @@ type apiClient struct {
 }
 
 // call sends body (JSON-encoded unless nil) and decodes a 2xx answer into out.
+//
+// A 429 (the API limits logins and registrations per client address) is
+// waited out as its Retry-After asks, up to maxRetriesOn429 times: setup
+// registers and logs in many users from one address.
 func (c *apiClient) call(ctx context.Context, method, path, token string, body, out any) error {
-	var rd io.Reader
+	var payload []byte
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return fmt.Errorf("%s %s: %w", method, path, err)
 		}
-		rd = bytes.NewReader(b)
+		payload = b
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+path, rd)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+	var (
+		status int
+		data   []byte
+	)
+	for attempt := 0; ; attempt++ {
+		var (
+			retryAfter time.Duration
+			err        error
+		)
+		status, data, retryAfter, err = c.do(ctx, method, path, token, payload)
+		if err != nil {
+			return err
+		}
+		if status != http.StatusTooManyRequests || attempt == maxRetriesOn429 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s %s: waiting out 429: %w", method, path, ctx.Err())
+		case <-time.After(retryAfter):
+		}
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("%s %s: read answer: %w", method, path, err)
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return &statusError{method: method, path: path, status: resp.StatusCode, body: snippet(data)}
+	if status < 200 || status > 299 {
+		return &statusError{method: method, path: path, status: status, body: snippet(data)}
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -275,6 +282,42 @@ func (c *apiClient) call(ctx context.Context, method, path, token string, body, 
 		}
 	}
 	return nil
+}
+
+// maxRetriesOn429 bounds how often one setup call waits out a 429.
+const maxRetriesOn429 = 30
+
+// do sends one request and returns its status, its body (at most 1 MiB) and,
+// for a 429, how long the server asks to wait (1 s when it does not say).
+func (c *apiClient) do(ctx context.Context, method, path, token string, payload []byte) (int, []byte, time.Duration, error) {
+	var rd io.Reader
+	if payload != nil {
+		rd = bytes.NewReader(payload)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+path, rd)
+	if err != nil {
+		return 0, nil, 0, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if payload != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, nil, 0, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return 0, nil, 0, fmt.Errorf("%s %s: read answer: %w", method, path, err)
+	}
+	wait := time.Second
+	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+		wait = time.Duration(secs) * time.Second
+	}
+	return resp.StatusCode, data, wait, nil
 }
 
 // statusError is a setup call answered with a status other than 2xx.
