@@ -50,7 +50,7 @@ type upSecrets struct {
 func cmdUp(ctx context.Context, e *env, args []string) error {
 	fs := newFlags("up", e)
 	home := fs.HomeDir()
-	httpAddr := fs.String("http", "127.0.0.1:8080", "address of the API")
+	httpAddr := fs.String("http", "127.0.0.1:8080", "address of the API (port 0: a free port, printed once up)")
 	counterAddr := fs.String("counter-http", "", "address of the counter service (default: a free port chosen at first start and kept in the home)")
 	relayAddr := fs.String("relay-http", "", "address of the outbox relay's /metrics and /healthz (default: a free port chosen at first start and kept in the home)")
 	deadAfter := fs.Duration("dead-after", time.Second, "a primary failing its probes this long is failed over")
@@ -112,6 +112,15 @@ func up(ctx context.Context, e *env, c upConfig) (err error) {
 	}
 	if c.RelayHTTP == "" {
 		c.RelayHTTP = ports.Relay
+	}
+	if host, port, err := net.SplitHostPort(c.HTTP); err == nil && port == "0" {
+		// The services' address is recorded for status, drills and load:
+		// port 0 is resolved here, once, rather than by the API's listener.
+		p, err := pgnode.FreePort()
+		if err != nil {
+			return fmt.Errorf("up: %w", err)
+		}
+		c.HTTP = net.JoinHostPort(host, strconv.Itoa(p))
 	}
 	// A port held by another process would let it answer our health
 	// checks: refuse it before starting anything.
