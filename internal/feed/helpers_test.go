@@ -43,8 +43,15 @@ func TestMain(m *testing.M) {
 	if role := os.Getenv(roleEnv); role != "" {
 		os.Exit(runRole(role))
 	}
+	// go-redis reports failed dials on its own logger; the tests see the
+	// errors where they matter.
+	redis.SetLogger(quiet{})
 	pgtest.Main(m)
 }
+
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
 
 // runRole runs the child worker until SIGTERM.
 func runRole(role string) int {
@@ -79,7 +86,7 @@ func runRole(role string) int {
 }
 
 func testLogger(tb testing.TB, prefix string) *slog.Logger {
-	return slog.New(slog.NewTextHandler(pgtest.LogWriter(tb, prefix), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(pgtest.LogWriter(tb, prefix), &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
 // env is a migrated main database, a Redis, and the feed over them.
