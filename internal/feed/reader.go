@@ -124,7 +124,11 @@ func (r *Reader) fromCache(ctx context.Context, userID string, offset, limit int
 func (r *Reader) bodies(ctx context.Context, page []entry) ([]social.Post, []string, error) {
 	ids := make([]uuid.UUID, len(page))
 	for i, e := range page {
-		ids[i] = uuid.MustParse(e.member)
+		id, err := uuid.Parse(e.member)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cached post id %q: %w", e.member, err)
+		}
+		ids[i] = id
 	}
 	found := make(map[string]social.Post, len(page))
 	var missing []uuid.UUID
