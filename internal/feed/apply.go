@@ -101,30 +101,48 @@ func (a *Applier) postCreated(ctx context.Context, e Event) error {
 		if len(followers) <= a.cfg.CelebrityFollowers {
 			return a.eachList(ctx, "fan out post", addScript, followers, timelineKeys, args...)
 		}
-		if err := a.promoteAuthor(ctx, e.AuthorID); err != nil {
-			return err
-		}
+	}
+	if err := a.promote(ctx, e.AuthorID); err != nil {
+		return err
 	}
 	return a.eachList(ctx, "add celebrity post", addScript, []uuid.UUID{e.AuthorID}, authorKeys, args...)
 }
 
-// promoteAuthor makes author a celebrity: recorded in PostgreSQL first, so
-// that every rebuild from then on merges the author at read, then added to
-// the cached timelines of the followers (a rebuild under way is cancelled).
-func (a *Applier) promoteAuthor(ctx context.Context, author uuid.UUID) error {
-	err := a.cfg.DB.Transact(ctx, func(tx pgx.Tx) error {
+// promote makes author a celebrity: recorded in PostgreSQL first, so that
+// every rebuild from then on merges the author at read, then added to the
+// cached timelines of the followers (a rebuild under way is cancelled), and
+// finally marked done in Redis. A worker that dies in between leaves the
+// mark unset, so the next post of the author finishes the job; so does the
+// first post after Redis lost the mark.
+func (a *Applier) promote(ctx context.Context, author uuid.UUID) error {
+	done := authorKeys(author.String()).promoted()
+	n, err := a.cfg.Redis.Exists(ctx, done).Result()
+	if err != nil {
+		return wrap("read promotion mark", err)
+	}
+	if n == 1 {
+		return nil
+	}
+	err = a.cfg.DB.Transact(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO feed_celebrities (author_id) VALUES ($1) ON CONFLICT DO NOTHING`, author)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("promote %s to celebrity: %w", author, err)
 	}
-	a.cfg.Log.Info("author merged at read from now on", "author", author, "threshold", a.cfg.CelebrityFollowers)
 	followers, err := a.followers(ctx, author, 0)
 	if err != nil {
 		return err
 	}
-	return a.eachList(ctx, "promote celebrity", addCelebScript, followers, timelineKeys, author.String())
+	if err := a.eachList(ctx, "promote celebrity", addCelebScript, followers, timelineKeys, author.String()); err != nil {
+		return err
+	}
+	if err := a.cfg.Redis.Set(ctx, done, "1", 0).Err(); err != nil {
+		return wrap("mark promotion", err)
+	}
+	a.cfg.Log.Info("author merged at read from now on", "author", author, "threshold", a.cfg.CelebrityFollowers,
+		"followers", len(followers))
+	return nil
 }
 
 func (a *Applier) postDeleted(ctx context.Context, e Event) error {

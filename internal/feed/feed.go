@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -68,6 +69,7 @@ func (c Config) withDefaults() (Config, error) {
 //   - posts (sorted set): post ids scored by orderKey, newest highest.
 //   - celebs (set, timelines only): the celebrities the user follows.
 //   - rebuild (string): the token of the rebuild under way, if any.
+//   - promoted (string, author lists only): see Applier.promote.
 type list struct{ meta, posts, celebs, rebuild string }
 
 func timelineKeys(userID string) list { return keysOf("u:" + userID) }
@@ -79,6 +81,10 @@ func keysOf(tag string) list {
 }
 
 func (l list) all() []string { return []string{l.meta, l.posts, l.celebs, l.rebuild} }
+
+// promoted names the mark that a celebrity's followers' timelines all
+// merge the celebrity at read (author lists only).
+func (l list) promoted() string { return strings.TrimSuffix(l.meta, "m") + "p" }
 
 // orderKey is a post's score: its created_at in microseconds, the precision
 // PostgreSQL keeps, exact in a float64 for millennia. Ties are broken by the

@@ -221,3 +221,31 @@ func TestPagingRules(t *testing.T) {
 		t.Errorf("bad user id: err %v, want EINVALID", err)
 	}
 }
+
+// A worker that died after recording a promotion but before telling the
+// followers' timelines leaves the job to the author's next post.
+func TestPromotionFinishedAfterCrash(t *testing.T) {
+	e := mustEnv(t, 2)
+	u := e.mustUsers(t, 4)
+	celeb, fans := u[0], u[1:]
+	for _, f := range fans {
+		e.follow(t, f, celeb)
+	}
+	e.drain(t)
+	for _, f := range fans {
+		e.page(t, f, 0, 10)
+	}
+	// What the killed worker committed.
+	if _, err := e.admin.Exec(testCtx(t, 10*time.Second), `INSERT INTO feed_celebrities (author_id) VALUES ($1)`, celeb); err != nil {
+		t.Fatal(err)
+	}
+	p := e.post(t, celeb)
+	e.drain(t)
+	for _, f := range fans {
+		got, served := e.page(t, f, 0, 10)
+		if !contains(got, p) || served != feed.ServedRedis {
+			t.Errorf("page of %s = %v from %s, want the celebrity's post %s from redis", f, got, served, p)
+		}
+	}
+	e.mustCheck(t, u)
+}
