@@ -86,12 +86,6 @@ func (l list) all() []string { return []string{l.meta, l.posts, l.celebs, l.rebu
 // merge the celebrity at read (author lists only).
 func (l list) promoted() string { return strings.TrimSuffix(l.meta, "m") + "p" }
 
-// orderKey is a post's score: its created_at in microseconds, the precision
-// PostgreSQL keeps, exact in a float64 for millennia. Ties are broken by the
-// member (the id's text, which sorts as the uuid does), so the sorted set's
-// order is the SQL feed's ORDER BY created_at DESC, id DESC.
-func orderKey(t time.Time) string { return strconv.FormatInt(t.UnixMicro(), 10) }
-
 // Scripts; each works on one list and is atomic. A change to a list that
 // is not cached is dropped, and cancels a rebuild under way (its snapshot
 // may predate the change), so that a rebuild never stores a stale list.
@@ -177,8 +171,12 @@ func (l list) scriptKeys() []string { return []string{l.meta, l.posts, l.rebuild
 func (l list) storeKeys() []string { return []string{l.meta, l.posts, l.celebs, l.rebuild} }
 
 // entry is one post of a list.
+// Its score is the post's created_at in microseconds, the precision
+// PostgreSQL keeps, exact in a float64 for millennia. Ties are broken by the
+// member (the id's text, which sorts as the uuid does), so a sorted set's
+// order is the SQL feed's ORDER BY created_at DESC, id DESC.
 type entry struct {
-	score  int64 // orderKey
+	score  int64
 	member string
 }
 

@@ -264,7 +264,8 @@ func (e *env) mustCheck(tb testing.TB, users []uuid.UUID) feed.Report {
 // without the celebrities merged at read.
 func (e *env) timeline(tb testing.TB, user uuid.UUID) []string {
 	tb.Helper()
-	got, err := e.rdb.ZRevRange(testCtx(tb, 10*time.Second), "feed:{u:"+user.String()+"}:t", 0, -1).Result()
+	got, err := e.rdb.ZRangeArgs(testCtx(tb, 10*time.Second), redis.ZRangeArgs{
+		Key: "feed:{u:" + user.String() + "}:t", Start: 0, Stop: -1, Rev: true}).Result()
 	if err != nil {
 		tb.Fatalf("read timeline: %v", err)
 	}
