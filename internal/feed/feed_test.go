@@ -249,3 +249,26 @@ func TestPromotionFinishedAfterCrash(t *testing.T) {
 	}
 	e.mustCheck(t, u)
 }
+
+// A change that reaches a timeline while it is being rebuilt cancels the
+// rebuild's store: the rebuild's snapshot may predate the change.
+func TestChangeCancelsRebuildUnderWay(t *testing.T) {
+	e := mustEnv(t, 0)
+	u := e.mustUsers(t, 2)
+	e.follow(t, u[0], u[1])
+	e.drain(t)
+	ctx := testCtx(t, 10*time.Second)
+	mark := "feed:{u:" + u[0].String() + "}:r"
+	// A rebuild under way: its token is set, its timeline not stored yet.
+	if err := e.rdb.Set(ctx, mark, "token", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	e.post(t, u[1])
+	e.drain(t)
+	if n := e.rdb.Exists(ctx, mark).Val(); n != 0 {
+		t.Fatalf("the post's fan-out left the rebuild token in place")
+	}
+	if _, served := e.page(t, u[0], 0, 10); served != feed.ServedRebuilt {
+		t.Fatalf("read served from %s, want rebuilt", served)
+	}
+}
