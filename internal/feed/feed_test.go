@@ -4,9 +4,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 
 	"socnet/internal/feed"
+	"socnet/internal/postgres"
 	"socnet/internal/social"
 )
 
@@ -270,5 +272,55 @@ func TestChangeCancelsRebuildUnderWay(t *testing.T) {
 	}
 	if _, served := e.page(t, u[0], 0, 10); served != feed.ServedRebuilt {
 		t.Fatalf("read served from %s, want rebuilt", served)
+	}
+}
+
+// The stores the API uses: Feed comes from the cache, and a user's own
+// follow and unfollow show in their next read without the worker.
+func TestStoresServeFeedWithReadYourWrites(t *testing.T) {
+	e := mustEnv(t, 0)
+	u := e.mustUsers(t, 3)
+	posts := feed.NewPostStore(e.posts, e.reader)
+	friends := feed.NewFriendStore(postgres.NewFriendStore(e.db), e.reader)
+	p1, p2 := e.post(t, u[1]), e.post(t, u[2])
+	e.drain(t)
+	ctx := testCtx(t, 30*time.Second)
+	feedOf := func() []string {
+		got, err := posts.Feed(ctx, u[0].String(), 0, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := e.posts.Feed(ctx, u[0].String(), 0, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("Feed differs from the SQL feed (-want +got):\n%s", diff)
+		}
+		return ids(got)
+	}
+	feedOf() // cached, empty
+	for _, step := range []struct {
+		do   func() error
+		want []uuid.UUID
+	}{
+		{func() error { return friends.SetFriend(ctx, u[0].String(), u[1].String()) }, []uuid.UUID{p1}},
+		{func() error { return friends.SetFriend(ctx, u[0].String(), u[2].String()) }, []uuid.UUID{p2, p1}},
+		{func() error { return friends.DeleteFriend(ctx, u[0].String(), u[1].String()) }, []uuid.UUID{p2}},
+	} {
+		if err := step.do(); err != nil {
+			t.Fatal(err)
+		}
+		got := feedOf()
+		want := make([]string, len(step.want))
+		for i, id := range step.want {
+			want[i] = id.String()
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("feed after own change (-want +got):\n%s", diff)
+		}
+	}
+	if err := friends.SetFriend(ctx, u[0].String(), u[0].String()); social.ErrorCode(err) != social.EINVALID {
+		t.Errorf("following oneself: %v, want the store's EINVALID", err)
 	}
 }
