@@ -32,6 +32,9 @@ type Report struct {
 	// a read rebuilds it).
 	Uncached    int
 	Differences []Difference
+	// Backlog counts the events waiting in feed_outbox when the check
+	// began: with a backlog, differences may be changes not applied yet.
+	Backlog int
 }
 
 // Check compares the cached timelines of userIDs with the SQL feed
@@ -39,9 +42,15 @@ type Report struct {
 // for, in order, must be the SQL feed's first ones. It changes no timeline;
 // it may build a missing celebrity list. Run it when the worker has caught
 // up and the SQL feed's replicas have replayed the writes, or a write in
-// flight shows as a difference.
+// flight shows as a difference (Report.Backlog tells).
 func Check(ctx context.Context, r *Reader, userIDs []string) (Report, error) {
 	var rep Report
+	err := r.cfg.DB.ReadPrimary(ctx, func(q dbroute.Querier) error {
+		return q.QueryRow(ctx, `SELECT count(*) FROM feed_outbox`).Scan(&rep.Backlog)
+	})
+	if err != nil {
+		return rep, fmt.Errorf("check: feed_outbox backlog: %w", err)
+	}
 	for _, u := range userIDs {
 		v, err := r.view(ctx, u, social.FeedCap)
 		if errors.Is(err, errNotCached) {

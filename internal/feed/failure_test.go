@@ -121,6 +121,11 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 	wg.Wait()
 	check()
 	t.Logf("pages served: redis %d, rebuilt %d, postgres %d", served[0].Load(), served[1].Load(), served[2].Load())
+	for s, i := range index {
+		if got := pagesServed(t, e, s); got != float64(served[i].Load()) {
+			t.Errorf("socnet_feed_pages_total{served=%q} = %v, want %d", s, got, served[i].Load())
+		}
+	}
 
 	e.drain(t)
 	rep := e.mustCheck(t, users)
@@ -128,6 +133,27 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 		t.Fatalf("only %d of %d timelines cached after the load", rep.Checked, len(users))
 	}
 	t.Logf("check: %d timelines equal the SQL feed, %d not cached", rep.Checked, rep.Uncached)
+}
+
+// pagesServed returns the reader's socnet_feed_pages_total of one source.
+func pagesServed(t *testing.T, e *env, s feed.Served) float64 {
+	t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "socnet_feed_pages_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if m.GetLabel()[0].GetValue() == string(s) {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no socnet_feed_pages_total{served=%q}", s)
+	return 0
 }
 
 // A worker SIGKILLed in the middle of its fan-out leaves its batch to the

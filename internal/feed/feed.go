@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"socnet/internal/dbroute"
@@ -44,6 +45,9 @@ type Config struct {
 	CelebrityFollowers int
 	// Log receives warnings; nil discards them.
 	Log *slog.Logger
+	// Registry receives the metrics of each Reader and Worker built from
+	// the Config (nil: none); build one of each per registry.
+	Registry prometheus.Registerer
 }
 
 func (c Config) withDefaults() (Config, error) {

@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"socnet/internal/dbroute"
@@ -100,6 +101,7 @@ type env struct {
 	cfg    feed.Config
 	reader *feed.Reader
 	worker *feed.Worker
+	reg    *prometheus.Registry // the reader's and the worker's metrics
 }
 
 // mustEnv builds an env whose celebrities are authors with more than
@@ -124,7 +126,8 @@ func mustEnv(tb testing.TB, celebrity int) *env {
 	tb.Cleanup(e.admin.Close)
 	e.posts = postgres.NewPostStore(e.db)
 	e.rdb = e.redis.Client(tb)
-	e.cfg = feed.Config{DB: e.db, Redis: e.rdb, SQL: e.posts, CelebrityFollowers: celebrity, Log: log}
+	e.reg = prometheus.NewRegistry()
+	e.cfg = feed.Config{DB: e.db, Redis: e.rdb, SQL: e.posts, CelebrityFollowers: celebrity, Log: log, Registry: e.reg}
 	if e.reader, err = feed.NewReader(e.cfg); err != nil {
 		tb.Fatal(err)
 	}
@@ -253,6 +256,9 @@ func (e *env) mustCheck(tb testing.TB, users []uuid.UUID) feed.Report {
 	rep, err := feed.Check(testCtx(tb, time.Minute), e.reader, s)
 	if err != nil {
 		tb.Fatalf("check: %v", err)
+	}
+	if rep.Backlog != 0 {
+		tb.Fatalf("check with %d events not applied", rep.Backlog)
 	}
 	if len(rep.Differences) > 0 {
 		tb.Fatalf("check found %d differences, first %+v", len(rep.Differences), rep.Differences[0])

@@ -3,6 +3,7 @@ package feed
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -29,6 +30,8 @@ type Event struct {
 	PostID uuid.UUID
 	// UserID is the follower of a friend event.
 	UserID uuid.UUID
+	// CreatedAt is when the event's transaction wrote it.
+	CreatedAt time.Time
 }
 
 // Call the Enqueue functions inside the transaction that makes the change,
@@ -77,7 +80,7 @@ func nullID(id uuid.UUID) *uuid.UUID {
 }
 
 // claimSQL locks the oldest events that no other worker holds.
-const claimSQL = `SELECT id, kind, author_id, post_id, user_id FROM feed_outbox
+const claimSQL = `SELECT id, kind, author_id, post_id, user_id, created_at FROM feed_outbox
 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`
 
 func claim(ctx context.Context, tx pgx.Tx, limit int) ([]Event, error) {
@@ -88,7 +91,7 @@ func claim(ctx context.Context, tx pgx.Tx, limit int) ([]Event, error) {
 	var out []Event
 	var e Event
 	var post, user *uuid.UUID
-	_, err = pgx.ForEachRow(rows, []any{&e.ID, &e.Kind, &e.AuthorID, &post, &user}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&e.ID, &e.Kind, &e.AuthorID, &post, &user, &e.CreatedAt}, func() error {
 		ev := e
 		if post != nil {
 			ev.PostID = *post

@@ -28,7 +28,10 @@ const (
 )
 
 // Reader serves feed pages from Redis.
-type Reader struct{ core }
+type Reader struct {
+	core
+	m *readerMetrics
+}
 
 // NewReader returns a reader over cfg.
 func NewReader(cfg Config) (*Reader, error) {
@@ -36,7 +39,11 @@ func NewReader(cfg Config) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Reader{core: core{cfg: cfg}}, nil
+	m, err := newReaderMetrics(cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
+	return &Reader{core: core{cfg: cfg}, m: m}, nil
 }
 
 // errFallback says that the cache cannot serve a page exactly.
@@ -64,6 +71,7 @@ func (r *Reader) Page(ctx context.Context, userID string, offset, limit int) ([]
 	if limit > 0 {
 		posts, served, err := r.fromCache(ctx, userID, offset, limit)
 		if err == nil {
+			r.m.pages.WithLabelValues(string(served)).Inc()
 			return posts, served, nil
 		}
 		if ctx.Err() != nil {
@@ -75,6 +83,7 @@ func (r *Reader) Page(ctx context.Context, userID string, offset, limit int) ([]
 	if err != nil {
 		return nil, "", err
 	}
+	r.m.pages.WithLabelValues(string(ServedPostgres)).Inc()
 	return posts, ServedPostgres, nil
 }
 

@@ -42,6 +42,7 @@ type WorkerConfig struct {
 type Worker struct {
 	app *Applier
 	wc  WorkerConfig
+	m   *workerMetrics
 }
 
 // NewWorker returns a worker over cfg with wc's zero fields set to the
@@ -60,7 +61,11 @@ func NewWorker(cfg Config, wc WorkerConfig) (*Worker, error) {
 	if wc.BatchTimeout <= 0 {
 		wc.BatchTimeout = DefaultBatchTimeout
 	}
-	return &Worker{app: app, wc: wc}, nil
+	m, err := newWorkerMetrics(cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
+	return &Worker{app: app, wc: wc, m: m}, nil
 }
 
 // errBusy says that another worker holds the lock.
@@ -114,7 +119,7 @@ func (w *Worker) Step(ctx context.Context) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.wc.BatchTimeout)
 	defer cancel()
 	pool := w.app.cfg.DB.Primary()
-	n := 0
+	var applied []Event
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		var locked bool
 		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, WorkerLockKey).Scan(&locked); err != nil {
@@ -137,13 +142,18 @@ func (w *Worker) Step(ctx context.Context) (int, error) {
 		if _, err := tx.Exec(ctx, `DELETE FROM feed_outbox WHERE id = ANY($1)`, ids); err != nil {
 			return fmt.Errorf("delete applied feed events: %w", err)
 		}
-		n = len(events)
+		applied = events
 		return nil
 	})
 	if err != nil {
 		return 0, err
 	}
-	return n, nil
+	now := time.Now()
+	for _, e := range applied {
+		w.m.events.WithLabelValues(e.Kind).Inc()
+		w.m.latency.Observe(now.Sub(e.CreatedAt).Seconds())
+	}
+	return len(applied), nil
 }
 
 // sleep waits d or until ctx ends and reports whether ctx is still alive.
