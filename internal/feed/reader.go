@@ -131,6 +131,9 @@ func (r *Reader) fromCache(ctx context.Context, userID string, offset, limit int
 // replica lacks are looked for on the primary (the replica may lag behind
 // the fan-out). It returns the ids that exist on neither.
 func (r *Reader) bodies(ctx context.Context, page []entry) ([]social.Post, []string, error) {
+	if len(page) == 0 {
+		return []social.Post{}, nil, nil
+	}
 	ids := make([]uuid.UUID, len(page))
 	for i, e := range page {
 		id, err := uuid.Parse(e.member)
