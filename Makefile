@@ -5,22 +5,26 @@ HOME_DIR  ?= $(HOME)/.socnet
 HTTP      ?= 127.0.0.1:8080
 PKGS      := ./...
 
-.PHONY: all build run test test-short lint bench mutation deps-postgres clean
+.PHONY: all build run test test-short lint bench mutation deps-postgres deps-test clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/socnet
 
-# Installs the PostgreSQL server when it is missing and we can (root or sudo).
+# Install the servers when they are missing and we can (root or sudo):
+# PostgreSQL for everything, Redis for the feed's tests.
 deps-postgres:
-	@scripts/ensure-postgres.sh
+	@scripts/ensure-deps.sh postgres
+
+deps-test:
+	@scripts/ensure-deps.sh postgres redis
 
 run: deps-postgres build
 	$(BIN) up --home $(HOME_DIR) --http $(HTTP)
 
 # Unit and integration tests against real PostgreSQL processes started by internal/pgtest.
-test: deps-postgres
+test: deps-test
 	$(GO) test -count=1 -timeout 15m $(PKGS)
 
 test-short:
