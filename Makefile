@@ -4,8 +4,11 @@ BIN       := bin/socnet
 HOME_DIR  ?= $(HOME)/.socnet
 HTTP      ?= 127.0.0.1:8080
 PKGS      := ./...
+# Packages that run goroutines, for the race detector.
+RACE_PKGS ?= ./internal/load/ ./internal/dbroute/ ./internal/counter/ ./internal/cluster/ ./internal/httpapi/ \
+             ./internal/drill/ ./internal/pgnode/ ./internal/seed/ ./cmd/socnet/
 
-.PHONY: all build run test test-short lint bench mutation deps-postgres deps-test clean
+.PHONY: all build run test test-short test-race lint bench mutation deps-postgres deps-test clean
 
 all: build
 
@@ -29,6 +32,12 @@ test: deps-test
 
 test-short:
 	$(GO) test -count=1 -short $(PKGS)
+
+# The same tests under the race detector, on the packages with goroutines: several
+# times slower than make test, so a target of its own. One package at a time (-p 1):
+# each starts PostgreSQL clusters, and two cores cannot run two such packages raced.
+test-race: deps-postgres
+	$(GO) test -race -count=1 -p 1 -timeout 60m $(RACE_PKGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -3,7 +3,8 @@
 # Starts a fresh stack, seeds a million users, and measures: the seed time;
 # GET /user/get through the API against pgbench on the same SQL; search p99;
 # the primary's share of read work with reads on the primary and on the
-# replicas; the load generator's own ceiling; failover unavailability over
+# replicas; the load generator's own ceiling and CPU per request; the
+# router's fail-fast and stuck-commit figures; failover unavailability over
 # repeated SIGKILLs. Results (text, JSON, HTML, PNG) go to $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -95,6 +96,13 @@ mkdir -p "$OUT/png"
 log "load generator ceiling: GET /healthz with one core"
 "$BIN" load --url "http://$API" --scenario healthz --cpus 1 --connections 64 --duration 10s --quiet \
 	--label "healthz, 1 core" --json "$OUT/healthz.json" | tee -a "$OUT/summary.txt"
+
+log "load generator's own cost on one core, against /healthz of another process (Go benchmark)"
+go test -run '^$' -bench Healthz -benchtime 200000x ./internal/load/ 2>&1 | grep -E "^Benchmark|FAIL" | tee -a "$OUT/summary.txt"
+
+log "router: a write with no primary known; a stuck synchronous commit past WriteTimeout (Go benchmarks)"
+go test -run '^$' -bench TransactNoPrimary ./internal/dbroute/ 2>&1 | grep -E "^Benchmark|FAIL" | tee -a "$OUT/summary.txt"
+go test -run '^$' -bench StuckCommitOvershoot -benchtime 20x ./internal/dbroute/ 2>&1 | grep -E "^Benchmark|FAIL" | tee -a "$OUT/summary.txt"
 
 log "unread counters: dialogs for $DUR to fill the counters, then GET /dialog/unread, $CONNS connections, $DUR"
 "$BIN" load --home "$HOME_DIR" --url "http://$API" --scenario dialog --users 200 --connections "$CONNS" --duration "$DUR" --quiet \

@@ -86,7 +86,7 @@ func mustCluster(t *testing.T, n int, syncNames string) *testCluster {
 	if syncNames != "" {
 		mustExec(t, ctx, c.primary, "ALTER SYSTEM SET synchronous_standby_names = '"+syncNames+"'")
 		mustExec(t, ctx, c.primary, "SELECT pg_reload_conf()")
-		waitFor(t, ctx, 10*time.Second, "a synchronous standby", func() bool {
+		waitFor(t, ctx, 30*time.Second, "a synchronous standby", func() bool {
 			return queryInt(t, ctx, c.primary, "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'") == 1
 		})
 	}
@@ -132,7 +132,7 @@ func (c *testCluster) waitReplayed(t *testing.T, ctx context.Context) {
 	t.Helper()
 	target := queryInt(t, ctx, c.primary, "SELECT pg_current_wal_lsn() - '0/0'")
 	for _, r := range c.replicas {
-		waitFor(t, ctx, 10*time.Second, r.Name()+" replayed", func() bool {
+		waitFor(t, ctx, 30*time.Second, r.Name()+" replayed", func() bool {
 			return queryInt(t, ctx, r, "SELECT pg_last_wal_replay_lsn() - '0/0'") >= target
 		})
 	}

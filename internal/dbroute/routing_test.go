@@ -81,8 +81,9 @@ func gaugeValue(t *testing.T, reg *prometheus.Registry, name string, want map[st
 }
 
 // TestReadsGoToReplicas: under read load through ReadReplica the replicas'
-// commit counters grow by the number of reads while the primary's barely
-// moves, and the reads are spread over both replicas.
+// commit counters grow by the number of reads while the primary's grows only
+// by the router's probes (one per HealthInterval) and the test's own queries,
+// and the reads are spread over both replicas.
 func TestReadsGoToReplicas(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -90,20 +91,22 @@ func TestReadsGoToReplicas(t *testing.T) {
 	mustExec(t, ctx, c.primary, "INSERT INTO items (v) SELECT 'x' || g FROM generate_series(1, 1000) g")
 	c.waitReplayed(t, ctx)
 	reg := prometheus.NewRegistry()
+	const healthInterval = 100 * time.Millisecond
 	db := mustOpen(t, dbroute.Config{
 		Name:           "main",
 		Primary:        c.multiHostDSN(),
-		HealthInterval: 100 * time.Millisecond,
+		HealthInterval: healthInterval,
 		MaxConns:       4,
 		Registry:       reg,
 	})
 	for _, r := range c.replicas {
-		waitFor(t, ctx, 10*time.Second, r.Name()+" healthy", func() bool { return nodeStatus(t, db, r).Healthy })
+		waitFor(t, ctx, 30*time.Second, r.Name()+" healthy", func() bool { return nodeStatus(t, db, r).Healthy })
 	}
 	if !nodeStatus(t, db, c.primary).Elected {
 		t.Fatalf("primary %s not elected: %+v", c.primary.Name(), db.Snapshot())
 	}
 
+	probing := time.Now()
 	before := xactCommits(t, ctx, c.nodes())
 	const workers, perWorker = 4, 400
 	const reads = workers * perWorker
@@ -135,11 +138,15 @@ func TestReadsGoToReplicas(t *testing.T) {
 	if got := counterValue(t, reg, "socnet_db_queries_total", map[string]string{"role": dbroute.RoleReplica}); got != reads {
 		t.Errorf("queries with role=replica counted %v, want %d", got, reads)
 	}
-	// Closing the pools ends their backends, which flush their statistics.
+	// Closing the pools ends their backends, which flush their statistics,
+	// and stops the probes.
 	db.Close()
+	probed := time.Since(probing)
 
 	var after map[string]int64
-	waitFor(t, ctx, 20*time.Second, "replica statistics", func() bool {
+	queries := 1 // xactCommits calls: the one before, and the polls
+	waitFor(t, ctx, 30*time.Second, "replica statistics", func() bool {
+		queries++
 		after = xactCommits(t, ctx, c.nodes())
 		sum := int64(0)
 		for _, r := range c.replicas {
@@ -148,10 +155,16 @@ func TestReadsGoToReplicas(t *testing.T) {
 		return sum >= reads
 	})
 	primaryDelta := after[c.primary.Name()] - before[c.primary.Name()]
-	t.Logf("xact_commit growth over %d replica reads: primary %d, r1 %d, r2 %d", reads, primaryDelta,
-		after["r1"]-before["r1"], after["r2"]-before["r2"])
-	if primaryDelta > reads/20 {
-		t.Errorf("primary committed %d transactions during %d replica reads, want at most %d (probes only)", primaryDelta, reads, reads/20)
+	// On the primary: a probe every HealthInterval while the router was open
+	// (a transaction each), each statistics query of this test with its
+	// connection's start, and a few of autovacuum's, whatever the reads'
+	// speed. Reads sent there would add one each.
+	most := int64(probed/healthInterval) + 1 + int64(2*queries) + 5
+	t.Logf("xact_commit growth over %d replica reads in %v: primary %d (at most %d), r1 %d, r2 %d", reads,
+		probed.Round(time.Millisecond), primaryDelta, most, after["r1"]-before["r1"], after["r2"]-before["r2"])
+	if primaryDelta > most {
+		t.Errorf("primary committed %d transactions during %d replica reads in %v, want at most %d (probes and statistics queries only)",
+			primaryDelta, reads, probed.Round(time.Millisecond), most)
 	}
 	for _, r := range c.replicas {
 		if d := after[r.Name()] - before[r.Name()]; d < reads/4 {
@@ -178,7 +191,7 @@ func TestLaggingReplicaGetsNoReads(t *testing.T) {
 		MaxReplicaLag:  time.Second,
 		Registry:       reg,
 	})
-	waitFor(t, ctx, 10*time.Second, "replicas healthy", func() bool {
+	waitFor(t, ctx, 30*time.Second, "replicas healthy", func() bool {
 		return nodeStatus(t, db, r1).Healthy && nodeStatus(t, db, r2).Healthy
 	})
 
@@ -202,7 +215,7 @@ func TestLaggingReplicaGetsNoReads(t *testing.T) {
 
 	paused := time.Now()
 	mustExec(t, ctx, r1, "SELECT pg_wal_replay_pause()")
-	waitFor(t, ctx, 10*time.Second, "r1 out of rotation", func() bool { return !nodeStatus(t, db, r1).Healthy })
+	waitFor(t, ctx, 30*time.Second, "r1 out of rotation", func() bool { return !nodeStatus(t, db, r1).Healthy })
 	st := nodeStatus(t, db, r1)
 	t.Logf("r1 left rotation %v after pause with lag %v (%d bytes)", time.Since(paused).Round(time.Millisecond), st.Lag, st.LagBytes)
 	if st.Lag <= time.Second && st.Role == dbroute.RoleReplica {
@@ -242,8 +255,8 @@ func TestLaggingReplicaGetsNoReads(t *testing.T) {
 	}
 
 	mustExec(t, ctx, r1, "SELECT pg_wal_replay_resume()")
-	waitFor(t, ctx, 10*time.Second, "r1 back in rotation", func() bool { return nodeStatus(t, db, r1).Healthy })
-	waitFor(t, ctx, 10*time.Second, "reads on r1 again", func() bool {
+	waitFor(t, ctx, 30*time.Second, "r1 back in rotation", func() bool { return nodeStatus(t, db, r1).Healthy })
+	waitFor(t, ctx, 30*time.Second, "reads on r1 again", func() bool {
 		var port int
 		err := db.ReadReplica(ctx, func(q dbroute.Querier) (err error) {
 			port, err = serverPort(ctx, q)
@@ -268,7 +281,7 @@ func TestReadYourWrites(t *testing.T) {
 		MaxReplicaLag:  time.Minute,
 		Registry:       reg,
 	})
-	waitFor(t, ctx, 10*time.Second, "replicas healthy", func() bool {
+	waitFor(t, ctx, 30*time.Second, "replicas healthy", func() bool {
 		return nodeStatus(t, db, c.replicas[0]).Healthy && nodeStatus(t, db, c.replicas[1]).Healthy
 	})
 	for _, r := range c.replicas {
@@ -316,7 +329,7 @@ func TestReadYourWrites(t *testing.T) {
 	last := ids[len(ids)-1]
 	// Once the health loop has seen the replicas replay the write, the
 	// session reads from a replica again, and sees the write there.
-	waitFor(t, ctx, 10*time.Second, "session read served by a replica", func() bool {
+	waitFor(t, ctx, 30*time.Second, "session read served by a replica", func() bool {
 		var seen bool
 		var port int
 		err := db.ReadReplica(alice, func(q dbroute.Querier) error {
@@ -355,7 +368,7 @@ func TestNoReplicaPolicy(t *testing.T) {
 	if err := c.replicas[0].Kill(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, ctx, 5*time.Second, "replica down", func() bool {
+	waitFor(t, ctx, 30*time.Second, "replica down", func() bool {
 		return nodeStatus(t, strict, c.replicas[0]).Role == dbroute.RoleDown
 	})
 	// The first read after the kill may have been routed before the probe
@@ -364,7 +377,7 @@ func TestNoReplicaPolicy(t *testing.T) {
 	if !errors.Is(err, dbroute.ErrNoReplica) || social.ErrorCode(err) != social.EUNAVAILABLE || !dbroute.IsUnavailable(err) {
 		t.Errorf("strict read with no replica: err = %v, want ErrNoReplica (unavailable)", err)
 	}
-	waitFor(t, ctx, 5*time.Second, "replica down for the lenient router", func() bool {
+	waitFor(t, ctx, 30*time.Second, "replica down for the lenient router", func() bool {
 		return nodeStatus(t, lenient, c.replicas[0]).Role == dbroute.RoleDown
 	})
 	if port, err := read(lenient); err != nil || port != c.primary.Config().Port {

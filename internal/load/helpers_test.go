@@ -21,7 +21,7 @@ import (
 )
 
 // healthzServerEnv makes the test binary serve GET /healthz instead of
-// running tests: the self-check measures the generator against a server in
+// running tests: BenchmarkHealthz measures the generator against a server in
 // another process, so that the server's CPU is not the generator's.
 const healthzServerEnv = "SOCNET_LOAD_TEST_HEALTHZ_SERVER"
 
