@@ -139,7 +139,9 @@ func countWrites(mu *sync.Mutex, writes *[]writeResult, since time.Time) int {
 // load and the synchronous replica promoted; writes fail with unavailable
 // errors only (at once, not after WriteTimeout, while no primary is known),
 // reach the new primary without a restart, and once one has succeeded there
-// none fails; no acknowledged write is missing there.
+// none fails; no acknowledged write is missing there. Reads are served by the
+// replicas only while they are shown fresh: once MaxReplicaLag has passed with
+// no primary known they are refused, and served again after the promotion.
 func TestPrimaryKilledAndReplicaPromoted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -155,6 +157,13 @@ func TestPrimaryKilledAndReplicaPromoted(t *testing.T) {
 		writes  []writeResult
 		readErr errCounter
 		reads   atomic.Int64
+		// killedAt (unix nanos) and what reads did after it: a read may be
+		// served with no primary known only until MaxReplicaLag after the
+		// last probe of the old primary, which came before the kill.
+		killedAtNs   atomic.Int64
+		lateReads    atomic.Int64 // served, started over MaxReplicaLag after the kill
+		refusedReads atomic.Int64 // refused with no primary known, after the kill
+		promoted     atomic.Bool
 	)
 	for w := range 2 {
 		wg.Go(func() {
@@ -180,14 +189,26 @@ func TestPrimaryKilledAndReplicaPromoted(t *testing.T) {
 		wg.Go(func() {
 			for loadCtx.Err() == nil {
 				var n int64
+				start := time.Now()
 				err := db.ReadReplica(loadCtx, func(q dbroute.Querier) error {
 					return q.QueryRow(loadCtx, "SELECT count(*) FROM items").Scan(&n)
 				})
 				mu.Lock()
 				readErr.add(err)
 				mu.Unlock()
-				if err == nil {
+				killed := killedAtNs.Load()
+				switch {
+				case err == nil:
 					reads.Add(1)
+					if killed != 0 && start.UnixNano()-killed > int64(dbroute.DefaultMaxReplicaLag) && !promoted.Load() {
+						lateReads.Add(1)
+					}
+				case killed != 0 && errors.Is(err, dbroute.ErrNoPrimary):
+					refusedReads.Add(1)
+				}
+				if err != nil {
+					// A client backs off before retrying.
+					time.Sleep(20 * time.Millisecond)
 				}
 			}
 		})
@@ -205,28 +226,32 @@ func TestPrimaryKilledAndReplicaPromoted(t *testing.T) {
 	}
 	waitFor(t, ctx, 30*time.Second, "writes before the kill", func() bool { return okWrites() >= 100 })
 
+	killedAt := time.Now()
+	killedAtNs.Store(killedAt.UnixNano())
 	if err := c.primary.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	killedAt := time.Now()
 	waitFor(t, ctx, 30*time.Second, "old primary seen down", func() bool {
 		return nodeStatus(t, db, c.primary).Role == dbroute.RoleDown
 	})
-	// With no primary, the replicas keep serving reads past MaxReplicaLag
-	// (1 s): nothing fresher answers.
-	readsAtKill := reads.Load()
-	waitFor(t, ctx, 30*time.Second, "reads with no primary for over 1.2s", func() bool {
-		return time.Since(killedAt) > 1200*time.Millisecond && reads.Load() > readsAtKill+100
+	// With no primary, no replica can be shown to hold the writes
+	// acknowledged in the last MaxReplicaLag: past it, reads are refused
+	// (503 through the API), never served stale, until a promotion.
+	waitFor(t, ctx, 30*time.Second, "reads refused with no primary known", func() bool {
+		return time.Since(killedAt) > 2*dbroute.DefaultMaxReplicaLag && refusedReads.Load() > 0
 	})
-	mu.Lock()
-	if readErr.unavailable > 0 {
-		t.Errorf("%d reads failed while no primary was known", readErr.unavailable)
+	if n := lateReads.Load(); n > 0 {
+		t.Errorf("%d reads served over MaxReplicaLag after the primary was killed, with no primary known", n)
 	}
-	mu.Unlock()
+	readsBefore := reads.Load()
 	if err := r1.Promote(ctx); err != nil {
 		t.Fatal(err)
 	}
 	promotedAt := time.Now()
+	promoted.Store(true)
+	waitFor(t, ctx, 30*time.Second, "reads served again after the promotion", func() bool {
+		return reads.Load() > readsBefore
+	})
 	firstOK := waitFirstWrite(t, ctx, &mu, &writes, promotedAt)
 	// Keep the load on for a while on the new primary.
 	waitFor(t, ctx, 30*time.Second, "writes after the first on the new primary", func() bool {
