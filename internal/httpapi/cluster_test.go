@@ -280,6 +280,23 @@ func TestReadYourWritesAcrossFailover(t *testing.T) {
 		t.Fatalf("promote r1: %v", err)
 	}
 	e.routerSees(t, c.replicas[0], dbroute.RolePrimary)
+	// r2 follows the new primary, as the cluster manager re-points it; until
+	// it replays the new primary's WAL it cannot be shown fresh and gets no
+	// reads.
+	r1cfg := c.replicas[0].Config()
+	mustExec(t, ctx, c.replicas[0], "SELECT pg_create_physical_replication_slot('r2')")
+	if err := c.replicas[1].Follow(ctx, pgnode.ReplicationConnInfo(r1cfg.Host, r1cfg.Port, "replicator", "rep-secret", "r2"), "r2"); err != nil {
+		t.Fatalf("re-point r2: %v", err)
+	}
+	r2Name := "127.0.0.1:" + strconv.Itoa(c.replicas[1].Config().Port)
+	waitUntil(t, 30*time.Second, "r2 streaming from r1 and serving reads", func() bool {
+		for _, s := range e.db.Snapshot() {
+			if s.Name == r2Name {
+				return s.Role == dbroute.RoleReplica && s.Healthy
+			}
+		}
+		return false
+	})
 	// The acknowledged follow survived, and a new one is read back at once.
 	follow("Alice", "Carol")
 	if !feedHas("Alice", "Carol") || !feedHas("Alice", "Bob") {
