@@ -38,6 +38,7 @@ type serveConfig struct {
 	AddrFile      string // written with the bound address once listening
 	RoutingFile   string // the router's snapshot, rewritten every second
 	CounterURL    string // base URL of counterd
+	ServiceKey    string // file of the key requests to counterd are signed with
 	DebugHTTP     string // when set, /debug/pprof is served there
 }
 
@@ -58,13 +59,14 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 	routingFile := fs.String("routing-file", "", "write where queries go (the router's view of the nodes) to this file every second")
 	debugHTTP := fs.String("debug-http", "", "serve Go's /debug/pprof profiles on this address (keep it on loopback)")
 	counterURL := fs.String("counter", "http://127.0.0.1:8091", "base URL of the unread-message counter service (socnet counterd)")
+	serviceKey := fs.String("service-key-file", "", "file (0600) holding the key requests to counterd are signed with (without it they are unsigned)")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
 	c := serveConfig{HTTP: *httpAddr, DB: dbroute.SplitDSNList(*db), AdminDB: *admin, Key: *key, KeyFile: *keyFile,
 		TokenTTL: *ttl, MaxReplicaLag: *lag, NoReplica: *noReplica, WriteTimeout: *wt,
 		MaxConns: *maxConns, BcryptCost: *cost, AddrFile: *addrFile, RoutingFile: *routingFile, ShutdownAfter: 10 * time.Second,
-		CounterURL: *counterURL, DebugHTTP: *debugHTTP}
+		CounterURL: *counterURL, ServiceKey: *serviceKey, DebugHTTP: *debugHTTP}
 	if len(c.DB) == 0 {
 		return usageError{errors.New("serve: --db (or SOCNET_DB) is required")}
 	}
@@ -109,7 +111,11 @@ func serve(ctx context.Context, e *env, c serveConfig) error {
 	}
 
 	dialogs := postgres.NewDialogStore(db)
-	unread := counter.NewClient(c.CounterURL)
+	counterOpts, err := counterClientOptions(e, c.ServiceKey)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	unread := counter.NewClient(c.CounterURL, counterOpts...)
 	defer unread.Close()
 	handler := httpapi.NewServer(e.log, httpapi.Deps{
 		Users:    postgres.NewUserStore(db),

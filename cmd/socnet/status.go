@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"socnet/internal/cluster"
+	"socnet/internal/counter"
 	"socnet/internal/dbroute"
 )
 
@@ -22,6 +23,8 @@ type statusDoc struct {
 	Services []serviceRecord  `json:"services"`
 	// Reads is where the API sends queries, as its router sees the nodes.
 	Reads *routingDoc `json:"reads,omitempty"`
+	// Outbox estimates the counter events not yet delivered to counterd.
+	Outbox *counter.Backlog `json:"outbox,omitempty"`
 }
 
 // routingDoc is what the API's router last reported (see --routing-file).
@@ -98,6 +101,11 @@ func stackStatus(ctx context.Context, home string) (statusDoc, error) {
 	if r, err := readRouting(routingPath(home)); err == nil && time.Since(r.At) < 30*time.Second {
 		doc.Reads = &r
 	}
+	if st, err := readStack(home); err == nil {
+		if b, err := counter.OutboxBacklogAt(ctx, st.MainAdmin); err == nil {
+			doc.Outbox = &b
+		}
+	}
 	return doc, nil
 }
 
@@ -134,6 +142,9 @@ func printStatus(w io.Writer, doc statusDoc) {
 			}
 			fmt.Fprintf(tw, "  %s\t%s\t%s\treads %d\twrites %d\tlag %s\n", n.Name, n.Role, where, n.Reads, n.Writes, n.Lag)
 		}
+	}
+	if doc.Outbox != nil {
+		fmt.Fprintf(tw, "outbox\t%d events to deliver (estimate)\toldest %.1fs\n", doc.Outbox.Events, doc.Outbox.OldestSeconds)
 	}
 	tw.Flush()
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"socnet/internal/auth"
 	"socnet/internal/cluster"
 	"socnet/internal/counter"
 	"socnet/internal/pgrole"
@@ -145,25 +146,34 @@ func up(ctx context.Context, e *env, c upConfig) (err error) {
 	if err := writeStack(home, stack); err != nil {
 		return err
 	}
+	// The key the API and the relay sign their requests to counterd with.
+	serviceKey := filepath.Join(home, "service.key")
+	if _, err := auth.LoadOrCreateKey(serviceKey); err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	keyEnv := "SOCNET_SERVICE_KEY_FILE=" + serviceKey
 	logs := filepath.Join(home, "logs")
 	counterURL := "http://" + c.CounterHTTP
 	svcs := []*service{{
-		Name:    "counter",
-		Args:    []string{"counterd", "--http", c.CounterHTTP},
-		Env:     []string{"SOCNET_DB=" + strings.Join(stack.CounterDB, " ")},
+		Name: "counter",
+		Args: []string{"counterd", "--http", c.CounterHTTP},
+		// The dialogs database as administrator: scheduled reconciliation
+		// (counterd's --reconcile-every) writes its repairs there.
+		Env: []string{"SOCNET_DB=" + strings.Join(stack.CounterDB, " "), keyEnv,
+			"SOCNET_MAIN_DB=" + strings.Join(stack.MainAdmin, " ")},
 		Addr:    c.CounterHTTP,
 		LogPath: filepath.Join(logs, "counterd.log"),
 	}, {
 		Name:    "relay",
 		Args:    []string{"relay", "--counter", counterURL, "--http", c.RelayHTTP},
-		Env:     []string{"SOCNET_MAIN_DB=" + strings.Join(stack.MainDB, " ")},
+		Env:     []string{"SOCNET_MAIN_DB=" + strings.Join(stack.MainDB, " "), keyEnv},
 		Addr:    c.RelayHTTP,
 		LogPath: filepath.Join(logs, "relay.log"),
 	}, {
 		Name: "api",
 		Args: []string{"serve", "--http", c.HTTP, "--key-file", filepath.Join(home, "token.key"),
 			"--routing-file", routingPath(home), "--counter", counterURL},
-		Env:     []string{"SOCNET_DB=" + strings.Join(stack.MainDB, " ")},
+		Env:     []string{"SOCNET_DB=" + strings.Join(stack.MainDB, " "), keyEnv},
 		Addr:    c.HTTP,
 		LogPath: filepath.Join(logs, "api.log"),
 	}}

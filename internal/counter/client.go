@@ -24,8 +24,9 @@ const DefaultClientTimeout = 2 * time.Second
 // counterd cannot be reached, times out or answers 5xx, else the code
 // counterd answered with.
 type Client struct {
-	base string
-	http *http.Client
+	base   string
+	http   *http.Client
+	signer *Signer
 }
 
 var _ social.UnreadCounter = (*Client)(nil)
@@ -36,6 +37,12 @@ type ClientOption func(*Client)
 // WithTimeout bounds each request (default DefaultClientTimeout).
 func WithTimeout(d time.Duration) ClientOption {
 	return func(c *Client) { c.http.Timeout = d }
+}
+
+// WithServiceKey signs every request with the shared service key, as a
+// counterd that authenticates requires.
+func WithServiceKey(key []byte) ClientOption {
+	return func(c *Client) { c.signer = NewSigner(key, nil) }
 }
 
 // NewClient returns a client of the counterd at baseURL
@@ -127,6 +134,11 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if c.signer != nil {
+		if err := c.signer.Sign(req, body); err != nil {
+			return err
+		}
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUnavailable, err)
@@ -144,7 +156,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 		if resp.StatusCode >= 500 {
 			return fmt.Errorf("%w: counterd answered %d %s: %s", errUnavailable, resp.StatusCode, e.Code, e.Message)
 		}
-		return &social.Error{Code: e.Code, Message: e.Message}
+		return &social.Error{Code: e.Code, Message: e.Message, Fields: e.Fields}
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("decode answer of %s %s: %w", method, path, err)

@@ -137,7 +137,7 @@ func (s *Store) apply(ctx context.Context, events []Event, idx []int) (map[strin
 	for j, i := range idx {
 		e := events[i]
 		ids[j], users[j], peers[j] = uuid.MustParse(e.ID), uuid.MustParse(e.UserID), uuid.MustParse(e.PeerID)
-		outboxIDs[j], seqs[j], kinds[j], unread[j] = e.OutboxID, e.Seq, e.Kind, int32(min(e.Unread, 1<<31-1))
+		outboxIDs[j], seqs[j], kinds[j], unread[j] = e.OutboxID, e.Seq, e.Kind, int32(e.Unread)
 		if !e.CommittedAt.IsZero() {
 			committed[j] = &events[i].CommittedAt
 		}

@@ -1,0 +1,7 @@
+package counter
+
+// The relay's polling and backlog queries, for EXPLAIN in benchmarks.
+const (
+	FetchDueSQL = fetchDueSQL
+	BacklogSQL  = backlogSQL
+)
