@@ -5,3 +5,6 @@ const (
 	FetchDueSQL = fetchDueSQL
 	BacklogSQL  = backlogSQL
 )
+
+// MigrationFiles are the embedded migrations of the counter database.
+var MigrationFiles = migrationFiles
