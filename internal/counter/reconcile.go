@@ -369,7 +369,7 @@ func (rc *Reconciler) repair(ctx context.Context, conn *pgx.Conn, opts Reconcile
 		rc.m.repairs.Inc()
 		keys = append(keys, k)
 		rc.log.Warn("reconcile: counter drift repaired", "user_id", d.UserID, "peer_id", d.PeerID,
-			"counter", d.Counter, "truth", d.Truth, "recorded", d.Recorded)
+			"counter", d.Counter, "truth", d.Truth, "recorded", d.Recorded, "counter_seq", d.CounterSeq, "recorded_seq", d.RecordedSeq)
 	}
 	// Verify: the repairs are outbox events like any other.
 	check := ReconcileReport{Drifts: []Drift{}}
