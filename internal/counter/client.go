@@ -21,8 +21,8 @@ const DefaultClientTimeout = 2 * time.Second
 
 // Client talks to counterd's HTTP API. It implements social.UnreadCounter.
 // Every error it returns is a *social.Error in the chain: EUNAVAILABLE when
-// counterd cannot be reached, times out or answers 5xx, else the code
-// counterd answered with.
+// counterd cannot be reached, times out, answers 5xx or refuses the
+// service signature (401), else the code counterd answered with.
 type Client struct {
 	base   string
 	http   *http.Client
@@ -155,6 +155,13 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 		}
 		if resp.StatusCode >= 500 {
 			return fmt.Errorf("%w: counterd answered %d %s: %s", errUnavailable, resp.StatusCode, e.Code, e.Message)
+		}
+		if resp.StatusCode == http.StatusUnauthorized {
+			// This service's key is not counterd's (missing, rotated on one
+			// side only): an operator's problem, not the caller's
+			// credentials, and a retry may succeed once the keys agree.
+			return fmt.Errorf("%w: counterd refused this service's signature (are both given the same service key?): %s",
+				errUnavailable, e.Message)
 		}
 		return &social.Error{Code: e.Code, Message: e.Message, Fields: e.Fields}
 	}

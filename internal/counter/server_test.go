@@ -110,6 +110,13 @@ func TestClient(t *testing.T) {
 		t.Errorf("ApplyRead of an invalid receipt: %v, want a non-retryable error", err)
 	}
 
+	// A client with another key: counterd refuses it, which is no fault of
+	// the caller's and may pass once the keys agree.
+	wrongKey := counter.NewClient(srv.URL, counter.WithServiceKey([]byte(strings.Repeat("k", 32))))
+	if _, err := wrongKey.Unread(ctx, r.UserID); social.ErrorCode(err) != social.EUNAVAILABLE || !strings.Contains(err.Error(), "signature") {
+		t.Errorf("Unread with another service key: %v, want EUNAVAILABLE naming the signature", err)
+	}
+
 	// Nobody listens: unavailable, quickly.
 	port, err := pgnode.FreePort()
 	if err != nil {
