@@ -183,3 +183,22 @@ func TestApplyIsolatesWhatTheDatabaseRefuses(t *testing.T) {
 		t.Errorf("retry after the database takes it: %+v, %v; want applied", res, err)
 	}
 }
+
+// TestApplyRejectsWithoutTheDatabase: a batch of nothing but invalid events
+// is answered from validation alone, even with the database gone.
+func TestApplyRejectsWithoutTheDatabase(t *testing.T) {
+	store, db, _ := mustStore(t)
+	db.Close()
+	bad := counter.Event{ID: "x"}
+	res, err := store.Apply(context.Background(), counter.Batch{Events: []counter.Event{bad, bad}, Session: newUUID(t)})
+	if err != nil {
+		t.Fatalf("Apply of invalid events without a database: %v", err)
+	}
+	want := counter.BatchResult{Results: []counter.Result{
+		{ID: "x", Outcome: counter.OutcomeRejected, Reason: "id must be a UUID"},
+		{ID: "x", Outcome: counter.OutcomeRejected, Reason: "id must be a UUID"},
+	}}
+	if diff := cmp.Diff(want, res); diff != "" {
+		t.Errorf("results (-want +got):\n%s", diff)
+	}
+}

@@ -3,6 +3,7 @@ package counter
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/google/uuid"
@@ -167,16 +168,14 @@ func (s *Store) applyOneByOne(ctx context.Context, events []Event, idx []int, re
 	out := make(map[string]string, len(idx))
 	for _, i := range idx {
 		o, err := s.apply(ctx, events, []int{i})
-		switch {
-		case err != nil && dbroute.IsUnavailable(err):
+		if err != nil && dbroute.IsUnavailable(err) {
 			return nil, err
-		case err != nil:
-			results[i].Outcome, results[i].Reason = OutcomeFailed, err.Error()
-		default:
-			for k, v := range o {
-				out[k] = v
-			}
 		}
+		if err != nil {
+			results[i].Outcome, results[i].Reason = OutcomeFailed, err.Error()
+			continue
+		}
+		maps.Copy(out, o)
 	}
 	return out, nil
 }
