@@ -202,3 +202,28 @@ func TestApplyRejectsWithoutTheDatabase(t *testing.T) {
 		t.Errorf("results (-want +got):\n%s", diff)
 	}
 }
+
+// TestPruneInboxInChunks: more rows than one chunk are all pruned, the
+// recent ones kept.
+func TestPruneInboxInChunks(t *testing.T) {
+	store, db, _ := mustStore(t)
+	ctx := context.Background()
+	err := db.ReadPrimary(ctx, func(q dbroute.Querier) error {
+		_, err := q.Exec(ctx, `INSERT INTO inbox (event_id, outbox_id, kind, user_id, peer_id, seq, outcome, received_at)
+			SELECT gen_random_uuid(), i, 'message_sent', gen_random_uuid(), gen_random_uuid(), 1, 'applied',
+				CASE WHEN i <= 10001 THEN now() - interval '2 days' ELSE now() END
+			FROM generate_series(1, 10003) i`)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := store.PruneInbox(ctx, time.Now().Add(-24*time.Hour))
+	if err != nil || n != 10001 {
+		t.Errorf("PruneInbox = %d, %v; want 10001", n, err)
+	}
+	var left int
+	if err := db.Primary().QueryRow(ctx, `SELECT count(*) FROM inbox`).Scan(&left); err != nil || left != 2 {
+		t.Errorf("%d rows left (%v), want the 2 recent ones", left, err)
+	}
+}
