@@ -11,6 +11,7 @@ import (
 
 	"socnet/internal/counter"
 	"socnet/internal/dbroute"
+	"socnet/internal/social"
 )
 
 // TestEventBounds: every kind is valid, and each bound holds exactly at its
@@ -225,5 +226,34 @@ func TestPruneInboxInChunks(t *testing.T) {
 	var left int
 	if err := db.Primary().QueryRow(ctx, `SELECT count(*) FROM inbox`).Scan(&left); err != nil || left != 2 {
 		t.Errorf("%d rows left (%v), want the 2 recent ones", left, err)
+	}
+}
+
+// TestApplyStopsWhenTheDatabaseGoesAway: applying one at a time after a
+// refusal stops at the first event the database cannot take for being
+// unavailable, and the whole batch is then unavailable (retried by the
+// sender), not failed event by event.
+func TestApplyStopsWhenTheDatabaseGoesAway(t *testing.T) {
+	store, db, _ := mustStore(t)
+	ctx := context.Background()
+	refused, away := "00000000-0000-7000-8000-000000000001", "00000000-0000-7000-8000-000000000002"
+	_, err := db.Primary().Exec(ctx, fmt.Sprintf(`CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.user_id = '%s' THEN RAISE EXCEPTION 'refused for the test'; END IF;
+			IF NEW.user_id = '%s' THEN RAISE EXCEPTION 'shutting down for the test' USING ERRCODE = '57P01'; END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER refuse BEFORE INSERT ON counters FOR EACH ROW EXECUTE FUNCTION refuse();`, refused, away))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newUUID(t)
+	batch := []counter.Event{
+		{ID: newUUID(t), Kind: counter.KindMessageSent, UserID: refused, PeerID: p, Seq: 1, Unread: 1},
+		{ID: newUUID(t), Kind: counter.KindMessageSent, UserID: away, PeerID: p, Seq: 1, Unread: 1},
+	}
+	res, err := store.Apply(ctx, counter.Batch{Events: batch})
+	if social.ErrorCode(err) != social.EUNAVAILABLE {
+		t.Errorf("Apply = %+v, %v; want EUNAVAILABLE", res, err)
 	}
 }
