@@ -139,7 +139,9 @@ func NewVerifier(key []byte, window time.Duration, maxNonces int, now func() tim
 func (v *Verifier) Wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := v.verify(w, r); err != nil {
-			w.Header().Set("WWW-Authenticate", `Socnet-HMAC-SHA256 realm="socnet-internal"`)
+			if social.ErrorCode(err) == social.EUNAUTHORIZED {
+				w.Header().Set("WWW-Authenticate", `Socnet-HMAC-SHA256 realm="socnet-internal"`)
+			}
 			writeError(w, err)
 			return
 		}
