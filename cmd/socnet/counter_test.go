@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -16,7 +17,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/google/uuid"
 
+	"socnet/internal/auth"
 	"socnet/internal/counter"
 	"socnet/internal/dbroute"
 	"socnet/internal/drill"
@@ -53,7 +56,13 @@ func TestCounterCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	counterAddr, relayAddr := counterTestAddr(t), counterTestAddr(t)
-	vars := map[string]string{"SOCNET_DB": counterDSN, "SOCNET_MAIN_DB": mainDSN, "SOCNET_COUNTER_DB": counterDSN}
+	keyFile := filepath.Join(t.TempDir(), "service.key")
+	key, err := auth.LoadOrCreateKey(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{"SOCNET_DB": counterDSN, "SOCNET_MAIN_DB": mainDSN, "SOCNET_COUNTER_DB": counterDSN,
+		"SOCNET_SERVICE_KEY_FILE": keyFile}
 	var logs syncBuffer
 	e := counterTestEnv(vars, io.Discard, &logs)
 	done := make(chan error, 2)
@@ -61,9 +70,13 @@ func TestCounterCommands(t *testing.T) {
 	go func() {
 		done <- cmdRelay(ctx, e, []string{"--counter", "http://" + counterAddr, "--http", relayAddr, "--poll", "10ms"})
 	}()
-	client := counter.NewClient("http://" + counterAddr)
+	client := counter.NewClient("http://"+counterAddr, counter.WithServiceKey(key))
 	defer client.Close()
 	waitCounterCond(t, 30*time.Second, "counterd healthy", func() bool { return client.Healthy(ctx) == nil })
+	_, err = counter.NewClient("http://"+counterAddr).Unread(ctx, newTestUUID(t))
+	if social.ErrorCode(err) != social.EUNAVAILABLE || !strings.Contains(err.Error(), "refused this service's signature") {
+		t.Errorf("an unsigned read of counters: %v, want EUNAVAILABLE naming the signature", err)
+	}
 
 	db, err := dbroute.Open(ctx, dbroute.Config{Name: "main", Primary: mainDSN, MaxConns: 2}, nil)
 	if err != nil {
@@ -88,7 +101,7 @@ func TestCounterCommands(t *testing.T) {
 		u, err := client.Unread(ctx, ids[1])
 		return err == nil && u.Total == 3
 	})
-	for path, want := range map[string]string{"/metrics": "socnet_relay_outbox_backlog 0", "/healthz": `"active":true`} {
+	for path, want := range map[string]string{"/metrics": "socnet_relay_outbox_backlog 0", "/healthz": `"active":true,"backlog_over_max":false`} {
 		waitCounterCond(t, 10*time.Second, "relay "+path, func() bool {
 			resp, err := http.Get("http://" + relayAddr + path)
 			if err != nil {
@@ -141,6 +154,9 @@ func TestCounterCommandsRefuseBadInput(t *testing.T) {
 		want string
 	}{
 		{"counterd without db", cmdCounterd, nil, "--db"},
+		{"counterd without a key", cmdCounterd, []string{"--db", "postgres://x@h/db"}, "--service-key-file"},
+		{"counterd with a key and without auth", cmdCounterd, []string{"--db", "postgres://x@h/db", "--service-key-file", "k", "--insecure-no-auth"}, "exclude"},
+		{"relay bad max backlog", cmdRelay, []string{"--main-db", "postgres://x@h/db", "--max-backlog", "0"}, "--max-backlog"},
 		{"counterd reconcile without main db", cmdCounterd, []string{"--db", "postgres://x@h/db", "--reconcile-every", "1m"}, "--main-db"},
 		{"relay without main db", cmdRelay, nil, "--main-db"},
 		{"relay bad counter url", cmdRelay, []string{"--main-db", "postgres://x@h/db", "--counter", "127.0.0.1:1"}, "--counter"},
@@ -159,6 +175,20 @@ func TestCounterCommandsRefuseBadInput(t *testing.T) {
 				t.Errorf("err %q does not name %s", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestCounterdRefusesAnOpenKeyFile: a service key others may read is no
+// secret; counterd does not start with it.
+func TestCounterdRefusesAnOpenKeyFile(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "service.key")
+	if err := os.WriteFile(keyFile, make([]byte, auth.KeyLen), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := cmdCounterd(context.Background(), counterTestEnv(nil, io.Discard, io.Discard),
+		[]string{"--db", "postgres://x@127.0.0.1:1/db", "--service-key-file", keyFile})
+	if err == nil || !strings.Contains(err.Error(), "0600") {
+		t.Errorf("counterd with a 0644 key file: %v, want a refusal naming the mode", err)
 	}
 }
 
@@ -181,6 +211,15 @@ func TestWarnArgvPasswords(t *testing.T) {
 			t.Errorf("%q: the warning repeats the password: %s", tc.args, logs.String())
 		}
 	}
+}
+
+func newTestUUID(t *testing.T) string {
+	t.Helper()
+	id, err := uuid.NewV7()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id.String()
 }
 
 // waitCounterCond polls cond until it holds or the timeout passes.

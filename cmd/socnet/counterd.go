@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"regexp"
 	"strings"
@@ -18,24 +19,42 @@ func cmdCounterd(ctx context.Context, e *env, args []string) error {
 	httpAddr := fs.String("http", "127.0.0.1:8091", "address to serve the counter API on")
 	db := fs.String("db", "", "DSNs of the counter database's nodes, DSN[,DSN...]; any may be multi-host; the primary is found by probing")
 	admin := fs.String("admin-db", "", "DSNs with the right to create tables; when set, the counter migrations are applied at start")
-	mainDB := fs.String("main-db", "", "DSNs of the dialogs database's nodes, for --reconcile-every")
-	every := fs.Duration("reconcile-every", 0, "reconcile counters with the dialogs database this often and repair drift (0: never)")
+	mainDB := fs.String("main-db", "", "administrator DSNs of the dialogs database's nodes, for --reconcile-every")
+	every := fs.Duration("reconcile-every", counter.DefaultReconcileEvery, "with --main-db, reconcile counters with the dialogs database this often and repair drift (0: never)")
+	keyFile := fs.String("service-key-file", "", "file (0600) holding the key every internal request must be signed with")
+	insecure := fs.Bool("insecure-no-auth", false, "serve without authentication: anyone who can connect can change any counter (trusted networks only)")
 	lag := fs.Duration("max-replica-lag", dbroute.DefaultMaxReplicaLag, "a counter replica lagging more than this gets no reads")
 	retention := fs.Duration("inbox-retention", counter.DefaultInboxRetention, "how long applied event ids are remembered")
 	maxConns := fs.Int("max-conns", counter.DefaultCounterdConns, "connections per counter database node")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
+	everyGiven := e.getenv(envName("reconcile-every")) != ""
+	fs.Visit(func(f *flag.Flag) { everyGiven = everyGiven || f.Name == "reconcile-every" })
+	if *mainDB == "" && !everyGiven {
+		*every = 0 // the default applies only where the dialogs database is known
+	}
 	cfg := counter.CounterdConfig{
 		HTTPAddr: *httpAddr, DBs: dbroute.SplitDSNList(*db), AdminDBs: dbroute.SplitDSNList(*admin),
 		MainDBs: dbroute.SplitDSNList(*mainDB), ReconcileEvery: *every, MaxReplicaLag: *lag, InboxRetention: *retention,
-		MaxConns: int32(*maxConns),
+		MaxConns: int32(*maxConns), InsecureNoAuth: *insecure,
 	}
 	switch {
 	case len(cfg.DBs) == 0:
 		return usageError{errors.New("counterd: --db (or SOCNET_DB) is required")}
 	case cfg.ReconcileEvery > 0 && len(cfg.MainDBs) == 0:
 		return usageError{errors.New("counterd: --reconcile-every needs --main-db (or SOCNET_MAIN_DB)")}
+	case *keyFile == "" && !*insecure:
+		return usageError{errors.New("counterd: --service-key-file (or SOCNET_SERVICE_KEY_FILE) is required; --insecure-no-auth serves without authentication")}
+	case *keyFile != "" && *insecure:
+		return usageError{errors.New("counterd: --service-key-file and --insecure-no-auth exclude each other")}
+	}
+	if *keyFile != "" {
+		key, err := counter.LoadServiceKey(*keyFile)
+		if err != nil {
+			return fmt.Errorf("counterd: %w", err)
+		}
+		cfg.ServiceKey = key
 	}
 	warnArgvPasswords(e, args, "db", "admin-db", "main-db")
 	return counter.RunCounterd(ctx, cfg, e.log)

@@ -28,6 +28,8 @@ func cmdRelay(ctx context.Context, e *env, args []string) error {
 	attempts := fs.Int("max-attempts", counter.DefaultRelayMaxAttempts, "failures of one event before it moves to the dead-letter table")
 	backoffMax := fs.Duration("backoff-max", counter.DefaultRelayBackoffMax, "longest pause between retries")
 	timeout := fs.Duration("timeout", 10*time.Second, "bound on one delivery to counterd")
+	maxBacklog := fs.Int("max-backlog", counter.DefaultMaxBacklog, "outbox backlog above which the relay alerts (log, metric, /healthz); messages are still accepted")
+	keyFile := fs.String("service-key-file", "", "file (0600) holding the key requests to counterd are signed with (without it they are unsigned)")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -41,16 +43,23 @@ func cmdRelay(ctx context.Context, e *env, args []string) error {
 		return usageError{fmt.Errorf("relay: --batch must be from 1 to %d", counter.MaxBatch)}
 	case *attempts < 1:
 		return usageError{errors.New("relay: --max-attempts must be at least 1")}
+	case *maxBacklog < 1:
+		return usageError{errors.New("relay: --max-backlog must be at least 1")}
 	}
 	warnArgvPasswords(e, args, "main-db")
 
+	var relay *counter.Relay
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	client := counter.NewClient(*counterURL, counter.WithTimeout(*timeout))
+	clientOpts, err := counterClientOptions(e, *keyFile)
+	if err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	client := counter.NewClient(*counterURL, append(clientOpts, counter.WithTimeout(*timeout))...)
 	defer client.Close()
-	relay, err := counter.NewRelay(counter.RelayConfig{
+	relay, err = counter.NewRelay(counter.RelayConfig{
 		MainDSNs: mains, Counter: client, Batch: *batch, Poll: *poll, MaxAttempts: *attempts,
-		Backoff: counter.Backoff{Max: *backoffMax}, Registry: reg,
+		Backoff: counter.Backoff{Max: *backoffMax}, MaxBacklog: int64(*maxBacklog), Registry: reg,
 	}, e.log)
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
@@ -63,7 +72,7 @@ func cmdRelay(ctx context.Context, e *env, args []string) error {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
-			fmt.Fprintf(w, "{\"status\":\"ok\",\"active\":%t}\n", relay.Active())
+			fmt.Fprintf(w, "{\"status\":\"ok\",\"active\":%t,\"backlog_over_max\":%t}\n", relay.Active(), relay.OverMaxBacklog())
 		})
 		go func() {
 			served <- listenAndServe(ctx, e, "relay", *httpAddr, "", mux, 5*time.Second)
@@ -78,4 +87,19 @@ func cmdRelay(ctx context.Context, e *env, args []string) error {
 		err = serr
 	}
 	return err
+}
+
+// counterClientOptions returns the options that make a counterd client sign
+// its requests with the key in keyFile; without a key file the requests go
+// unsigned, which only a counterd run with --insecure-no-auth accepts.
+func counterClientOptions(e *env, keyFile string) ([]counter.ClientOption, error) {
+	if keyFile == "" {
+		e.log.Warn("no --service-key-file: requests to counterd are not signed and only an unauthenticated counterd accepts them")
+		return nil, nil
+	}
+	key, err := counter.LoadServiceKey(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return []counter.ClientOption{counter.WithServiceKey(key)}, nil
 }

@@ -39,6 +39,7 @@ type serveConfig struct {
 	AddrFile      string // written with the bound address once listening
 	RoutingFile   string // the router's snapshot, rewritten every second
 	CounterURL    string // base URL of counterd
+	ServiceKey    string // file of the key requests to counterd are signed with
 	DebugHTTP     string // when set, /debug/pprof is served there
 	MetricsAddr   string // when set, /metrics is served there
 	// RequestTimeout is every request's deadline; the database's
@@ -72,6 +73,7 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 	userBurst := fs.Int("auth-user-burst", httpapi.DefaultUserLimit.Burst, "per target user, /login attempts allowed at once")
 	limitKeys := fs.Int("auth-limit-keys", httpapi.DefaultMaxLimitKeys, "addresses or users each login limit remembers")
 	proxies := fs.String("trusted-proxies", "", "CIDRs or addresses of reverse proxies whose X-Forwarded-For / X-Real-IP name the client, comma-separated; empty: trust no header")
+	serviceKey := fs.String("service-key-file", "", "file (0600) holding the key requests to counterd are signed with (without it they are unsigned)")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -82,7 +84,7 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 	c := serveConfig{HTTP: *httpAddr, DB: dbroute.SplitDSNList(*db), AdminDB: *admin, Key: *key, KeyFile: *keyFile,
 		TokenTTL: *ttl, MaxReplicaLag: *lag, NoReplica: *noReplica, WriteTimeout: *wt,
 		MaxConns: *maxConns, BcryptCost: *cost, AddrFile: *addrFile, RoutingFile: *routingFile, ShutdownAfter: 10 * time.Second,
-		CounterURL: *counterURL, DebugHTTP: *debugHTTP, MetricsAddr: *metricsAddr, RequestTimeout: *reqTimeout,
+		CounterURL: *counterURL, ServiceKey: *serviceKey, DebugHTTP: *debugHTTP, MetricsAddr: *metricsAddr, RequestTimeout: *reqTimeout,
 		Limits: httpapi.Limits{PerAddr: rateLimit(*addrEvery, *addrBurst), PerUser: rateLimit(*userEvery, *userBurst),
 			MaxKeys: *limitKeys, TrustedProxies: trusted}}
 	if len(c.DB) == 0 {
@@ -147,7 +149,11 @@ func serve(ctx context.Context, e *env, c serveConfig) error {
 	}
 
 	dialogs := postgres.NewDialogStore(db)
-	unread := counter.NewClient(c.CounterURL)
+	counterOpts, err := counterClientOptions(e, c.ServiceKey)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	unread := counter.NewClient(c.CounterURL, counterOpts...)
 	defer unread.Close()
 	handler := httpapi.NewServer(e.log, httpapi.Deps{
 		Users:    postgres.NewUserStore(db),

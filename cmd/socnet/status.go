@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"socnet/internal/cluster"
+	"socnet/internal/counter"
 	"socnet/internal/dbroute"
 	"socnet/internal/stack"
 )
@@ -91,6 +92,11 @@ func stackStatus(ctx context.Context, home string) (stack.Status, error) {
 	if r, err := readRouting(routingPath(home)); err == nil && time.Since(r.At) < 30*time.Second {
 		doc.Reads = &r
 	}
+	if st, err := readStack(home); err == nil {
+		if b, err := counter.OutboxBacklogAt(ctx, st.MainAdmin); err == nil {
+			doc.Outbox = &b
+		}
+	}
 	return doc, nil
 }
 
@@ -152,6 +158,9 @@ func printStatus(w io.Writer, doc stack.Status) {
 			}
 			fmt.Fprintf(tw, "  %s\t%s\t%s\treads %d\twrites %d\tlag %s\n", n.Name, n.Role, where, n.Reads, n.Writes, n.Lag)
 		}
+	}
+	if doc.Outbox != nil {
+		fmt.Fprintf(tw, "outbox\t%d events to deliver (estimate)\toldest %.1fs\n", doc.Outbox.Events, doc.Outbox.OldestSeconds)
 	}
 	tw.Flush()
 }

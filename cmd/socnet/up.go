@@ -215,9 +215,12 @@ func up(ctx context.Context, e *env, c upConfig) (err error) {
 	counterURL := "http://" + c.CounterHTTP
 	common := []string{stackHomeEnv + "=" + home, serviceKeyEnv + "=" + h.ServiceKeyFile()}
 	svcs := []*service{{
-		Name:    "counter",
-		Args:    []string{"counterd", "--http", c.CounterHTTP},
-		Env:     append([]string{"SOCNET_DB=" + strings.Join(info.CounterDB, " ")}, common...),
+		Name: "counter",
+		Args: []string{"counterd", "--http", c.CounterHTTP},
+		// The dialogs database as administrator: scheduled reconciliation
+		// (counterd's --reconcile-every) writes its repairs there.
+		Env: append([]string{"SOCNET_DB=" + strings.Join(info.CounterDB, " "),
+			"SOCNET_MAIN_DB=" + strings.Join(info.MainAdmin, " ")}, common...),
 		Addr:    c.CounterHTTP,
 		LogPath: h.Log("counterd"),
 	}, {

@@ -5,12 +5,14 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/jackc/pgx/v5"
 
 	"socnet/internal/counter"
 	"socnet/internal/dbroute"
@@ -45,7 +47,7 @@ func BenchmarkCounterReads(b *testing.B) {
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	startProc(b, "counterd", nil, envHTTP+"="+addr, envDB+"="+primary.DSN("")+","+replica.DSN(""), envAdminDB+"="+primary.DSN(""))
-	client := counter.NewClient("http://" + addr)
+	client := newClient("http://" + addr)
 	defer client.Close()
 	waitFor(b, time.Minute, "counterd healthy", func() error { return client.Healthy(ctx) })
 
@@ -208,4 +210,87 @@ func BenchmarkDelivery(b *testing.B) {
 	b.ReportMetric(worst*1000, "max-ms")
 	b.ReportMetric(float64(maxBacklog.Load()), "max-backlog")
 	s.mustConverge(b, time.Minute)
+}
+
+// BenchmarkIdleOutbox measures what an idle relay costs the dialogs
+// primary: b.N events are written to the outbox at once and delivered, then
+// for five idle seconds it counts the outbox tuples the relay's queries read
+// (pg_stat_user_tables: seq_tup_read + idx_tup_fetch) and reports them per
+// second, with the dead tuples left in the table.
+//
+//	go test -run '^$' -bench IdleOutbox -benchtime 20000x ./internal/counter/
+func BenchmarkIdleOutbox(b *testing.B) {
+	s := mustStack(b, stackOptions{})
+	ctx := context.Background()
+	ids := s.mustUsers(b, 100)
+	b.ResetTimer()
+	_, err := s.admin.Exec(ctx, `INSERT INTO outbox (aggregate, kind, payload)
+		SELECT 'bench', 'message_sent', jsonb_build_object('event_id', gen_random_uuid(), 'from', ($1::uuid[])[1 + i % 50], 'to', ($1::uuid[])[51 + i % 50])
+		FROM generate_series(1, $2) i`, ids, b.N)
+	if err != nil {
+		b.Fatal(err)
+	}
+	waitFor(b, 2*time.Minute, "the outbox drained", func() error {
+		if s.outboxLen(b) > 0 {
+			return context.DeadlineExceeded
+		}
+		return nil
+	})
+	b.StopTimer()
+	read := func() (tuples, blocks, dead int64) {
+		// A fresh snapshot of the shared statistics.
+		if _, err := s.admin.Exec(ctx, `SELECT pg_stat_clear_snapshot()`); err != nil {
+			b.Fatal(err)
+		}
+		err := s.admin.QueryRow(ctx, `SELECT coalesce(t.seq_tup_read, 0) + coalesce(t.idx_tup_fetch, 0),
+				coalesce(io.heap_blks_read + io.heap_blks_hit, 0) + coalesce(io.idx_blks_read + io.idx_blks_hit, 0), t.n_dead_tup
+			FROM pg_stat_user_tables t JOIN pg_statio_user_tables io USING (relid) WHERE relid = 'outbox'::regclass`).
+			Scan(&tuples, &blocks, &dead)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return tuples, blocks, dead
+	}
+	const idle = 5 * time.Second
+	measure := func(when string) {
+		t0, b0, _ := read()
+		time.Sleep(idle)
+		t1, b1, dead := read()
+		b.ReportMetric(float64(t1-t0)/idle.Seconds(), when+"-tuples/s")
+		b.ReportMetric(float64(b1-b0)/idle.Seconds(), when+"-blocks/s")
+		b.ReportMetric(float64(dead), when+"-dead")
+	}
+	measure("drained")
+	// Then after autovacuum has been through the outbox (its naptime is a
+	// minute), if it comes within two.
+	start := time.Now()
+	for time.Since(start) < 2*time.Minute {
+		if _, _, dead := read(); dead == 0 {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	b.ReportMetric(time.Since(start).Seconds(), "vacuum-wait-s")
+	measure("vacuumed")
+	explain := func(sql string, args ...any) string {
+		rows, err := s.admin.Query(ctx, `EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) `+sql, args...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			b.Fatal(err)
+		}
+		return strings.Join(plan, "\n")
+	}
+	plan := explain(counter.FetchDueSQL, counter.DefaultRelayBatch) + "\nthe backlog estimate:\n" + explain(counter.BacklogSQL)
+	var ins, upd, del, hot int64
+	var deadLetters string
+	err = s.admin.QueryRow(ctx, `SELECT n_tup_ins, n_tup_upd, n_tup_del, n_tup_hot_upd, (SELECT count(*) FROM outbox_dead_letters) || coalesce((SELECT ' '||reason FROM outbox_dead_letters LIMIT 1), '')
+		FROM pg_stat_user_tables WHERE relid = 'outbox'::regclass`).Scan(&ins, &upd, &del, &hot, &deadLetters)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("outbox: %d inserted, %d updated (%d hot), %d deleted, %s dead letters; the relay's polling query at idle:\n%s",
+		ins, upd, hot, del, deadLetters, plan)
 }

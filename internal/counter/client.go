@@ -21,11 +21,12 @@ const DefaultClientTimeout = 2 * time.Second
 
 // Client talks to counterd's HTTP API. It implements social.UnreadCounter.
 // Every error it returns is a *social.Error in the chain: EUNAVAILABLE when
-// counterd cannot be reached, times out or answers 5xx, else the code
-// counterd answered with.
+// counterd cannot be reached, times out, answers 5xx or refuses the
+// service signature (401), else the code counterd answered with.
 type Client struct {
-	base string
-	http *http.Client
+	base   string
+	http   *http.Client
+	signer *Signer
 }
 
 var _ social.UnreadCounter = (*Client)(nil)
@@ -36,6 +37,12 @@ type ClientOption func(*Client)
 // WithTimeout bounds each request (default DefaultClientTimeout).
 func WithTimeout(d time.Duration) ClientOption {
 	return func(c *Client) { c.http.Timeout = d }
+}
+
+// WithServiceKey signs every request with the shared service key, as a
+// counterd that authenticates requires.
+func WithServiceKey(key []byte) ClientOption {
+	return func(c *Client) { c.signer = NewSigner(key, nil) }
 }
 
 // NewClient returns a client of the counterd at baseURL
@@ -127,6 +134,11 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if c.signer != nil {
+		if err := c.signer.Sign(req, body); err != nil {
+			return err
+		}
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUnavailable, err)
@@ -144,7 +156,14 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 		if resp.StatusCode >= 500 {
 			return fmt.Errorf("%w: counterd answered %d %s: %s", errUnavailable, resp.StatusCode, e.Code, e.Message)
 		}
-		return &social.Error{Code: e.Code, Message: e.Message}
+		if resp.StatusCode == http.StatusUnauthorized {
+			// This service's key is not counterd's (missing, rotated on one
+			// side only): an operator's problem, not the caller's
+			// credentials, and a retry may succeed once the keys agree.
+			return fmt.Errorf("%w: counterd refused this service's signature (are both given the same service key?): %s",
+				errUnavailable, e.Message)
+		}
+		return &social.Error{Code: e.Code, Message: e.Message, Fields: e.Fields}
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("decode answer of %s %s: %w", method, path, err)

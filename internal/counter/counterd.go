@@ -18,6 +18,11 @@ import (
 // Counterd defaults, applied by RunCounterd to zero fields.
 const (
 	DefaultInboxRetention = 24 * time.Hour
+	// DefaultReconcileEvery is how often counterd reconciles when it knows
+	// the dialogs database: a drift is repaired and reported within minutes
+	// without anyone watching, at the cost of one pass over the unread
+	// messages each time.
+	DefaultReconcileEvery = 5 * time.Minute
 	DefaultCounterdConns  = 16
 	inboxPruneEvery       = time.Hour
 	shutdownTimeout       = 5 * time.Second
@@ -49,7 +54,21 @@ type CounterdConfig struct {
 	// Registry receives every metric and is served at /metrics; nil means a
 	// new one with the Go and process collectors.
 	Registry *prometheus.Registry
+	// ServiceKey is the shared secret every request but GET /healthz must
+	// be signed with (LoadServiceKey). Without it counterd refuses to start
+	// unless InsecureNoAuth is set.
+	ServiceKey []byte
+	// InsecureNoAuth serves every route to anyone who can connect. Only for
+	// a counterd that no untrusted user or host can reach.
+	InsecureNoAuth bool
+	// AuthWindow is how far a signed request's timestamp may be from the
+	// local clock; 0 means DefaultAuthWindow.
+	AuthWindow time.Duration
 }
+
+// ErrNoServiceKey is RunCounterd's refusal to serve unauthenticated
+// without being told to.
+var ErrNoServiceKey = errors.New("counterd: no service key given; refusing to serve unauthenticated requests (give a key file, or --insecure-no-auth on a trusted network only)")
 
 // RunCounterd runs counterd until ctx ends: it migrates the counter database
 // (waiting for it to come up), serves the HTTP API, prunes the inbox and,
@@ -58,6 +77,15 @@ type CounterdConfig struct {
 func RunCounterd(ctx context.Context, cfg CounterdConfig, log *slog.Logger) error {
 	if len(cfg.DBs) == 0 {
 		return errors.New("counterd: no counter database given")
+	}
+	var serverOpts []ServerOption
+	switch {
+	case len(cfg.ServiceKey) > 0:
+		serverOpts = append(serverOpts, WithVerifier(NewVerifier(cfg.ServiceKey, cfg.AuthWindow, 0, nil)))
+	case cfg.InsecureNoAuth:
+		log.Warn("counterd serves without authentication: anyone who can connect can change any counter")
+	default:
+		return ErrNoServiceKey
 	}
 	if cfg.ReconcileEvery > 0 && len(cfg.MainDBs) == 0 {
 		return errors.New("counterd: periodic reconciliation needs the dialogs database")
@@ -89,7 +117,7 @@ func RunCounterd(ctx context.Context, cfg CounterdConfig, log *slog.Logger) erro
 	if err != nil {
 		return fmt.Errorf("counterd: %w", err)
 	}
-	h, err := NewServer(log, store, reg)
+	h, err := NewServer(log, store, reg, serverOpts...)
 	if err != nil {
 		return fmt.Errorf("counterd: %w", err)
 	}

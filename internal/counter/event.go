@@ -21,6 +21,17 @@ const (
 // MaxBatch is the most events one POST /events may carry.
 const MaxBatch = 1000
 
+// Bounds of an event's state, what the dialogs database can produce
+// (docs/COUNTER.md, "Bounds"). A direction's seq grows by one per
+// transaction about it: 2^53 is 285 years of a million events a second on
+// one dialog, far below bigint's 2^63-1, so seq+1 can never overflow there
+// or here, and it is exact in every JSON reader. Unread is a count of
+// messages kept as integer in dialog_unread and counters.
+const (
+	MaxSeq    int64 = 1 << 53
+	MaxUnread       = 1<<31 - 1
+)
+
 // Event tells counterd the state of one direction of a dialog (UserID reads
 // what PeerID sends) after one transaction of the dialogs database: Unread
 // messages, as state number Seq of that direction. Events of one direction
@@ -78,24 +89,38 @@ type BatchResult struct {
 	Results []Result `json:"results"`
 }
 
-// Validate returns why e can never be applied, or "" if it can.
+// Validate returns why e can never be applied, or "" if it can. The checks
+// are plain ifs, in order, so that each one's condition is its own
+// statement (mutation testing sees it covered).
 func (e Event) Validate() string {
-	switch {
-	case !isUUID(e.ID):
+	if !isUUID(e.ID) {
 		return "id must be a UUID"
-	case e.Kind != KindMessageSent && e.Kind != KindDialogRead && e.Kind != KindUnreadReset:
+	}
+	if e.Kind != KindMessageSent && e.Kind != KindDialogRead && e.Kind != KindUnreadReset {
 		return fmt.Sprintf("kind %q is not one of %s, %s, %s", truncate(e.Kind, 40), KindMessageSent, KindDialogRead, KindUnreadReset)
-	case !isUUID(e.UserID):
+	}
+	if !isUUID(e.UserID) {
 		return "user_id must be a UUID"
-	case !isUUID(e.PeerID):
+	}
+	if !isUUID(e.PeerID) {
 		return "peer_id must be a UUID"
-	case e.UserID == e.PeerID:
+	}
+	if e.UserID == e.PeerID {
 		return "user_id and peer_id must differ"
-	case e.Seq < 1:
+	}
+	if e.Seq < 1 {
 		return "seq must be at least 1"
-	case e.Unread < 0:
+	}
+	if e.Seq > MaxSeq {
+		return fmt.Sprintf("seq must be at most %d", MaxSeq)
+	}
+	if e.Unread < 0 {
 		return "unread must not be negative"
-	case e.OutboxID < 0:
+	}
+	if e.Unread > MaxUnread {
+		return fmt.Sprintf("unread must be at most %d", MaxUnread)
+	}
+	if e.OutboxID < 0 {
 		return "outbox_id must not be negative"
 	}
 	return ""

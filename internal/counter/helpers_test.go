@@ -3,6 +3,8 @@ package counter_test
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"socnet/internal/auth"
 	"socnet/internal/counter"
 	"socnet/internal/dbroute"
 	"socnet/internal/pgnode"
@@ -30,6 +33,22 @@ import (
 	"socnet/internal/postgres"
 	"socnet/internal/social"
 )
+
+// serviceKey is the key every counterd of these tests requires and every
+// client signs with; child processes get it in envServiceKey.
+var serviceKey = func() []byte {
+	k := make([]byte, auth.KeyLen)
+	if _, err := rand.Read(k); err != nil {
+		panic(err)
+	}
+	return k
+}()
+
+// newClient returns a client of the counterd at baseURL that signs with
+// serviceKey.
+func newClient(baseURL string, opts ...counter.ClientOption) *counter.Client {
+	return counter.NewClient(baseURL, append([]counter.ClientOption{counter.WithServiceKey(serviceKey)}, opts...)...)
+}
 
 func testLogger(tb testing.TB, prefix string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(pgtest.LogWriter(tb, prefix), &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -109,7 +128,7 @@ func mustStack(t testing.TB, opts stackOptions) *stack {
 		t.Fatal(err)
 	}
 	s.counterdAddr = "127.0.0.1:" + strconv.Itoa(port)
-	s.client = counter.NewClient("http://" + s.counterdAddr)
+	s.client = newClient("http://" + s.counterdAddr)
 	t.Cleanup(s.client.Close)
 	s.startCounterd(t)
 	if !opts.noRelay {
@@ -219,6 +238,19 @@ func (s *stack) counters(t testing.TB) map[direction]int {
 	return out
 }
 
+// inboxLen counts the inbox rows on the counter primary.
+func (s *stack) inboxLen(t testing.TB) int {
+	t.Helper()
+	var n int
+	err := s.counterDB.ReadPrimary(context.Background(), func(q dbroute.Querier) error {
+		return q.QueryRow(context.Background(), `SELECT count(*) FROM inbox`).Scan(&n)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 func (s *stack) outboxLen(t testing.TB) int {
 	t.Helper()
 	var n int
@@ -289,7 +321,14 @@ func (s *stack) reconcile(t testing.TB, repair bool) counter.ReconcileReport {
 // `socnet_counter_events_total{outcome="duplicate"}`.
 func metric(t testing.TB, baseURL, series string) float64 {
 	t.Helper()
-	resp, err := http.Get(baseURL + "/metrics")
+	req, err := http.NewRequest(http.MethodGet, baseURL+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := counter.NewSigner(serviceKey, nil).Sign(req, nil); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,7 +383,8 @@ type proc struct {
 func startProc(t testing.TB, name string, out io.Writer, env ...string) *proc {
 	t.Helper()
 	role, _, _ := strings.Cut(name, "-")
-	p := &proc{t: t, name: name, env: append([]string{roleEnv + "=" + role}, env...), out: out}
+	env = append([]string{roleEnv + "=" + role, envServiceKey + "=" + hex.EncodeToString(serviceKey)}, env...)
+	p := &proc{t: t, name: name, env: env, out: out}
 	p.start()
 	t.Cleanup(p.kill)
 	return p

@@ -3,6 +3,7 @@ package counter_test
 import (
 	"bufio"
 	"context"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -39,6 +40,7 @@ const (
 	envReadEvery   = "SOCNET_COUNTER_TEST_READ_EVERY"
 	envSeed        = "SOCNET_COUNTER_TEST_SEED"
 	envReconcile   = "SOCNET_COUNTER_TEST_RECONCILE_EVERY"
+	envServiceKey  = "SOCNET_COUNTER_TEST_SERVICE_KEY" // hex of the parent's serviceKey
 )
 
 func TestMain(m *testing.M) {
@@ -53,7 +55,12 @@ func runRole(role string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	var err error
+	key, err := hex.DecodeString(os.Getenv(envServiceKey))
+	if err != nil || len(key) == 0 {
+		fmt.Fprintf(os.Stderr, "%s: no service key in %s\n", role, envServiceKey)
+		return 1
+	}
+	serviceKey = key
 	switch role {
 	case "counterd":
 		every, _ := time.ParseDuration(os.Getenv(envReconcile))
@@ -63,6 +70,7 @@ func runRole(role string) int {
 			AdminDBs:       dbroute.SplitDSNList(os.Getenv(envAdminDB)),
 			MainDBs:        dbroute.SplitDSNList(os.Getenv(envMainDB)),
 			ReconcileEvery: every,
+			ServiceKey:     serviceKey,
 		}, log)
 	case "relay":
 		err = runRelay(ctx, log)
@@ -80,7 +88,7 @@ func runRole(role string) int {
 
 func runRelay(ctx context.Context, log *slog.Logger) error {
 	attempts, _ := strconv.Atoi(os.Getenv(envMaxAttempts))
-	client := counter.NewClient(os.Getenv(envCounterURL), counter.WithTimeout(5*time.Second))
+	client := counter.NewClient(os.Getenv(envCounterURL), counter.WithTimeout(5*time.Second), counter.WithServiceKey(serviceKey))
 	relay, err := counter.NewRelay(counter.RelayConfig{
 		MainDSNs:    dbroute.SplitDSNList(os.Getenv(envMainDB)),
 		Counter:     client,
@@ -113,7 +121,7 @@ func runSender(ctx context.Context, log *slog.Logger) error {
 	dialogs := postgres.NewDialogStore(db)
 	var client *counter.Client
 	if u := os.Getenv(envCounterURL); u != "" {
-		client = counter.NewClient(u, counter.WithTimeout(time.Second))
+		client = counter.NewClient(u, counter.WithTimeout(time.Second), counter.WithServiceKey(serviceKey))
 	}
 	out := bufio.NewWriter(os.Stdout)
 	rng := rand.New(rand.NewPCG(seed, seed+1))

@@ -110,6 +110,7 @@ func newReconcileMetrics(reg prometheus.Registerer) (*reconcileMetrics, error) {
 // relayMetrics are the relay's series.
 type relayMetrics struct {
 	backlog     prometheus.Gauge
+	overMax     prometheus.Gauge
 	oldest      prometheus.Gauge
 	events      *prometheus.CounterVec // outcome
 	latency     prometheus.Histogram
@@ -123,7 +124,11 @@ func newRelayMetrics(reg prometheus.Registerer) (*relayMetrics, error) {
 	m := &relayMetrics{
 		backlog: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "socnet_relay_outbox_backlog",
-			Help: "Events in the outbox not yet delivered (dead letters excluded).",
+			Help: "Estimate of the events in the outbox not yet delivered (dead letters excluded): max(id) - min(id) + 1.",
+		}),
+		overMax: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "socnet_relay_outbox_backlog_over_max",
+			Help: "1 while the outbox backlog is above the relay's --max-backlog, else 0.",
 		}),
 		oldest: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "socnet_relay_outbox_oldest_seconds",
@@ -161,5 +166,5 @@ func newRelayMetrics(reg prometheus.Registerer) (*relayMetrics, error) {
 	for _, r := range []string{"ok", "error"} {
 		m.batches.WithLabelValues(r)
 	}
-	return m, register(reg, m.backlog, m.oldest, m.events, m.latency, m.batches, m.deadTotal, m.deadLetters, m.active)
+	return m, register(reg, m.backlog, m.overMax, m.oldest, m.events, m.latency, m.batches, m.deadTotal, m.deadLetters, m.active)
 }

@@ -369,7 +369,7 @@ func (rc *Reconciler) repair(ctx context.Context, conn *pgx.Conn, opts Reconcile
 		rc.m.repairs.Inc()
 		keys = append(keys, k)
 		rc.log.Warn("reconcile: counter drift repaired", "user_id", d.UserID, "peer_id", d.PeerID,
-			"counter", d.Counter, "truth", d.Truth, "recorded", d.Recorded)
+			"counter", d.Counter, "truth", d.Truth, "recorded", d.Recorded, "counter_seq", d.CounterSeq, "recorded_seq", d.RecordedSeq)
 	}
 	// Verify: the repairs are outbox events like any other.
 	check := ReconcileReport{Drifts: []Drift{}}
@@ -386,7 +386,9 @@ func (rc *Reconciler) repair(ctx context.Context, conn *pgx.Conn, opts Reconcile
 
 // writeReset writes, under the direction's row lock, an unread_reset event
 // with the unread messages counted under that lock and a seq above
-// counterSeq.
+// counterSeq. The floor saturates below MaxSeq, so that no counter state, even
+// one written before seq was bounded, can push the dialogs database's seq
+// toward bigint's end.
 func writeReset(ctx context.Context, conn *pgx.Conn, k key, counterSeq int64) error {
 	eventID, err := uuid.NewV7()
 	if err != nil {
@@ -412,7 +414,7 @@ func writeReset(ctx context.Context, conn *pgx.Conn, k key, counterSeq int64) er
 		_, err = tx.Exec(ctx, `INSERT INTO outbox (aggregate, kind, payload)
 			VALUES ($3, $4, jsonb_build_object('event_id', $5::uuid, 'user_id', $1::uuid, 'peer_id', $2::uuid,
 				'unread', $6::integer, 'seq_floor', $7::bigint))`,
-			k.user, k.peer, postgres.DialogKey(k.user.String(), k.peer.String()), KindUnreadReset, eventID, truth, counterSeq)
+			k.user, k.peer, postgres.DialogKey(k.user.String(), k.peer.String()), KindUnreadReset, eventID, truth, min(counterSeq, MaxSeq-1))
 		return err
 	})
 }

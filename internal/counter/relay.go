@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"socnet/internal/social"
 )
 
 // RelayLockKey is the session advisory lock, on the dialogs primary, that
@@ -48,6 +50,12 @@ type RelayConfig struct {
 	Backoff Backoff
 	// StatsEvery is how often the backlog gauges are refreshed.
 	StatsEvery time.Duration
+	// MaxBacklog is the backlog (OutboxBacklog's estimate) above which the
+	// relay alerts: an error in the log when it is crossed and every minute
+	// while above, and the gauge socnet_relay_outbox_backlog_over_max. The
+	// API keeps accepting messages (docs/COUNTER.md, "Outbox bounds"). 0
+	// means DefaultMaxBacklog.
+	MaxBacklog int64
 	// Registry receives the relay's metrics (nil: none).
 	Registry prometheus.Registerer
 }
@@ -67,7 +75,17 @@ type Relay struct {
 	log    *slog.Logger
 	m      *relayMetrics
 	active atomic.Bool
+	over   atomic.Bool
+	// alertedAt is when the last backlog alert was logged (session only).
+	alertedAt time.Time
 }
+
+// backlogAlertEvery spaces the error logs of a backlog above the maximum.
+const backlogAlertEvery = time.Minute
+
+// OverMaxBacklog reports whether the last estimate of the backlog was above
+// the configured maximum.
+func (r *Relay) OverMaxBacklog() bool { return r.over.Load() }
 
 // NewRelay returns a relay with cfg's zero fields set to the defaults.
 func NewRelay(cfg RelayConfig, log *slog.Logger) (*Relay, error) {
@@ -93,6 +111,9 @@ func NewRelay(cfg RelayConfig, log *slog.Logger) (*Relay, error) {
 	cfg.Backoff.Max = max(cfg.Backoff.Max, cfg.Backoff.Base)
 	if cfg.StatsEvery <= 0 {
 		cfg.StatsEvery = DefaultRelayStatsEvery
+	}
+	if cfg.MaxBacklog <= 0 {
+		cfg.MaxBacklog = DefaultMaxBacklog
 	}
 	m, err := newRelayMetrics(cfg.Registry)
 	if err != nil {
@@ -285,6 +306,16 @@ func (r *Relay) deliver(ctx context.Context, conn *pgx.Conn, rows []outboxRow) (
 	var delivered []int64
 	if len(events) > 0 {
 		res, err := r.cfg.Counter.Apply(ctx, Batch{Events: events})
+		if bad := invalidEvents(err, len(events)); len(bad) > 0 {
+			// counterd refused the batch for these events (it validates
+			// differently, a newer version): they fail, the others go again
+			// in the next batch.
+			r.m.batches.WithLabelValues("error").Inc()
+			for j, reason := range bad {
+				failed[sent[j]] = OutcomeRejected + ": " + reason
+			}
+			res, err = BatchResult{}, nil
+		}
 		if err != nil {
 			r.m.batches.WithLabelValues("error").Inc()
 			if ctx.Err() != nil {
@@ -313,6 +344,23 @@ func (r *Relay) deliver(ctx context.Context, conn *pgx.Conn, rows []outboxRow) (
 		r.m.deadTotal.Add(float64(dead))
 	}
 	return nil, nil
+}
+
+// invalidEvents returns, by index, the events that counterd's EINVALID
+// answer err names (fields "events[i]"), or nil.
+func invalidEvents(err error, n int) map[int]string {
+	var e *social.Error
+	if !errors.As(err, &e) || e.Code != social.EINVALID {
+		return nil
+	}
+	bad := map[int]string{}
+	for f, reason := range e.Fields {
+		var i int
+		if _, serr := fmt.Sscanf(f, "events[%d]", &i); serr == nil && 0 <= i && i < n {
+			bad[i] = reason
+		}
+	}
+	return bad
 }
 
 // ack deletes the delivered events and, for each failed one, either
@@ -365,20 +413,36 @@ func (r *Relay) ack(ctx context.Context, conn *pgx.Conn, rows []outboxRow, deliv
 	return len(deadIDs), err
 }
 
-// refreshStats updates the backlog and dead-letter gauges.
+// refreshStats updates the backlog and dead-letter gauges, and alerts when
+// the backlog is above the maximum.
 func (r *Relay) refreshStats(ctx context.Context, conn *pgx.Conn) error {
-	var backlog, dead int64
-	var oldest float64
-	err := queryRow(ctx, conn, `SELECT
-			(SELECT count(*) FROM (SELECT 1 FROM outbox LIMIT 10000000) s),
-			coalesce((SELECT extract(epoch FROM now() - created_at)::float8 FROM outbox ORDER BY id LIMIT 1), 0),
-			outbox_dead_letter_count()`, nil, &backlog, &oldest, &dead)
+	ctx, cancel := context.WithTimeout(ctx, relayQueryTimeout)
+	defer cancel()
+	b, err := OutboxBacklog(ctx, conn)
 	if err != nil {
+		return err
+	}
+	var dead int64
+	if err := conn.QueryRow(ctx, `SELECT outbox_dead_letter_count()`).Scan(&dead); err != nil {
 		return fmt.Errorf("outbox statistics: %w", err)
 	}
-	r.m.backlog.Set(float64(backlog))
-	r.m.oldest.Set(max(oldest, 0))
+	r.m.backlog.Set(float64(b.Events))
+	r.m.oldest.Set(b.OldestSeconds)
 	r.m.deadLetters.Set(float64(dead))
+	over := b.Events > r.cfg.MaxBacklog
+	was := r.over.Swap(over)
+	switch {
+	case over:
+		r.m.overMax.Set(1)
+		if !was || time.Since(r.alertedAt) >= backlogAlertEvery {
+			r.alertedAt = time.Now()
+			r.log.Error("outbox backlog above its maximum: counterd is down, refusing or too slow; messages are still accepted",
+				"backlog", b.Events, "max_backlog", r.cfg.MaxBacklog, "oldest_seconds", int64(b.OldestSeconds))
+		}
+	case was:
+		r.m.overMax.Set(0)
+		r.log.Info("outbox backlog back under its maximum", "backlog", b.Events, "max_backlog", r.cfg.MaxBacklog)
+	}
 	return nil
 }
 

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -37,10 +39,26 @@ type DialogJSON struct {
 	Unread int    `json:"unread"`
 }
 
-// errorJSON is the body of every error answer.
+// errorJSON is the body of every error answer, shaped as the API's: the
+// code, a message and, for EINVALID, each bad field with its problem.
 type errorJSON struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
+	Code    string            `json:"code"`
+	Message string            `json:"message"`
+	Fields  map[string]string `json:"fields,omitempty"`
+}
+
+// ServerOption changes the API NewServer builds.
+type ServerOption func(*serverOptions)
+
+type serverOptions struct {
+	verifier *Verifier
+}
+
+// WithVerifier makes every route but GET /healthz answer only requests that
+// v accepts (signed with the service key, fresh, not replayed); the others
+// get 401.
+func WithVerifier(v *Verifier) ServerOption {
+	return func(o *serverOptions) { o.verifier = v }
 }
 
 // NewServer returns counterd's HTTP API over store:
@@ -51,7 +69,13 @@ type errorJSON struct {
 //	GET  /metrics             Prometheus metrics of reg
 //
 // Errors are JSON {"code", "message"} with the status of the social code.
-func NewServer(log *slog.Logger, store *Store, reg *prometheus.Registry) (http.Handler, error) {
+// Without WithVerifier nothing is authenticated: RunCounterd builds it so
+// only when told to run without authentication.
+func NewServer(log *slog.Logger, store *Store, reg *prometheus.Registry, opts ...ServerOption) (http.Handler, error) {
+	var o serverOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	hm, err := newHTTPMetrics(reg)
 	if err != nil {
 		return nil, err
@@ -60,14 +84,26 @@ func NewServer(log *slog.Logger, store *Store, reg *prometheus.Registry) (http.H
 	handle := func(pattern string, h http.Handler) { mux.Handle(pattern, hm.wrap(log, pattern, h)) }
 	handle("POST /events", handleEvents(store))
 	handle("GET /counters/{user_id}", handleCounters(store))
-	handle("GET /healthz", handleHealthz(store))
 	handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var routes http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := mux.Handler(r); pattern == "" {
 			writeError(w, social.Errorf(social.ENOTFOUND, "no such route: %s %s", r.Method, truncate(r.URL.Path, 100)))
 			return
 		}
 		mux.ServeHTTP(w, r)
+	})
+	if o.verifier != nil {
+		// Unknown routes too: a caller without the key learns nothing.
+		routes = o.verifier.Wrap(routes)
+	}
+	// Health stays open: supervisors and load balancers probe it.
+	healthz := hm.wrap(log, "GET /healthz", handleHealthz(store))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Path == "/healthz" {
+			healthz.ServeHTTP(w, r)
+			return
+		}
+		routes.ServeHTTP(w, r)
 	}), nil
 }
 
@@ -84,6 +120,18 @@ func handleEvents(store *Store) http.Handler {
 			return
 		case b.Session != "" && !isUUID(b.Session):
 			writeError(w, social.Invalid(map[string]string{"session": "must be a user id"}))
+			return
+		}
+		// Bad input changes nothing: one invalid event refuses the batch,
+		// naming each invalid event by its index.
+		bad := map[string]string{}
+		for i, e := range b.Events {
+			if reason := e.Validate(); reason != "" {
+				bad[fmt.Sprintf("events[%d]", i)] = reason
+			}
+		}
+		if len(bad) > 0 {
+			writeError(w, social.Invalid(bad))
 			return
 		}
 		res, err := store.Apply(r.Context(), b)
@@ -140,6 +188,10 @@ func statusOf(code string) int {
 	switch code {
 	case social.EINVALID:
 		return http.StatusBadRequest
+	case social.EUNAUTHORIZED:
+		return http.StatusUnauthorized
+	case social.EFORBIDDEN:
+		return http.StatusForbidden
 	case social.ENOTFOUND:
 		return http.StatusNotFound
 	case social.ETOOLARGE:
@@ -163,10 +215,9 @@ func writeError(w http.ResponseWriter, err error) {
 	body := errorJSON{Code: code, Message: social.ErrorMessage(err)}
 	var e *social.Error
 	if errors.As(err, &e) && len(e.Fields) > 0 {
-		for f, p := range e.Fields {
-			body.Message = f + " " + p
-			break
-		}
+		body.Fields = e.Fields
+		first := slices.Min(slices.Collect(maps.Keys(e.Fields)))
+		body.Message = first + " " + e.Fields[first]
 	}
 	if code == social.EUNAVAILABLE {
 		w.Header().Set("Retry-After", "1")

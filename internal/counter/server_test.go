@@ -21,7 +21,8 @@ import (
 func mustServer(t *testing.T) (*httptest.Server, *counter.Store) {
 	t.Helper()
 	store, _, reg := mustStore(t)
-	h, err := counter.NewServer(testLogger(t, "counterd:"), store, reg)
+	h, err := counter.NewServer(testLogger(t, "counterd:"), store, reg,
+		counter.WithVerifier(counter.NewVerifier(serviceKey, 0, 0, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,16 +45,18 @@ func TestCounterdAPI(t *testing.T) {
 	}{
 		{"empty batch", "POST", "/events", `{"events":[]}`, 200, `"results":[]`},
 		{"one event", "POST", "/events", `{"events":[` + event(newUUID(t)) + `]}`, 200, `"outcome":"applied"`},
-		{"rejected event", "POST", "/events", `{"events":[{"id":"x"}]}`, 200, `"outcome":"rejected","reason":"id must be a UUID"`},
+		{"invalid event", "POST", "/events", `{"events":[` + event(newUUID(t)) + `,{"id":"x"}]}`, 400, `"fields":{"events[1]":"id must be a UUID"}`},
 		{"not JSON", "POST", "/events", `events`, 400, `"code":"invalid"`},
 		{"unknown field", "POST", "/events", `{"events":[],"mode":"fast"}`, 400, `unknown field`},
 		{"two objects", "POST", "/events", `{"events":[]} {}`, 400, `single JSON object`},
 		{"too many events", "POST", "/events", many, 400, `at most 1000 events`},
 		{"bad session", "POST", "/events", `{"events":[],"session":"me"}`, 400, `session`},
 		{"too large", "POST", "/events", `{"events":[],"session":"` + strings.Repeat("x", 5<<20) + `"}`, 413, `"code":"too_large"`},
+		{"forged seq", "POST", "/events", `{"events":[{"id":"` + newUUID(t) + `","kind":"message_sent","user_id":"` + user +
+			`","peer_id":"` + peer + `","seq":4611686018427387904,"unread":31337}]}`, 400, `"events[0]":"seq must be at most 9007199254740992"`},
 		{"counters", "GET", "/counters/" + user, "", 200, `"dialogs":[{"user_id":"` + peer + `","unread":1}]`},
 		{"counters of nobody", "GET", "/counters/" + peer, "", 200, `{"user_id":"` + peer + `","total":0,"dialogs":[]}`},
-		{"counters of a bad id", "GET", "/counters/nope", "", 400, `user_id must be a UUID`},
+		{"counters of a bad id", "GET", "/counters/nope", "", 400, `"fields":{"user_id":"must be a UUID"}`},
 		{"no such route", "GET", "/nope", "", 404, `"code":"not_found"`},
 		{"healthz", "GET", "/healthz", "", 200, `"status":"ok"`},
 		{"metrics", "GET", "/metrics", "", 200, `socnet_counter_events_total{outcome="duplicate"} 0`},
@@ -62,6 +65,9 @@ func TestCounterdAPI(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			req, err := http.NewRequest(tc.method, srv.URL+tc.path, strings.NewReader(tc.body))
 			if err != nil {
+				t.Fatal(err)
+			}
+			if err := counter.NewSigner(serviceKey, nil).Sign(req, []byte(tc.body)); err != nil {
 				t.Fatal(err)
 			}
 			resp, err := http.DefaultClient.Do(req)
@@ -80,7 +86,7 @@ func TestCounterdAPI(t *testing.T) {
 func TestClient(t *testing.T) {
 	srv, _ := mustServer(t)
 	ctx := context.Background()
-	c := counter.NewClient(srv.URL)
+	c := newClient(srv.URL)
 	defer c.Close()
 	r := social.ReadReceipt{EventID: newUUID(t), OutboxID: 9, UserID: newUUID(t), PeerID: newUUID(t), Seq: 4, Unread: 0, At: time.Now()}
 	for range 2 { // the second time it is a duplicate, still fine
@@ -102,6 +108,13 @@ func TestClient(t *testing.T) {
 	bad.PeerID = bad.UserID
 	if err := c.ApplyRead(ctx, bad); err == nil || social.ErrorCode(err) == social.EUNAVAILABLE {
 		t.Errorf("ApplyRead of an invalid receipt: %v, want a non-retryable error", err)
+	}
+
+	// A client with another key: counterd refuses it, which is no fault of
+	// the caller's and may pass once the keys agree.
+	wrongKey := counter.NewClient(srv.URL, counter.WithServiceKey([]byte(strings.Repeat("k", 32))))
+	if _, err := wrongKey.Unread(ctx, r.UserID); social.ErrorCode(err) != social.EUNAVAILABLE || !strings.Contains(err.Error(), "signature") {
+		t.Errorf("Unread with another service key: %v, want EUNAVAILABLE naming the signature", err)
 	}
 
 	// Nobody listens: unavailable, quickly.

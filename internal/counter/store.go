@@ -3,6 +3,7 @@ package counter
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/google/uuid"
@@ -137,7 +138,7 @@ func (s *Store) apply(ctx context.Context, events []Event, idx []int) (map[strin
 	for j, i := range idx {
 		e := events[i]
 		ids[j], users[j], peers[j] = uuid.MustParse(e.ID), uuid.MustParse(e.UserID), uuid.MustParse(e.PeerID)
-		outboxIDs[j], seqs[j], kinds[j], unread[j] = e.OutboxID, e.Seq, e.Kind, int32(min(e.Unread, 1<<31-1))
+		outboxIDs[j], seqs[j], kinds[j], unread[j] = e.OutboxID, e.Seq, e.Kind, int32(e.Unread)
 		if !e.CommittedAt.IsZero() {
 			committed[j] = &events[i].CommittedAt
 		}
@@ -167,16 +168,14 @@ func (s *Store) applyOneByOne(ctx context.Context, events []Event, idx []int, re
 	out := make(map[string]string, len(idx))
 	for _, i := range idx {
 		o, err := s.apply(ctx, events, []int{i})
-		switch {
-		case err != nil && dbroute.IsUnavailable(err):
+		if err != nil && dbroute.IsUnavailable(err) {
 			return nil, err
-		case err != nil:
-			results[i].Outcome, results[i].Reason = OutcomeFailed, err.Error()
-		default:
-			for k, v := range o {
-				out[k] = v
-			}
 		}
+		if err != nil {
+			results[i].Outcome, results[i].Reason = OutcomeFailed, err.Error()
+			continue
+		}
+		maps.Copy(out, o)
 	}
 	return out, nil
 }

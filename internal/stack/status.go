@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"socnet/internal/cluster"
+	"socnet/internal/counter"
 	"socnet/internal/dbroute"
 )
 
@@ -15,6 +16,8 @@ type Status struct {
 	Services []Service        `json:"services"`
 	// Reads is where the API sends queries, as its router sees the nodes.
 	Reads *Routing `json:"reads,omitempty"`
+	// Outbox estimates the counter events not yet delivered to counterd.
+	Outbox *counter.Backlog `json:"outbox,omitempty"`
 }
 
 // Service is one service process of the stack, as services.json records it.
