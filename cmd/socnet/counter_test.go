@@ -284,7 +284,13 @@ func startCounterServices(t *testing.T) counterServices {
 		t.Fatal(err)
 	}
 	counterAddr, relayAddr := counterTestAddr(t), counterTestAddr(t)
-	vars := map[string]string{"SOCNET_DB": s.counterDSN, "SOCNET_MAIN_DB": s.mainDSN}
+	keyFile := filepath.Join(t.TempDir(), "service.key")
+	key, err := auth.LoadOrCreateKey(keyFile)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	vars := map[string]string{"SOCNET_DB": s.counterDSN, "SOCNET_MAIN_DB": s.mainDSN, "SOCNET_SERVICE_KEY_FILE": keyFile}
 	var logs syncBuffer
 	e := counterTestEnv(vars, io.Discard, &logs)
 	done := make(chan error, 3)
@@ -305,11 +311,11 @@ func startCounterServices(t *testing.T) counterServices {
 	go func() {
 		done <- run(ctx, []string{"socnet", "serve", "--http", "127.0.0.1:0", "--db", s.mainDSN, "--admin-db", s.mainDSN,
 			"--key-file", filepath.Join(dir, "token.key"), "--addr-file", addrFile, "--bcrypt-cost", "4",
-			"--counter", "http://" + counterAddr}, func(string) string { return "" }, io.Discard, &logs)
+			"--counter", "http://" + counterAddr, "--service-key-file", keyFile}, func(string) string { return "" }, io.Discard, &logs)
 	}()
 	s.api = waitAddrFile(t, addrFile, done, 30*time.Second)
 	waitHealthy(t, "http://"+s.api, 10*time.Second)
-	client := counter.NewClient("http://" + counterAddr)
+	client := counter.NewClient("http://"+counterAddr, counter.WithServiceKey(key))
 	defer client.Close()
 	waitCounterCond(t, 30*time.Second, "counterd healthy", func() bool { return client.Healthy(ctx) == nil })
 	return s

@@ -173,14 +173,16 @@ func (c *client) login(id, password string) string {
 }
 
 // waitAddrFile waits until the server wrote its bound address, failing early
-// if run returned.
-func waitAddrFile(t *testing.T, path string, done <-chan error, timeout time.Duration) string {
+// if a command returned. The error it took from done goes back, so that a
+// cleanup that waits for every command still finds it.
+func waitAddrFile(t *testing.T, path string, done chan error, timeout time.Duration) string {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-done:
-			t.Fatalf("run returned before listening: %v", err)
+			done <- err
+			t.Fatalf("a command returned before the server listened: %v", err)
 		default:
 		}
 		if b, err := os.ReadFile(path); err == nil && len(bytes.TrimSpace(b)) > 0 {
