@@ -45,6 +45,7 @@ type serveConfig struct {
 	// statement_timeout sits under it and WriteTimeout (statementTimeout).
 	RequestTimeout time.Duration
 	Limits         httpapi.Limits
+	Feed           feedOptions // Redis of the feed; none: SQL serves it
 }
 
 func cmdServe(ctx context.Context, e *env, args []string) error {
@@ -72,6 +73,7 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 	userBurst := fs.Int("auth-user-burst", httpapi.DefaultUserLimit.Burst, "per target user, /login attempts allowed at once")
 	limitKeys := fs.Int("auth-limit-keys", httpapi.DefaultMaxLimitKeys, "addresses or users each login limit remembers")
 	proxies := fs.String("trusted-proxies", "", "CIDRs or addresses of reverse proxies whose X-Forwarded-For / X-Real-IP name the client, comma-separated; empty: trust no header")
+	feedOpts := addFeedFlags(fs)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -84,7 +86,7 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 		MaxConns: *maxConns, BcryptCost: *cost, AddrFile: *addrFile, RoutingFile: *routingFile, ShutdownAfter: 10 * time.Second,
 		CounterURL: *counterURL, DebugHTTP: *debugHTTP, MetricsAddr: *metricsAddr, RequestTimeout: *reqTimeout,
 		Limits: httpapi.Limits{PerAddr: rateLimit(*addrEvery, *addrBurst), PerUser: rateLimit(*userEvery, *userBurst),
-			MaxKeys: *limitKeys, TrustedProxies: trusted}}
+			MaxKeys: *limitKeys, TrustedProxies: trusted}, Feed: feedOpts.options()}
 	if len(c.DB) == 0 {
 		return usageError{errors.New("serve: --db (or SOCNET_DB) is required")}
 	}
@@ -146,13 +148,18 @@ func serve(ctx context.Context, e *env, c serveConfig) error {
 		go reportRouting(rctx, e.log, db, c.RoutingFile, time.Second)
 	}
 
+	posts, friends, closeFeed, err := feedStores(e, c.Feed, db, reg)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	defer closeFeed()
 	dialogs := postgres.NewDialogStore(db)
 	unread := counter.NewClient(c.CounterURL)
 	defer unread.Close()
 	handler := httpapi.NewServer(e.log, httpapi.Deps{
 		Users:    postgres.NewUserStore(db),
-		Friends:  postgres.NewFriendStore(db),
-		Posts:    postgres.NewPostStore(db),
+		Friends:  friends,
+		Posts:    posts,
 		Dialogs:  dialogs,
 		Reader:   dialogs,
 		Unread:   unread,

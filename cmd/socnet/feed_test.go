@@ -1,0 +1,191 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+
+	"socnet/internal/feed/feedtest"
+	"socnet/internal/pgtest"
+)
+
+// TestServeFeedFromRedis runs `serve` and `feed work` against a real
+// database and a real redis-server: a follower's feed shows a new post
+// served from Redis; with Redis SIGKILLed the feed is still served, from
+// PostgreSQL; with Redis back (empty) timelines are rebuilt and `feed
+// check` finds no difference, and it does find one planted in Redis.
+func TestServeFeedFromRedis(t *testing.T) {
+	dsn := pgtest.MustDatabase(t)
+	rs := feedtest.MustRedis(t)
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "redis-password")
+	if err := os.WriteFile(pwFile, []byte(rs.Password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addrFile := filepath.Join(dir, "addr")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	noEnv := func(string) string { return "" }
+	redisFlags := []string{"--redis-addr", rs.Addr, "--redis-password-file", pwFile}
+
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, append([]string{"socnet", "serve", "--http", "127.0.0.1:0", "--db", dsn, "--admin-db", dsn,
+			"--key-file", filepath.Join(dir, "token.key"), "--addr-file", addrFile, "--bcrypt-cost", "4",
+			"--metrics-addr", "127.0.0.1:0"}, redisFlags...), noEnv, &stdout, &stderr)
+	}()
+	base := "http://" + waitAddrFile(t, addrFile, done, 30*time.Second)
+	waitHealthy(t, base, 10*time.Second)
+	m := regexp.MustCompile(`metrics listening on (http://\S+)`).FindStringSubmatch(stdout.String())
+	if m == nil {
+		t.Fatalf("stdout does not announce the metrics listener: %q", stdout.String())
+	}
+	pages := func(served string) int {
+		t.Helper()
+		resp, err := http.Get(m[1] + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		mm := regexp.MustCompile(`socnet_feed_pages_total\{served="` + served + `"\} (\d+)`).FindSubmatch(body)
+		if mm == nil {
+			return 0
+		}
+		n, _ := strconv.Atoi(string(mm[1]))
+		return n
+	}
+
+	// The worker: serve migrated the database before it listened.
+	var wout syncBuffer
+	workerDone := make(chan error, 1)
+	wctx, stopWorker := context.WithCancel(ctx)
+	defer stopWorker()
+	go func() {
+		workerDone <- run(wctx, append([]string{"socnet", "feed", "work", "--main-db", dsn}, redisFlags...), noEnv, &wout, &wout)
+	}()
+
+	c := &client{t: t, base: base}
+	alice := c.register("Алиса", "Лисицына", "pw-alice")
+	bob := c.register("Борис", "Бобров", "pw-bob")
+	token, bobToken := c.login(alice, "pw-alice"), c.login(bob, "pw-bob")
+	c.do("PUT", "/friend/set/"+bob, token, nil, 200, nil)
+	feedIDs := func() []string {
+		var page []map[string]any
+		c.do("GET", "/post/feed?offset=0&limit=10", token, nil, 200, &page)
+		var ids []string
+		for _, p := range page {
+			ids = append(ids, p["id"].(string))
+		}
+		return ids
+	}
+	if ids := feedIDs(); len(ids) != 0 {
+		t.Fatalf("feed before any post = %v", ids)
+	}
+	// The follow's event applied first, so that only the post's own event
+	// can bring the post into the cached timeline.
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	waitFor(t, 30*time.Second, "empty feed_outbox", func() bool {
+		var n int
+		return admin.QueryRow(ctx, `SELECT count(*) FROM feed_outbox`).Scan(&n) == nil && n == 0
+	})
+	var first string
+	c.do("POST", "/post/create", bobToken, map[string]any{"text": "hello from bob"}, 200, &first)
+	waitFor(t, 30*time.Second, "bob's post in alice's feed", func() bool { return slices.Contains(feedIDs(), first) })
+	before := pages("redis")
+	if ids := feedIDs(); !slices.Equal(ids, []string{first}) {
+		t.Fatalf("feed = %v, want [%s]", ids, first)
+	}
+	if pages("redis") <= before {
+		t.Fatalf("the feed page was not served from Redis (socnet_feed_pages_total{served=\"redis\"} stayed %d)", before)
+	}
+
+	// Redis SIGKILLed: the feed is served by PostgreSQL, and a new post
+	// still shows (the SQL feed is the truth).
+	rs.Kill(t)
+	var second string
+	c.do("POST", "/post/create", bobToken, map[string]any{"text": "while redis is down"}, 200, &second)
+	before = pages("postgres")
+	if ids := feedIDs(); !slices.Equal(ids, []string{second, first}) {
+		t.Fatalf("feed without Redis = %v, want [%s %s]", ids, second, first)
+	}
+	if pages("postgres") <= before {
+		t.Fatal("the feed without Redis was not counted as served by postgres")
+	}
+
+	// Redis back, empty: the next read rebuilds, and the check is clean.
+	rs.Start(t)
+	waitFor(t, 30*time.Second, "a page served from Redis again", func() bool {
+		before := pages("redis") + pages("rebuilt")
+		ids := feedIDs()
+		return slices.Equal(ids, []string{second, first}) && pages("redis")+pages("rebuilt") > before
+	})
+	check := func() (string, error) {
+		var out bytes.Buffer
+		err := run(ctx, append([]string{"socnet", "feed", "check", "--main-db", dsn, "--users", "10"}, redisFlags...), noEnv, &out, &out)
+		return out.String(), err
+	}
+	waitFor(t, 30*time.Second, "feed check without differences", func() bool {
+		out, err := check()
+		t.Logf("feed check: %v\n%s", err, out)
+		return err == nil && strings.Contains(out, "checked 1 cached timelines")
+	})
+
+	// A post planted in alice's timeline (not in the SQL feed) is found.
+	rc := rs.Client(t)
+	if err := rc.ZAdd(ctx, "feed:{u:"+alice+"}:t", redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMicro()), Member: "01a2343a-0000-7000-8000-000000000000"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := check()
+	if err == nil || exitCode(err) != 1 || !strings.Contains(out, "user "+alice+": 0 missing, 1 extra") {
+		t.Fatalf("feed check of a planted post: err %v (exit %d), output:\n%s", err, exitCode(err), out)
+	}
+
+	stopWorker()
+	cancel()
+	for name, ch := range map[string]chan error{"serve": done, "feed work": workerDone} {
+		select {
+		case err := <-ch:
+			if err != nil {
+				t.Errorf("%s returned %v; stderr:\n%s", name, err, stderr.String())
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("%s did not stop within 15s of cancellation", name)
+		}
+	}
+}
+
+// TestFeedCommandsRefuseBadInput: missing settings are usage errors.
+func TestFeedCommandsRefuseBadInput(t *testing.T) {
+	for _, args := range [][]string{
+		{"feed"},
+		{"feed", "nope"},
+		{"feed", "work"},
+		{"feed", "work", "--main-db", "postgres://x@127.0.0.1:1/x"},
+		{"feed", "check", "--home", t.TempDir()},
+		{"feed", "check", "--main-db", "postgres://x@127.0.0.1:1/x", "--redis-addr", "127.0.0.1:1", "--users", "0"},
+	} {
+		var out bytes.Buffer
+		err := run(context.Background(), append([]string{"socnet"}, args...), func(string) string { return "" }, &out, &out)
+		if err == nil || exitCode(err) != 2 {
+			t.Errorf("socnet %v: err = %v (exit %d), want a usage error", args, err, exitCode(err))
+		}
+	}
+}
