@@ -5,7 +5,7 @@ HOME_DIR  ?= $(HOME)/.socnet
 HTTP      ?= 127.0.0.1:8080
 PKGS      := ./...
 
-.PHONY: all build run test test-short lint bench mutation deps-postgres deps-test clean
+.PHONY: all build run test test-short lint bench mutation deps-postgres deps-run deps-test clean
 
 all: build
 
@@ -13,14 +13,17 @@ build:
 	$(GO) build -o $(BIN) ./cmd/socnet
 
 # Install the servers when they are missing and we can (root or sudo):
-# PostgreSQL for everything, Redis for the feed's tests.
+# PostgreSQL for everything, Redis for the feed (the stack and its tests).
 deps-postgres:
 	@scripts/ensure-deps.sh postgres
+
+deps-run:
+	@scripts/ensure-deps.sh postgres redis
 
 deps-test:
 	@scripts/ensure-deps.sh postgres redis
 
-run: deps-postgres build
+run: deps-run build
 	$(BIN) up --home $(HOME_DIR) --http $(HTTP)
 
 # Unit and integration tests against real PostgreSQL processes started by internal/pgtest.

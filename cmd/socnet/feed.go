@@ -104,7 +104,7 @@ func feedStores(e *env, o feedOptions, db *dbroute.DB, reg prometheus.Registerer
 
 // cmdFeed runs the feed's subcommands.
 func cmdFeed(ctx context.Context, e *env, args []string) error {
-	const usage = "feed: want a subcommand: work (apply feed_outbox to Redis) or check (compare timelines with SQL)"
+	const usage = "feed: want a subcommand: work (apply feed_outbox to Redis), check (compare timelines with SQL) or redis (run the stack's redis-server; `up` does)"
 	if len(args) == 0 {
 		return usageError{errors.New(usage)}
 	}
@@ -113,6 +113,8 @@ func cmdFeed(ctx context.Context, e *env, args []string) error {
 		return cmdFeedWork(ctx, e, args[1:])
 	case "check":
 		return cmdFeedCheck(ctx, e, args[1:])
+	case "redis":
+		return cmdFeedRedis(ctx, e, args[1:])
 	case "-h", "--help", "help":
 		fmt.Fprintln(e.stdout, usage)
 		return nil

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 
 	"socnet/internal/feed/feedtest"
 	"socnet/internal/pgtest"
+	"socnet/internal/stack"
 )
 
 // TestServeFeedFromRedis runs `serve` and `feed work` against a real
@@ -187,5 +189,142 @@ func TestFeedCommandsRefuseBadInput(t *testing.T) {
 		if err == nil || exitCode(err) != 2 {
 			t.Errorf("socnet %v: err = %v (exit %d), want a usage error", args, err, exitCode(err))
 		}
+	}
+}
+
+// TestFeedOnStack runs `up` and follows a post through the stack's feed: a
+// follower sees it in /post/feed, read from the Redis timeline; with
+// redis-server SIGKILLed the feed is still 200 (from PostgreSQL); `up`
+// restarts Redis, the timelines are rebuilt and `feed check` finds no
+// difference; Redis stops with the stack.
+func TestFeedOnStack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts five PostgreSQL nodes and Redis")
+	}
+	t.Setenv(beMainEnv, "1")
+	home := filepath.Join(t.TempDir(), "home")
+	apiAddr := freeAddr(t)
+	getenv := func(k string) string {
+		if k == "SOCNET_LOG_LEVEL" {
+			return "warn"
+		}
+		return ""
+	}
+	stop := startUp(t, home, apiAddr, getenv)
+	stopped := false
+	defer func() {
+		if !stopped {
+			stop()
+		}
+	}()
+	h := stack.Home{Dir: home}
+	running := map[string]bool{}
+	for _, s := range mustStatus(t, home, getenv).Services {
+		running[s.Name] = processAlive(s.Pid)
+	}
+	if !running["redis"] || !running["feed-worker"] {
+		t.Fatalf("services = %v, want a live redis and feed-worker", running)
+	}
+	st, err := readStack(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, err := os.ReadFile(h.RedisPassword())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(h.RedisPassword()); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("redis password file: %v, mode %v; want 0600", err, fi.Mode())
+	}
+	rc := redis.NewClient(&redis.Options{Addr: st.Redis, Password: strings.TrimSpace(string(pw)), MaxRetries: -1})
+	defer rc.Close()
+	ctx := context.Background()
+	redisPid := func() int {
+		data, err := os.ReadFile(redisPidFile(h))
+		if err != nil {
+			return 0
+		}
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+		return pid
+	}
+
+	c := &client{t: t, base: "http://" + apiAddr}
+	alice := c.register("Алиса", "Лисицына", "pw-alice")
+	bob := c.register("Борис", "Бобров", "pw-bob")
+	token, bobToken := c.login(alice, "pw-alice"), c.login(bob, "pw-bob")
+	c.do("PUT", "/friend/set/"+bob, token, nil, 200, nil)
+	feedIDs := func() []string {
+		var page []map[string]any
+		c.do("GET", "/post/feed?offset=0&limit=10", token, nil, 200, &page)
+		var ids []string
+		for _, p := range page {
+			ids = append(ids, p["id"].(string))
+		}
+		return ids
+	}
+	var first string
+	c.do("POST", "/post/create", bobToken, map[string]any{"text": "hello from bob"}, 200, &first)
+	waitFor(t, 60*time.Second, "bob's post in alice's feed", func() bool { return slices.Contains(feedIDs(), first) })
+	// The page is read from alice's Redis timeline, which holds the post.
+	timeline := "feed:{u:" + alice + "}:t"
+	waitFor(t, 30*time.Second, "bob's post in alice's Redis timeline", func() bool {
+		_ = feedIDs() // rebuilds the timeline if it raced the fan-out
+		return rc.ZScore(ctx, timeline, first).Err() == nil
+	})
+	hits := func() int {
+		info, err := rc.Info(ctx, "stats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`keyspace_hits:(\d+)`).FindStringSubmatch(info)
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	before := hits()
+	if ids := feedIDs(); !slices.Equal(ids, []string{first}) {
+		t.Fatalf("feed = %v, want [%s]", ids, first)
+	}
+	if hits() <= before {
+		t.Fatal("a feed read did not read Redis (keyspace_hits unchanged)")
+	}
+
+	// Redis SIGKILLed: every read is still 200 and holds the post.
+	oldPid := redisPid()
+	if oldPid == 0 || !processAlive(oldPid) {
+		t.Fatalf("redis-server pid %d from %s is not alive", oldPid, redisPidFile(h))
+	}
+	if err := syscall.Kill(oldPid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var second string
+	c.do("POST", "/post/create", bobToken, map[string]any{"text": "while redis is down"}, 200, &second)
+	for range 10 {
+		if ids := feedIDs(); !slices.Contains(ids, first) {
+			t.Fatalf("feed right after the SIGKILL of Redis = %v, want %s in it", ids, first)
+		}
+	}
+	// `up` restarts Redis (empty): the timeline is rebuilt with both posts.
+	waitFor(t, 60*time.Second, "a new redis-server", func() bool {
+		pid := redisPid()
+		return pid != oldPid && processAlive(pid) && rc.Ping(ctx).Err() == nil
+	})
+	waitFor(t, 60*time.Second, "alice's timeline rebuilt in Redis with both posts", func() bool {
+		ids := feedIDs()
+		return slices.Equal(ids, []string{second, first}) && rc.ZScore(ctx, timeline, second).Err() == nil
+	})
+	var out string
+	waitFor(t, 60*time.Second, "feed check without differences", func() bool {
+		var b bytes.Buffer
+		err := run(ctx, []string{"socnet", "feed", "check", "--home", home, "--users", "10"}, getenv, &b, &b)
+		out = b.String()
+		return err == nil && regexp.MustCompile(`checked [1-9]\d* cached timelines .*, 0 differ; feed_outbox backlog 0`).MatchString(out)
+	})
+	t.Logf("feed check: %s", out)
+
+	pid := redisPid()
+	stopped = true
+	stop()
+	if processAlive(pid) {
+		t.Errorf("redis-server (pid %d) still runs after up stopped", pid)
 	}
 }
