@@ -75,9 +75,9 @@ func prepareRedis(h stack.Home, addr string) error {
 func redisPidFile(h stack.Home) string { return h.RedisConf() + ".pid" }
 
 // feedServices are the feed's services in the stack: Redis (through `feed
-// redis`) and the feed worker; apiEnv connects the API to Redis.
-func feedServices(h stack.Home, p upPorts, mainDB, common []string) (svcs []*service, apiEnv []string) {
-	apiEnv = []string{envName("redis-addr") + "=" + p.Redis, envName("redis-password-file") + "=" + h.RedisPassword()}
+// redis`) and the feed worker; redisEnv connects the API to Redis.
+func feedServices(h stack.Home, p upPorts, mainDB, common []string) (svcs []*service, redisEnv []string) {
+	redisEnv = []string{envName("redis-addr") + "=" + p.Redis, envName("redis-password-file") + "=" + h.RedisPassword()}
 	return []*service{{
 		Name:    "redis",
 		Args:    []string{"feed", "redis", "--home", h.Dir, "--redis-addr", p.Redis, "--http", p.RedisHealth},
@@ -87,10 +87,10 @@ func feedServices(h stack.Home, p upPorts, mainDB, common []string) (svcs []*ser
 	}, {
 		Name:    "feed-worker",
 		Args:    []string{"feed", "work", "--http", p.Feed},
-		Env:     append(append([]string{"SOCNET_MAIN_DB=" + strings.Join(mainDB, " ")}, apiEnv...), common...),
+		Env:     append(append([]string{"SOCNET_MAIN_DB=" + strings.Join(mainDB, " ")}, redisEnv...), common...),
 		Addr:    p.Feed,
 		LogPath: h.Log("feed-worker"),
-	}}, apiEnv
+	}}, redisEnv
 }
 
 // cmdFeedRedis runs the stack's redis-server (config written by `up`) as a
