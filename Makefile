@@ -8,7 +8,7 @@ PKGS      := ./...
 RACE_PKGS ?= ./internal/load/ ./internal/dbroute/ ./internal/counter/ ./internal/cluster/ ./internal/httpapi/ \
              ./internal/drill/ ./internal/pgnode/ ./internal/seed/ ./cmd/socnet/
 
-.PHONY: all build run test test-short test-race lint bench mutation deps-postgres deps-test clean
+.PHONY: all build run test test-short test-race lint bench mutation deps-postgres deps-run deps-test clean
 
 all: build
 
@@ -16,14 +16,17 @@ build:
 	$(GO) build -o $(BIN) ./cmd/socnet
 
 # Install the servers when they are missing and we can (root or sudo):
-# PostgreSQL for everything, Redis for the feed's tests.
+# PostgreSQL for everything, Redis for the feed (the stack and its tests).
 deps-postgres:
 	@scripts/ensure-deps.sh postgres
+
+deps-run:
+	@scripts/ensure-deps.sh postgres redis
 
 deps-test:
 	@scripts/ensure-deps.sh postgres redis
 
-run: deps-postgres build
+run: deps-run build
 	$(BIN) up --home $(HOME_DIR) --http $(HTTP)
 
 # Unit and integration tests against real PostgreSQL processes started by internal/pgtest.

@@ -51,6 +51,13 @@ func (f *flags) Int(name string, def int, usage string) *int {
 	return f.FlagSet.Int(name, def, usage+" (env "+envName(name)+")")
 }
 
+func (f *flags) Float64(name string, def float64, usage string) *float64 {
+	if v, err := strconv.ParseFloat(f.getenv(envName(name)), 64); err == nil {
+		def = v
+	}
+	return f.FlagSet.Float64(name, def, usage+" (env "+envName(name)+")")
+}
+
 func (f *flags) Bool(name string, def bool, usage string) *bool {
 	if v, err := strconv.ParseBool(f.getenv(envName(name))); err == nil {
 		def = v

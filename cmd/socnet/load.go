@@ -24,7 +24,7 @@ Drives the socnet API with a workload and reports throughput, latency
 given the database nodes, the load each node carried (transactions, tuples,
 CPU, replication lag), as text, JSON, HTML and PNG charts.
 
-Workload: --scenario get|search|register|post|dialog|unread|healthz, or --mix
+Workload: --scenario get|search|register|post|feed|dialog|unread|healthz, or --mix
 get=70,search=20,register=5,post=5. Users come from the database when
 --dsn is given (or the stack's nodes are known): TABLESAMPLE of the users
 table, logged in with the seed password; otherwise users are registered
@@ -55,7 +55,7 @@ func cmdLoad(ctx context.Context, e *env, args []string) error {
 	dbName := fs.String("database", "", "database of the users table (default: the DSN's, or the stack's "+mainDBName+"); also restricts node statistics to it (default: all databases)")
 	var (
 		allowRemote = fs.FlagSet.Bool("allow-remote", false, "allow a target that is not a loopback address")
-		scenario    = fs.FlagSet.String("scenario", "get", "workload: get, search, register, post, dialog, unread, healthz or mix (see --mix)")
+		scenario    = fs.FlagSet.String("scenario", "get", "workload: get, search, register, post, feed, dialog, unread, healthz or mix (see --mix)")
 		mixSpec     = fs.FlagSet.String("mix", "", "weighted mix of scenarios, e.g. get=70,search=20,register=5,post=5")
 		conns       = fs.FlagSet.Int("connections", 0, "concurrent requests (closed loop, default 16) or most in flight (open loop, default rate/10, at least 32)")
 		rate        = fs.FlagSet.Float64("rate", 0, "open loop: requests per second (0: closed loop)")

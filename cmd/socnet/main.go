@@ -50,6 +50,7 @@ func commands() map[string]command {
 		"seed":      {"fill the database with realistic people (or load the course's CSV)", cmdSeed},
 		"counterd":  {"run the unread-message counter service", cmdCounterd},
 		"relay":     {"deliver the dialogs outbox to the counter service", cmdRelay},
+		"feed":      {"the feed's timelines in Redis: work (apply the feed outbox), check (compare with SQL)", cmdFeed},
 		"reconcile": {"compare unread counters with the dialogs and repair drift (--check: report only)", cmdReconcile},
 	}
 }

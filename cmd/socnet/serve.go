@@ -46,6 +46,7 @@ type serveConfig struct {
 	// statement_timeout sits under it and WriteTimeout (statementTimeout).
 	RequestTimeout time.Duration
 	Limits         httpapi.Limits
+	Feed           feedOptions // Redis of the feed; none: SQL serves it
 }
 
 func cmdServe(ctx context.Context, e *env, args []string) error {
@@ -74,6 +75,7 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 	limitKeys := fs.Int("auth-limit-keys", httpapi.DefaultMaxLimitKeys, "addresses or users each login limit remembers")
 	proxies := fs.String("trusted-proxies", "", "CIDRs or addresses of reverse proxies whose X-Forwarded-For / X-Real-IP name the client, comma-separated; empty: trust no header")
 	serviceKey := fs.String("service-key-file", "", "file (0600) holding the key requests to counterd are signed with (without it they are unsigned)")
+	feedOpts := addFeedFlags(fs)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -86,7 +88,7 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 		MaxConns: *maxConns, BcryptCost: *cost, AddrFile: *addrFile, RoutingFile: *routingFile, ShutdownAfter: 10 * time.Second,
 		CounterURL: *counterURL, ServiceKey: *serviceKey, DebugHTTP: *debugHTTP, MetricsAddr: *metricsAddr, RequestTimeout: *reqTimeout,
 		Limits: httpapi.Limits{PerAddr: rateLimit(*addrEvery, *addrBurst), PerUser: rateLimit(*userEvery, *userBurst),
-			MaxKeys: *limitKeys, TrustedProxies: trusted}}
+			MaxKeys: *limitKeys, TrustedProxies: trusted}, Feed: feedOpts.options()}
 	if len(c.DB) == 0 {
 		return usageError{errors.New("serve: --db (or SOCNET_DB) is required")}
 	}
@@ -148,6 +150,11 @@ func serve(ctx context.Context, e *env, c serveConfig) error {
 		go reportRouting(rctx, e.log, db, c.RoutingFile, time.Second)
 	}
 
+	posts, friends, closeFeed, err := feedStores(e, c.Feed, db, reg)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	defer closeFeed()
 	dialogs := postgres.NewDialogStore(db)
 	counterOpts, err := counterClientOptions(e, c.ServiceKey)
 	if err != nil {
@@ -157,8 +164,8 @@ func serve(ctx context.Context, e *env, c serveConfig) error {
 	defer unread.Close()
 	handler := httpapi.NewServer(e.log, httpapi.Deps{
 		Users:    postgres.NewUserStore(db),
-		Friends:  postgres.NewFriendStore(db),
-		Posts:    postgres.NewPostStore(db),
+		Friends:  friends,
+		Posts:    posts,
 		Dialogs:  dialogs,
 		Reader:   dialogs,
 		Unread:   unread,

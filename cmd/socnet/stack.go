@@ -22,6 +22,9 @@ type stackInfo struct {
 	CounterDB []string `json:"counter_db"` // app DSNs of the counter cluster's nodes
 	// CounterAdmin are administrator DSNs of the counter database.
 	CounterAdmin []string `json:"counter_admin"`
+	// Redis is host:port of the feed's Redis (password in the home's
+	// redis/password); empty when the stack runs none.
+	Redis string `json:"redis,omitempty"`
 }
 
 func stackPath(home string) string { return stack.Home{Dir: home}.Stack() }

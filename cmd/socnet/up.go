@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -136,6 +137,9 @@ func up(ctx context.Context, e *env, c upConfig) (err error) {
 	if _, err := auth.LoadOrCreateKey(h.ServiceKeyFile()); err != nil {
 		return fmt.Errorf("up: %w", err)
 	}
+	if err := prepareRedis(h, ports.Redis); err != nil {
+		return err
+	}
 
 	opts := cluster.Options{DeadAfter: c.DeadAfter}
 	mainSpec := cluster.MainSpec()
@@ -208,12 +212,14 @@ func up(ctx context.Context, e *env, c upConfig) (err error) {
 		MainAdmin:    mainAdmin,
 		CounterDB:    appDSNs(counterC, counterAppRole, sec.CounterApp, counterDBName),
 		CounterAdmin: counterAdmin,
+		Redis:        ports.Redis,
 	}
 	if err := writeStack(home, info); err != nil {
 		return err
 	}
 	counterURL := "http://" + c.CounterHTTP
 	common := []string{stackHomeEnv + "=" + home, serviceKeyEnv + "=" + h.ServiceKeyFile()}
+	feedSvcs, feedEnv := feedServices(h, ports, info.MainDB, common)
 	svcs := []*service{{
 		Name: "counter",
 		Args: []string{"counterd", "--http", c.CounterHTTP},
@@ -233,10 +239,11 @@ func up(ctx context.Context, e *env, c upConfig) (err error) {
 		Name: "api",
 		Args: []string{"serve", "--http", c.HTTP, "--key-file", h.TokenKey(),
 			"--routing-file", h.Routing(), "--counter", counterURL},
-		Env:     append([]string{"SOCNET_DB=" + strings.Join(info.MainDB, " ")}, common...),
+		Env:     slices.Concat([]string{"SOCNET_DB=" + strings.Join(info.MainDB, " ")}, feedEnv, common),
 		Addr:    c.HTTP,
 		LogPath: h.Log("api"),
 	}}
+	svcs = append(svcs, feedSvcs...)
 	var svcMu sync.Mutex
 	saveServices := func() {
 		svcMu.Lock()
@@ -312,6 +319,10 @@ func homeOwners() stack.Owners {
 type upPorts struct {
 	Counter string `json:"counter"`
 	Relay   string `json:"relay"`
+	// The feed's: Redis, its /healthz, the feed worker's /metrics.
+	Redis       string `json:"redis"`
+	RedisHealth string `json:"redis_health"`
+	Feed        string `json:"feed_worker"`
 }
 
 func loadPorts(h stack.Home) (upPorts, error) {
@@ -327,7 +338,7 @@ func loadPorts(h stack.Home) (upPorts, error) {
 		return p, fmt.Errorf("up: %w", err)
 	}
 	changed := false
-	for _, a := range []*string{&p.Counter, &p.Relay} {
+	for _, a := range []*string{&p.Counter, &p.Relay, &p.Redis, &p.RedisHealth, &p.Feed} {
 		if *a != "" {
 			continue
 		}

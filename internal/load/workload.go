@@ -51,6 +51,7 @@ var scenarios = map[string][]Op{
 	"search":   {OpUserSearch},
 	"register": {OpUserRegister},
 	"post":     {OpPostCreate, OpPostFeed},
+	"feed":     {OpPostFeed}, // reads only: the feed of seeded users (socnet seed --friends --posts)
 	"dialog":   {OpDialogSend, OpDialogList},
 	"unread":   {OpDialogUnread},
 }

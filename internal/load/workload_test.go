@@ -156,3 +156,24 @@ func TestPrepareReportsRefusal(t *testing.T) {
 		t.Errorf("Prepare error = %v, want the refused registration with its status and message", err)
 	}
 }
+
+// The feed scenario only reads feeds, as logged-in users.
+func TestFeedScenarioReadsFeeds(t *testing.T) {
+	api := MustFakeAPI(t)
+	ds, err := load.Prepare(context.Background(), load.PrepareConfig{Target: api.URL, Sessions: 3, NeedSessions: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := load.ParseMix("feed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := api.Hits("GET /post/feed")
+	res := MustRun(t, load.Config{Target: api.URL, Mix: m, Connections: 2, Requests: 200, Data: ds})
+	if res.Errors != 0 || len(res.Ops) != 1 || res.Ops[0].Name != "post_feed" || res.Ops[0].Requests != 200 {
+		t.Fatalf("ops %+v, %d errors; want 200 post_feed", res.Ops, res.Errors)
+	}
+	if got := api.Hits("GET /post/feed") - before; got != 200 {
+		t.Errorf("the API served %d feeds, want 200", got)
+	}
+}

@@ -52,6 +52,9 @@ var appTables = []struct {
 }{
 	{"users", false}, {"friends", false}, {"posts", false}, {"messages", false}, {"outbox", false},
 	{"outbox_dead_letters", true}, // the outbox relay's give-ups (0003_unread_counter)
+	// The feed's events and its celebrities (0010_feed_outbox): the API
+	// writes events and reads celebrities when it rebuilds a timeline.
+	{"feed_outbox", false}, {"feed_celebrities", false},
 }
 
 var roleName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
@@ -120,7 +123,9 @@ func EnsureAppRole(ctx context.Context, adminDSN, role, password string) error {
 					pgx.Identifier{"public", t.name}.Sanitize(), ident))
 			}
 		}
-		stmts = append(stmts, fmt.Sprintf(`GRANT USAGE ON SEQUENCE public.outbox_id_seq TO %s`, ident))
+		for _, seq := range []string{"outbox_id_seq", "feed_outbox_id_seq"} {
+			stmts = append(stmts, fmt.Sprintf(`GRANT USAGE ON SEQUENCE public.%s TO %s`, seq, ident))
+		}
 		for _, s := range stmts {
 			if _, err := tx.Exec(ctx, s); err != nil {
 				// The statement holds the verifier; name only its verb.

@@ -175,6 +175,9 @@ func TestEnsureAppRole(t *testing.T) {
 		`SELECT count(*) FROM friends`,
 		`INSERT INTO outbox (aggregate, kind, payload) VALUES ('a', 'k', '{}')`,
 		`DELETE FROM outbox`,
+		`INSERT INTO feed_outbox (kind, author_id, post_id) VALUES ('post_created', gen_random_uuid(), gen_random_uuid())`,
+		`DELETE FROM feed_outbox`,
+		`SELECT count(*) FROM feed_celebrities`,
 		`DELETE FROM users`,
 	}
 	for _, q := range allowed {

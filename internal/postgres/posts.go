@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"socnet/internal/dbroute"
+	"socnet/internal/feed"
 	"socnet/internal/social"
 )
 
@@ -23,7 +24,7 @@ func NewPostStore(db *dbroute.DB) *PostStore { return &PostStore{db: db} }
 const postNotFound = "post not found"
 
 // CreatePost stores p as written by p.AuthorUserID and sets p.ID and
-// p.CreatedAt. Returns EINVALID for a text the schema refuses, ENOTFOUND
+// p.CreatedAt, with the feed's event in the same transaction. Returns EINVALID for a text the schema refuses, ENOTFOUND
 // when the author does not exist.
 func (s *PostStore) CreatePost(ctx context.Context, p *social.Post) error {
 	author, err := parseID("author_user_id", p.AuthorUserID)
@@ -36,8 +37,12 @@ func (s *PostStore) CreatePost(ctx context.Context, p *social.Post) error {
 	}
 	var created = p.CreatedAt
 	err = s.db.Transact(ctx, func(tx pgx.Tx) error {
-		return tx.QueryRow(ctx, `INSERT INTO posts (id, author_user_id, text) VALUES ($1, $2, $3)
+		err := tx.QueryRow(ctx, `INSERT INTO posts (id, author_user_id, text) VALUES ($1, $2, $3)
 			RETURNING created_at`, id, author, p.Text).Scan(&created)
+		if err != nil {
+			return err
+		}
+		return feed.EnqueuePostCreated(ctx, tx, id, author)
 	})
 	if err != nil {
 		return mapError("create post", userNotFound, err)
@@ -51,30 +56,33 @@ func (s *PostStore) CreatePost(ctx context.Context, p *social.Post) error {
 // there is none) and whether the change happened.
 const ownPostOutcome = `SELECT (SELECT author_user_id FROM target), EXISTS (SELECT 1 FROM changed)`
 
-// UpdatePost replaces the text of the author's post. Returns ENOTFOUND when
+// UpdatePost replaces the text of the author's post, with the feed's event
+// in the same transaction when it changed. Returns ENOTFOUND when
 // there is no such post, EFORBIDDEN when it is someone else's, EINVALID for
 // a text the schema refuses.
 func (s *PostStore) UpdatePost(ctx context.Context, authorID, postID, text string) error {
-	return s.changeOwnPost(ctx, "update post", authorID, postID, `WITH
+	return s.changeOwnPost(ctx, "update post", feed.EnqueuePostUpdated, authorID, postID, `WITH
 		target AS (SELECT author_user_id FROM posts WHERE id = $1),
 		changed AS (UPDATE posts SET text = $3, updated_at = now()
 			WHERE id = $1 AND author_user_id = $2 RETURNING 1)
 		`+ownPostOutcome, text)
 }
 
-// DeletePost deletes the author's post. Returns ENOTFOUND when there is no
-// such post, EFORBIDDEN when it is someone else's.
+// DeletePost deletes the author's post, with the feed's event in the same
+// transaction when it was deleted. Returns ENOTFOUND when there is no such
+// post, EFORBIDDEN when it is someone else's.
 func (s *PostStore) DeletePost(ctx context.Context, authorID, postID string) error {
-	return s.changeOwnPost(ctx, "delete post", authorID, postID, `WITH
+	return s.changeOwnPost(ctx, "delete post", feed.EnqueuePostDeleted, authorID, postID, `WITH
 		target AS (SELECT author_user_id FROM posts WHERE id = $1),
 		changed AS (DELETE FROM posts WHERE id = $1 AND author_user_id = $2 RETURNING 1)
 		`+ownPostOutcome)
 }
 
 // changeOwnPost runs query, which takes the post id, the author id and the
-// extra arguments and reports ownPostOutcome, and turns the outcome into an
+// extra arguments and reports ownPostOutcome, calls event in the same
+// transaction when the change happened, and turns the outcome into an
 // error.
-func (s *PostStore) changeOwnPost(ctx context.Context, op, authorID, postID, query string, extra ...any) error {
+func (s *PostStore) changeOwnPost(ctx context.Context, op string, event postEvent, authorID, postID, query string, extra ...any) error {
 	author, err := parseID("author_user_id", authorID)
 	if err != nil {
 		return err
@@ -86,7 +94,10 @@ func (s *PostStore) changeOwnPost(ctx context.Context, op, authorID, postID, que
 	var owner *uuid.UUID
 	var changed bool
 	err = s.db.Transact(ctx, func(tx pgx.Tx) error {
-		return tx.QueryRow(ctx, query, append([]any{post, author}, extra...)...).Scan(&owner, &changed)
+		if err := tx.QueryRow(ctx, query, append([]any{post, author}, extra...)...).Scan(&owner, &changed); err != nil || !changed {
+			return err
+		}
+		return event(ctx, tx, post, author)
 	})
 	switch {
 	case err != nil:
@@ -99,6 +110,9 @@ func (s *PostStore) changeOwnPost(ctx context.Context, op, authorID, postID, que
 		return social.Errorf(social.ENOTFOUND, postNotFound)
 	}
 }
+
+// postEvent writes the feed's event of a change to a post (feed.Enqueue*).
+type postEvent func(ctx context.Context, tx pgx.Tx, postID, authorID uuid.UUID) error
 
 // Post returns a post, from a replica. Returns ENOTFOUND, and EINVALID for
 // an id that is not a UUID.

@@ -71,3 +71,17 @@ func (h Home) Log(name string) string { return filepath.Join(h.Logs(), name+".lo
 
 // Clusters is the directory of the clusters.
 func (h Home) Clusters() string { return h.Path(ClustersDir) }
+
+// RedisDir is the directory of the feed's Redis: its config and password.
+const RedisDir = "redis"
+
+// Redis is the directory of the feed's Redis.
+func (h Home) Redis() string { return h.Path(RedisDir) }
+
+// RedisConf is the path of the Redis config `up` writes (0600: it holds
+// the password).
+func (h Home) RedisConf() string { return filepath.Join(h.Redis(), "redis.conf") }
+
+// RedisPassword is the path of the Redis password (0600), which the API,
+// the feed worker and `feed check` read.
+func (h Home) RedisPassword() string { return filepath.Join(h.Redis(), "password") }
