@@ -271,6 +271,10 @@ func (rep *ReconcileReport) compared(k key, c, r state, truth int) {
 	}
 }
 
+// lockedReadsHook, when set, runs in compareLocked between its reads of the
+// outbox and of the counter; tests deliver events there.
+var lockedReadsHook func()
+
 // lockedHold bounds how long compareLocked holds a direction's row lock,
 // which makes the direction's sends and reads wait.
 const lockedHold = time.Second
@@ -324,15 +328,23 @@ func (rc *Reconciler) compareLocked(ctx context.Context, conn *pgx.Conn, k key, 
 	agg := postgres.DialogKey(k.user.String(), k.peer.String())
 	deadline := time.Now().Add(lockedHold)
 	for {
+		// The outbox first, then the counter: the relay deletes an event
+		// only after counterd committed it, so an outbox found empty means
+		// the counter read after it has every event. Read the other way
+		// round, the relay could deliver and delete between the two reads,
+		// and an old counter would pass for a final one.
+		var pending bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM outbox WHERE aggregate = $1)`, agg).Scan(&pending); err != nil {
+			return fmt.Errorf("reconcile: %w", err)
+		}
+		if lockedReadsHook != nil {
+			lockedReadsHook()
+		}
 		counters, err := rc.readCounters(ctx, []key{k})
 		if err != nil {
 			return fmt.Errorf("reconcile: read counters: %w", err)
 		}
 		c := counters[k]
-		var pending bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM outbox WHERE aggregate = $1)`, agg).Scan(&pending); err != nil {
-			return fmt.Errorf("reconcile: %w", err)
-		}
 		if c.seq >= r.seq || !pending {
 			rep.compared(k, c, r, truth)
 			return nil

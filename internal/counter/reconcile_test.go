@@ -365,3 +365,44 @@ func TestReconcileUnderTrafficFindsNoDrift(t *testing.T) {
 	}
 	s.mustConverge(t, 30*time.Second)
 }
+
+// TestReconcileLockedCompareSeesDeliveryBetweenReads delivers a busy
+// direction's events exactly between the locked comparison's reads of the
+// outbox and of the counter: the delivery empties the outbox, so whichever
+// read comes second must not pair an old counter with an empty outbox and
+// report drift that the delivery healed.
+func TestReconcileLockedCompareSeesDeliveryBetweenReads(t *testing.T) {
+	s := mustStack(t, stackOptions{noRelay: true})
+	ids := s.mustUsers(t, 2)
+	for range 3 {
+		s.mustSend(t, ids[1], ids[0])
+	}
+	delivered := 0
+	counter.SetLockedReadsHook(func() {
+		if delivered++; delivered == 1 {
+			s.startRelay(t)
+			s.waitDrained(t, 30*time.Second)
+		}
+	})
+	t.Cleanup(func() { counter.SetLockedReadsHook(nil) })
+
+	rc, err := counter.NewReconciler([]string{s.mainDSN}, s.counterDB, nil, testLogger(t, "reconcile:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// A short drain timeout leaves the undelivered direction busy, for the
+	// locked comparison.
+	rep, err := rc.Run(ctx, counter.ReconcileOptions{DrainTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("reconcile: %v", err)
+	}
+	if delivered == 0 {
+		t.Fatal("the locked comparison never ran")
+	}
+	if len(rep.Drifts) > 0 || rep.Unsettled > 0 || rep.Compared != 1 {
+		t.Errorf("compared %d, %d unsettled, drifts %+v; want 1 compared without drift", rep.Compared, rep.Unsettled, rep.Drifts)
+	}
+	s.mustConverge(t, 30*time.Second)
+}
