@@ -43,12 +43,11 @@ func (c *Cluster) Switchover(ctx context.Context, target string) (Outcome, error
 	if err := c.checkPrimaryAnswers(ctx, "switchover"); err != nil {
 		return Outcome{}, err
 	}
-	rows, err := c.replicationRows(ctx, old)
-	if err != nil {
-		return Outcome{}, fmt.Errorf("switchover: %w", err)
-	}
-	if r := rows[AppName(target)]; r.State != "streaming" {
-		return Outcome{}, refuse("switchover", "%s is not streaming from %s (state %q)", target, old, r.State)
+	if err := c.waitStreaming(ctx, old, []string{target}, switchoverStreamWait); err != nil {
+		if ctx.Err() != nil {
+			return Outcome{}, fmt.Errorf("switchover: %w", ctx.Err())
+		}
+		return Outcome{}, refuse("switchover", "%s is not streaming from %s: %v", target, old, err)
 	}
 
 	start := c.opts.Now()
@@ -66,7 +65,7 @@ func (c *Cluster) Switchover(ctx context.Context, target string) (Outcome, error
 	c.bump()
 	stopped := c.opts.Now()
 	stopCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	err = c.stopNode(stopCtx, old)
+	err := c.stopNode(stopCtx, old)
 	cancel()
 	if err != nil {
 		return Outcome{}, c.undoSwitchover(ctx, old, fmt.Errorf("switchover: %w", err))
@@ -174,3 +173,7 @@ func (c *Cluster) checkpointLSN(ctx context.Context, node string) (LSN, error) {
 	}
 	return ParseLSN(loc)
 }
+
+// switchoverStreamWait bounds how long a switchover waits for its target to
+// stream: a replica that was just started, or that reconnects, needs a moment.
+const switchoverStreamWait = 15 * time.Second
