@@ -5,14 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
 	"socnet/internal/dbroute"
@@ -162,30 +160,8 @@ func cmdFeedWork(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("feed work: %w", err)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	served := make(chan error, 1)
-	if *httpAddr != "" {
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "application/json")
-			fmt.Fprintln(w, `{"status":"ok"}`)
-		})
-		go func() {
-			served <- listenAndServe(ctx, e, "feed-worker", *httpAddr, "", mux, 5*time.Second)
-			cancel()
-		}()
-	} else {
-		close(served)
-	}
 	e.log.Info("feed worker running", "redis", o.RedisAddr)
-	err = w.Run(ctx)
-	cancel()
-	if serr := <-served; serr != nil && err == nil {
-		err = serr
-	}
-	return err
+	return runBesideHTTP(ctx, e, "feed-worker", *httpAddr, reg, func() string { return `{"status":"ok"}` }, w.Run)
 }
 
 // cmdFeedCheck compares sampled users' cached timelines with the SQL feed

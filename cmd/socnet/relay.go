@@ -64,24 +64,33 @@ func cmdRelay(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
+	return runBesideHTTP(ctx, e, "relay", *httpAddr, reg, func() string {
+		return fmt.Sprintf(`{"status":"ok","active":%t,"backlog_over_max":%t}`, relay.Active(), relay.OverMaxBacklog())
+	}, relay.Run)
+}
+
+// runBesideHTTP runs work until it returns or ctx ends. When addr is set it
+// serves /metrics from reg and /healthz (health's JSON) there meanwhile; the
+// first of the two to end stops the other, and work's error comes first.
+func runBesideHTTP(ctx context.Context, e *env, name, addr string, reg *prometheus.Registry, health func() string, work func(context.Context) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	served := make(chan error, 1)
-	if *httpAddr != "" {
+	if addr != "" {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
-			fmt.Fprintf(w, "{\"status\":\"ok\",\"active\":%t,\"backlog_over_max\":%t}\n", relay.Active(), relay.OverMaxBacklog())
+			fmt.Fprintln(w, health())
 		})
 		go func() {
-			served <- listenAndServe(ctx, e, "relay", *httpAddr, "", mux, 5*time.Second)
+			served <- listenAndServe(ctx, e, name, addr, "", mux, 5*time.Second)
 			cancel()
 		}()
 	} else {
 		close(served)
 	}
-	err = relay.Run(ctx)
+	err := work(ctx)
 	cancel()
 	if serr := <-served; serr != nil && err == nil {
 		err = serr
