@@ -30,7 +30,7 @@ cluster_run='^(TestLSN|TestDecide.*|TestJudgePrimary|TestSyncListed)$'
 cluster_files='decide.go dead.go'
 # The store's tests run against a real PostgreSQL (pgtest); the failover and
 # saga tests are left out because they take minutes per mutant.
-counter_run=${COUNTER_RUN:-'^(TestEventsInAnyOrder|TestApply.*|TestEventValidate|TestPruneInbox|TestCounterdAPI|TestStore.*|TestMerge.*)$'}
+counter_run=${COUNTER_RUN:-'^(TestEventsInAnyOrder|TestApply.*|TestEvent(Validate|Bounds)|TestResultDelivered|TestPruneInbox.*|TestCounterdAPI|TestStore.*|TestMerge.*)$'}
 counter_files='store.go event.go'
 
 gremlins=${GREMLINS:-${XDG_CACHE_HOME:-$HOME/.cache}/socnet/gremlins-$version/gremlins}

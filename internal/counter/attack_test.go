@@ -160,7 +160,11 @@ func TestForgedAndReplayedEventsChangeNothing(t *testing.T) {
 		if err := counter.NewSigner(serviceKey, nil).Sign(req, body); err != nil {
 			t.Fatal(err)
 		}
-		if status, answer := post(t, base, req.Header, body); status != http.StatusOK || !strings.Contains(answer, `"applied"`) {
+		// The relay delivers the same event from the outbox: whichever
+		// comes second is a duplicate, and either way the request is a real,
+		// accepted one to replay.
+		if status, answer := post(t, base, req.Header, body); status != http.StatusOK ||
+			!(strings.Contains(answer, `"applied"`) || strings.Contains(answer, `"duplicate"`)) {
 			t.Fatalf("the read: %d %s", status, answer)
 		}
 		s.mustSend(t, sender, victim) // one new unread message after the read
