@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/logging"
 
 	"socnet/internal/dbroute"
 	"socnet/internal/feed"
@@ -70,7 +71,16 @@ func (o feedOptions) redisClient() (*redis.Client, error) {
 		}
 		opts.Password = strings.TrimSpace(string(pw))
 	}
-	return redis.NewClient(opts), nil
+	return newRedisClient(opts), nil
+}
+
+// newRedisClient returns a Redis client that leaves the reporting of its
+// errors to its callers, which log them through slog (or answer 503):
+// go-redis's own logger writes every failed dial to the process's stderr,
+// and can only be set process-wide, so it is silenced.
+func newRedisClient(opts *redis.Options) *redis.Client {
+	logging.Disable()
+	return redis.NewClient(opts)
 }
 
 // config returns the feed's configuration over db and Redis.

@@ -237,7 +237,7 @@ func TestFeedOnStack(t *testing.T) {
 	if fi, err := os.Stat(h.RedisPassword()); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("redis password file: %v, mode %v; want 0600", err, fi.Mode())
 	}
-	rc := redis.NewClient(&redis.Options{Addr: st.Redis, Password: strings.TrimSpace(string(pw)), MaxRetries: -1})
+	rc := newRedisClient(&redis.Options{Addr: st.Redis, Password: strings.TrimSpace(string(pw)), MaxRetries: -1})
 	defer rc.Close()
 	ctx := context.Background()
 	redisPid := func() int {

@@ -84,6 +84,7 @@ func feedServices(h stack.Home, p upPorts, mainDB, common []string) (svcs []*ser
 		Env:     common,
 		Addr:    p.RedisHealth,
 		LogPath: h.Log("redis"),
+		Called:  true,
 	}, {
 		Name:    "feed-worker",
 		Args:    []string{"feed", "work", "--http", p.Feed},
@@ -127,7 +128,7 @@ func cmdFeedRedis(ctx context.Context, e *env, args []string) error {
 	go func() { exited <- cmd.Wait() }()
 	e.log.Info("redis started", "pid", cmd.Process.Pid, "addr", *addr)
 
-	rdb := redis.NewClient(&redis.Options{Addr: *addr, Password: strings.TrimSpace(string(pw)),
+	rdb := newRedisClient(&redis.Options{Addr: *addr, Password: strings.TrimSpace(string(pw)),
 		DialTimeout: redisDialTimeout, ReadTimeout: redisIOTimeout, WriteTimeout: redisIOTimeout, MaxRetries: -1, PoolSize: 2})
 	defer rdb.Close()
 	hctx, stopHealth := context.WithCancel(ctx)

@@ -29,6 +29,9 @@ type service struct {
 	Env     []string // extra environment (secrets travel here, never in argv)
 	Addr    string   // HTTP address it serves, when it does
 	LogPath string
+	// Called marks a service the others call: `up` starts it first and
+	// the others only once it answers.
+	Called bool
 
 	mu       sync.Mutex
 	pid      int

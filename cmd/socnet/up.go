@@ -229,6 +229,7 @@ func up(ctx context.Context, e *env, c upConfig) (err error) {
 			"SOCNET_MAIN_DB=" + strings.Join(info.MainAdmin, " ")}, common...),
 		Addr:    c.CounterHTTP,
 		LogPath: h.Log("counterd"),
+		Called:  true,
 	}, {
 		Name:    "relay",
 		Args:    []string{"relay", "--counter", counterURL, "--http", c.RelayHTTP},
@@ -255,21 +256,29 @@ func up(ctx context.Context, e *env, c upConfig) (err error) {
 	defer os.Remove(h.Services())
 	svcCtx, stopServices := context.WithCancel(ctx)
 	var svcWG sync.WaitGroup
-	for _, s := range svcs {
-		svcWG.Add(1)
-		go func() {
-			defer svcWG.Done()
-			s.supervise(svcCtx, e.self, e.log, serviceGrace, saveServices)
-		}()
-	}
 	// Services stop before the supervisors and the clusters (defers run in reverse).
 	defer func() { stopServices(); svcWG.Wait() }()
 
+	// The services others call (counter, redis) start first; the rest start
+	// once those answer, so that the API's /healthz, which whoever started
+	// `up` polls, answers only when the calls it makes can succeed.
 	rctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	for _, s := range svcs {
-		if err := s.waitHealthy(rctx); err != nil {
-			return fmt.Errorf("up: %w", err)
+	for _, stage := range [][]*service{
+		slices.DeleteFunc(slices.Clone(svcs), func(s *service) bool { return !s.Called }),
+		slices.DeleteFunc(slices.Clone(svcs), func(s *service) bool { return s.Called }),
+	} {
+		for _, s := range stage {
+			svcWG.Add(1)
+			go func() {
+				defer svcWG.Done()
+				s.supervise(svcCtx, e.self, e.log, serviceGrace, saveServices)
+			}()
+		}
+		for _, s := range stage {
+			if err := s.waitHealthy(rctx); err != nil {
+				return fmt.Errorf("up: %w", err)
+			}
 		}
 	}
 	cancel()

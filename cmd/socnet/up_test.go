@@ -264,6 +264,7 @@ func startUp(t *testing.T, home, apiAddr string, getenv func(string) string) (st
 			break
 		}
 	}
+	checkCalledServicesUp(t, home)
 	return func() {
 		cancel()
 		select {
@@ -273,6 +274,19 @@ func startUp(t *testing.T, home, apiAddr string, getenv func(string) string) (st
 			}
 		case <-time.After(90 * time.Second):
 			t.Errorf("up did not stop within 90s:\n%s", out.String())
+		}
+	}
+}
+
+// checkCalledServicesUp checks, at the API's first healthy answer, that the
+// services the API calls (counter, Redis) answer too: `up` starts the API
+// only after them, so that a caller polling the API gets a working stack.
+func checkCalledServicesUp(t *testing.T, home string) {
+	t.Helper()
+	p := readPortsFile(t, home)
+	for _, s := range []struct{ name, addr string }{{"counter", p.Counter}, {"redis", p.RedisHealth}} {
+		if ok, err := healthy("http://" + s.addr); !ok {
+			t.Fatalf("the API of %s answers, but its %s on %s does not (%v): up started the API first", home, s.name, s.addr, err)
 		}
 	}
 }
@@ -825,6 +839,7 @@ func startUpProcess(t *testing.T, home, apiAddr string) *upProcess {
 	deadline := time.After(3 * time.Minute)
 	for {
 		if ok, _ := healthy("http://" + apiAddr); ok {
+			checkCalledServicesUp(t, home)
 			return p
 		}
 		select {
