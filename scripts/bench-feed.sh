@@ -8,6 +8,7 @@
 # Results go to $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PYTHONDONTWRITEBYTECODE=1
 
 BIN=${BIN:-bin/socnet}
 USERS=${USERS:-100000}  # also the celebrity's followers (everyone follows one author)
