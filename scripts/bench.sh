@@ -8,6 +8,8 @@
 # repeated SIGKILLs. Results (text, JSON, HTML, PNG) go to $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# scripts/bench.sh feed: the feed's figures alone (scripts/bench-feed.sh).
+if [ "${1:-}" = feed ]; then exec scripts/bench-feed.sh; fi
 
 BIN=${BIN:-bin/socnet}
 USERS=${USERS:-1000000}

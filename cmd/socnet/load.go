@@ -69,6 +69,7 @@ func cmdLoad(ctx context.Context, e *env, args []string) error {
 		pngOut      = fs.FlagSet.String("png", "", "write PNG charts into DIR")
 		compare     = fs.FlagSet.Bool("compare", false, "compare two saved runs: socnet load --compare A.json B.json")
 		data        = fs.FlagSet.String("data", "auto", "where users come from: auto (the database when a DSN is known), db or api")
+		usersTable  = fs.FlagSet.String("users-table", "", "sample the users from this table (id, first_name, second_name) instead of users, e.g. a chosen set")
 		users       = fs.FlagSet.Int("users", 20, "users to log in (or to register when users come from the API)")
 		password    = fs.FlagSet.String("password", load.SeedPassword, "password of seeded users")
 		nodesSpec   = fs.FlagSet.String("nodes", "", "database nodes to sample: name=DSN,name=DSN (instead of the stack's)")
@@ -184,7 +185,7 @@ func cmdLoad(ctx context.Context, e *env, args []string) error {
 		defer runtime.GOMAXPROCS(prev)
 	}
 
-	pc := load.PrepareConfig{Target: *target, AllowRemote: *allowRemote, DSN: usersDSN, Database: usersDB, Sessions: *users,
+	pc := load.PrepareConfig{Target: *target, AllowRemote: *allowRemote, DSN: usersDSN, Database: usersDB, UsersTable: *usersTable, Sessions: *users,
 		Password: *password, NeedUsers: needUsers, NeedSessions: needSessions, Timeout: *timeout, Log: e.log}
 	ds, err := load.Prepare(ctx, pc)
 	if err != nil && *data == "auto" && usersDSN != "" && ctx.Err() == nil {

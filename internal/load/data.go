@@ -58,6 +58,9 @@ type PrepareConfig struct {
 	DSN string
 	// Database, when set, replaces the database of DSN.
 	Database string
+	// UsersTable, when set, names the table users are sampled from instead
+	// of users (columns id, first_name, second_name): a chosen set of users.
+	UsersTable string
 	// Sample bounds how many users are read from the database (default 10000).
 	Sample int
 	// Sessions is how many users to log in (default 20); also how many users
@@ -117,7 +120,7 @@ func Prepare(ctx context.Context, cfg PrepareConfig) (*Dataset, error) {
 	if cfg.DSN != "" {
 		ds.Source = "db"
 		qctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-		ds.Users, err = readUsers(qctx, cfg.DSN, cfg.Database, cfg.Sample)
+		ds.Users, err = readUsers(qctx, cfg.DSN, cfg.Database, cfg.UsersTable, cfg.Sample)
 		cancel()
 		if err != nil {
 			return nil, err
@@ -188,9 +191,14 @@ func parseTarget(target string) (*url.URL, error) {
 	return u, nil
 }
 
-// readUsers samples users from the users table: 1 % of its pages, or, when
-// that finds few rows (a small table), a random choice of all of them.
-func readUsers(ctx context.Context, dsn, database string, limit int) ([]User, error) {
+// readUsers samples users from the users table (or table, when set): 1 % of
+// its pages, or, when that finds few rows (a small table), a random choice of
+// all of them.
+func readUsers(ctx context.Context, dsn, database, table string, limit int) ([]User, error) {
+	if table == "" {
+		table = "users"
+	}
+	from := pgx.Identifier(strings.Split(table, ".")).Sanitize()
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("read users: parse dsn: %w", err)
@@ -204,13 +212,13 @@ func readUsers(ctx context.Context, dsn, database string, limit int) ([]User, er
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	users, err := queryUsers(ctx, conn,
-		`SELECT id::text, first_name, second_name FROM users TABLESAMPLE SYSTEM (1) LIMIT $1`, limit)
+		`SELECT id::text, first_name, second_name FROM `+from+` TABLESAMPLE SYSTEM (1) LIMIT $1`, limit)
 	if err != nil {
 		return nil, err
 	}
 	if len(users) < min(limit, 1000) {
 		users, err = queryUsers(ctx, conn,
-			`SELECT id::text, first_name, second_name FROM users ORDER BY random() LIMIT $1`, limit)
+			`SELECT id::text, first_name, second_name FROM `+from+` ORDER BY random() LIMIT $1`, limit)
 	}
 	return users, err
 }

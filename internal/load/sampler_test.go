@@ -7,10 +7,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -283,6 +286,17 @@ func TestPrepareFromDatabase(t *testing.T) {
 		if len(ds.Sessions) != 3 || api.Hits("POST /user/register") != 3 || len(ds.Users) != len(users) {
 			t.Errorf("%d sessions, %d registrations, %d users; want 3 registered sessions and the database's users",
 				len(ds.Sessions), api.Hits("POST /user/register"), len(ds.Users))
+		}
+	})
+	t.Run("users table", func(t *testing.T) {
+		mustExec(t, ctx, dsn, `CREATE TABLE chosen AS SELECT id, first_name, second_name FROM users ORDER BY id LIMIT 5`)
+		ds, err := load.Prepare(ctx, load.PrepareConfig{Target: "http://127.0.0.1:1", DSN: dsn, UsersTable: "chosen", NeedUsers: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.SortFunc(ds.Users, func(a, b load.User) int { return strings.Compare(a.ID, b.ID) })
+		if diff := cmp.Diff(users[:5], ds.Users); diff != "" {
+			t.Errorf("users read from the chosen table (-want +got):\n%s", diff)
 		}
 	})
 	t.Run("no users table", func(t *testing.T) {
