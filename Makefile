@@ -8,7 +8,7 @@ PKGS      := ./...
 RACE_PKGS ?= ./internal/load/ ./internal/dbroute/ ./internal/counter/ ./internal/cluster/ ./internal/httpapi/ \
              ./internal/drill/ ./internal/pgnode/ ./internal/seed/ ./cmd/socnet/
 
-.PHONY: all build run test test-short test-race lint bench mutation deps-postgres deps-run deps-test clean
+.PHONY: all build run test test-short test-race lint bench bench-feed mutation deps-postgres deps-run deps-test clean
 
 all: build
 
@@ -50,6 +50,10 @@ lint:
 # Benchmarks with a million users; figures go to docs/BENCHMARKS.md.
 bench: deps-postgres build
 	scripts/bench.sh
+
+# The feed's figures (Redis against the SQL fan-in, freshness, celebrities, memory).
+bench-feed: deps-run build
+	scripts/bench.sh feed
 
 # Mutation testing of the failover decision, the "primary is dead" rule and the
 # counter's apply logic; prints a score per file (docs/TESTING.md). Not part
