@@ -155,7 +155,9 @@ func dialFrom(t *testing.T, n *netns.Net, host, addr string) error {
 	if host == "" {
 		return dial(addr)
 	}
-	cmd := n.Command(context.Background(), host, self(t))
+	// Through a shell that forks, so that the dialler is a child of the
+	// process Command starts and must have inherited its namespace.
+	cmd := n.Command(context.Background(), host, "sh", "-c", `"$0"; exit $?`, self(t))
 	cmd.Env = append(os.Environ(), "NETNS_TEST_ROLE=dial", "NETNS_TEST_ARG="+addr)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -370,5 +372,23 @@ func TestNotRoot(t *testing.T) {
 	want := "netns: network namespaces need root (running as uid 65534)"
 	if got != want {
 		t.Errorf("as nobody: got %q, want %q", got, want)
+	}
+}
+
+// TestNoIP checks the error when `ip` cannot be found.
+func TestNoIP(t *testing.T) {
+	cmd := exec.Command(self(t))
+	cmd.Env = []string{"NETNS_TEST_ROLE=check", "PATH=" + t.TempDir()}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	got := strings.TrimSpace(string(out))
+	if os.Geteuid() == 0 {
+		if want := "netns: network namespaces unavailable: no `ip` program (install iproute2)"; got != want {
+			t.Errorf("without ip: got %q, want %q", got, want)
+		}
+	} else if !strings.Contains(got, "need root") {
+		t.Errorf("without ip, not root: got %q", got)
 	}
 }
