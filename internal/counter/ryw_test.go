@@ -3,6 +3,7 @@ package counter_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
@@ -87,6 +88,16 @@ func TestReadYourOwnReadOnALaggingReplica(t *testing.T) {
 		return errors.Join(err, err2)
 	})
 
+	// The router reads a replica only once it has replayed a position it
+	// saw on the primary within MaxReplicaLag: wait for that, not for time.
+	waitFor(t, 30*time.Second, "the replica in the router's rotation", func() error {
+		for _, n := range db.Snapshot() {
+			if n.Role == dbroute.RoleReplica && n.Healthy {
+				return nil
+			}
+		}
+		return fmt.Errorf("no healthy replica in %+v", db.Snapshot())
+	})
 	decisions := func(d string) float64 {
 		return gathered(t, reg, "socnet_db_routing_decisions_total", "decision", d)
 	}
