@@ -127,7 +127,7 @@ func connect(ctx context.Context, spec patroni.Spec, port int) (*pgx.Conn, error
 	return pgx.Connect(ctx, dsn)
 }
 
-func TestHostLossKeepsAcknowledgedWrites(t *testing.T) {
+func TestHostLossKeepsAcknowledgedWritesThenSwitchover(t *testing.T) {
 	requireBinaries(t)
 	if testing.Short() {
 		t.Skip("starts etcd and three Patroni agents")
@@ -422,6 +422,30 @@ func TestHostLossKeepsAcknowledgedWrites(t *testing.T) {
 	total := len(acked)
 	mu.Unlock()
 	checkAcked(total)
+	// Switchover back through the REST API once n1 is the sync standby again.
+	poll(t, 120*time.Second, "n1 sync standby", func() error {
+		roles, err := c.roles(ctx, "")
+		if err != nil {
+			return err
+		}
+		if roles["n1"] != "sync_standby" {
+			return fmt.Errorf("roles %v", roles)
+		}
+		return nil
+	})
+	if err := c.client("n2").Switchover(ctx, "n2", "n1"); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, 60*time.Second, "n1 leads after switchover", func() error {
+		roles, err := c.roles(ctx, "")
+		if err != nil {
+			return err
+		}
+		if d := cmp.Diff(map[string]string{"n1": "leader", "n2": "sync_standby", "n3": "replica"}, roles); d != "" {
+			return fmt.Errorf("roles (-want +got):\n%s", d)
+		}
+		return nil
+	})
 	t.Logf("host loss: new leader %s after %v; writes back after %v (the old leader's host restarted once %s led); %d rows acknowledged, none lost",
 		newLeader, promoted.Round(time.Millisecond), firstAfter.Sub(killAt).Round(time.Millisecond), newLeader, total)
 }
