@@ -123,7 +123,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) (int,
 }
 
 // httpGet returns the status of a GET, for readiness probes.
-func httpGet(ctx context.Context, url string, _ any) (int, error) {
+func httpGet(ctx context.Context, url string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

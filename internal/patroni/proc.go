@@ -127,7 +127,7 @@ func StartEtcd(ctx context.Context, logger *slog.Logger, e EtcdSpec) (*Process, 
 	}
 	logger.Info("etcd started", "pid", p.Pid(), "client", client)
 	err = waitFor(ctx, 30*time.Second, p, func() bool {
-		st, err := httpGet(ctx, client+"/health", nil)
+		st, err := httpGet(ctx, client+"/health")
 		return err == nil && st == 200
 	})
 	if err != nil {
