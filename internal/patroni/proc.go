@@ -4,16 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"socnet/internal/pgnode"
 )
 
 // Process is a child process socnet started: etcd or a Patroni agent.
@@ -65,14 +65,14 @@ func start(name, logPath, osUser string, cmd *exec.Cmd) (*Process, error) {
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if osUser != "" {
-		acct, err := lookupAccount(osUser)
+		acct, err := pgnode.LookupAccount(osUser)
 		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("start %s: %w", name, err)
 		}
 		if acct != nil {
-			cmd.SysProcAttr.Credential = acct.cred
-			cmd.Env = append(os.Environ(), "HOME="+acct.home, "USER="+osUser, "LOGNAME="+osUser)
+			cmd.SysProcAttr.Credential = acct.Credential()
+			cmd.Env = append(os.Environ(), "HOME="+acct.Home(), "USER="+osUser, "LOGNAME="+osUser)
 		}
 	}
 	if err := cmd.Start(); err != nil {
@@ -156,18 +156,18 @@ func StartAgent(logger *slog.Logger, n NodeSpec, cfg Config, osUser string) (*Pr
 	}
 	logPath := filepath.Join(n.Dir, "patroni.log")
 	if osUser != "" {
-		acct, err := lookupAccount(osUser)
+		acct, err := pgnode.LookupAccount(osUser)
 		if err != nil {
 			return nil, fmt.Errorf("start patroni %s: %w", n.Name, err)
 		}
-		if err := chownAll(n.Dir, acct); err != nil {
+		if err := pgnode.ChownAll(n.Dir, acct); err != nil {
 			return nil, fmt.Errorf("start patroni %s: %w", n.Name, err)
 		}
 		// The agent opens its own log only through inherited descriptors,
 		// but leave the file to the node's owner too.
 		if f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
 			f.Close()
-			_ = chownAll(logPath, acct)
+			_ = pgnode.ChownAll(logPath, acct)
 		}
 	}
 	p, err := start("patroni "+n.Name, logPath, osUser, exec.Command(path, n.ConfigPath()))
@@ -210,49 +210,4 @@ func waitFor(ctx context.Context, timeout time.Duration, p *Process, ok func() b
 		case <-tick.C:
 		}
 	}
-}
-
-// account is the OS identity a child runs as.
-type account struct {
-	uid, gid int
-	home     string
-	cred     *syscall.Credential
-}
-
-// lookupAccount resolves name; nil when it is the current user.
-func lookupAccount(name string) (*account, error) {
-	u, err := user.Lookup(name)
-	if err != nil {
-		return nil, fmt.Errorf("look up os user %q: %w", name, err)
-	}
-	uid, err := strconv.Atoi(u.Uid)
-	if err != nil {
-		return nil, fmt.Errorf("os user %q: uid %q: %w", name, u.Uid, err)
-	}
-	gid, err := strconv.Atoi(u.Gid)
-	if err != nil {
-		return nil, fmt.Errorf("os user %q: gid %q: %w", name, u.Gid, err)
-	}
-	if uid == os.Geteuid() {
-		return nil, nil
-	}
-	return &account{uid: uid, gid: gid, home: u.HomeDir,
-		cred: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}, nil
-}
-
-// chownAll hands path and everything below it to acct.
-func chownAll(path string, acct *account) error {
-	if acct == nil {
-		return nil
-	}
-	err := filepath.WalkDir(path, func(p string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		return os.Lchown(p, acct.uid, acct.gid)
-	})
-	if err != nil {
-		return fmt.Errorf("chown %s: %w", path, err)
-	}
-	return nil
 }

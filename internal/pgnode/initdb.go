@@ -99,7 +99,7 @@ func (n *Node) initDB(ctx context.Context) error {
 	return nil
 }
 
-func (n *Node) runInitDB(ctx context.Context, acct *account) error {
+func (n *Node) runInitDB(ctx context.Context, acct *Account) error {
 	// The password file must be readable by the OS user only; it sits next
 	// to the data directory, which initdb wants empty.
 	pw, err := os.CreateTemp(filepath.Dir(n.cfg.DataDir), ".pgnode-pw-*")
@@ -131,7 +131,7 @@ func (n *Node) runInitDB(ctx context.Context, acct *account) error {
 
 // prepareEmptyDir makes sure dir exists, is empty, has mode 0700, belongs to
 // acct and can be reached by it. created reports whether dir was made here.
-func prepareEmptyDir(dir string, acct *account) (created bool, err error) {
+func prepareEmptyDir(dir string, acct *Account) (created bool, err error) {
 	entries, err := os.ReadDir(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -172,7 +172,7 @@ func cleanDir(dir string, created bool) {
 // writeConfig writes the node's settings file, makes postgresql.conf include
 // it, writes pg_hba.conf when hba is set, and hands the data directory to
 // acct.
-func (n *Node) writeConfig(acct *account, hba bool) error {
+func (n *Node) writeConfig(acct *Account, hba bool) error {
 	dir := n.cfg.DataDir
 	if err := writeFile(filepath.Join(dir, nodeConfFile), n.nodeConf(), acct); err != nil {
 		return err
@@ -231,7 +231,7 @@ func quoteConf(v string) string {
 
 // writeFile replaces path with content (mode 0600, owned by acct) through a
 // rename, so that a crash leaves the old or the new file, never half of one.
-func writeFile(path, content string, acct *account) error {
+func writeFile(path, content string, acct *Account) error {
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)

@@ -144,10 +144,10 @@ func (n *Node) bin(name string) (string, error) {
 }
 
 // account resolves the OS user the programs run as.
-func (n *Node) account() (*account, error) { return lookupAccount(n.cfg.OSUser) }
+func (n *Node) account() (*Account, error) { return lookupAccount(n.cfg.OSUser) }
 
 // output opens the node's log for one program run.
-func (n *Node) output(acct *account) (*lineWriter, error) {
+func (n *Node) output(acct *Account) (*lineWriter, error) {
 	w, err := openLineWriter(n.cfg.Name, n.cfg.LogPath, n.cfg.Output, acct)
 	if err != nil {
 		return nil, fmt.Errorf("open log %s: %w", n.cfg.LogPath, err)
@@ -157,7 +157,7 @@ func (n *Node) output(acct *account) (*lineWriter, error) {
 
 // runProgram runs the PostgreSQL program name with args as the node's OS
 // user, logging its output, and returns the output.
-func (n *Node) runProgram(ctx context.Context, acct *account, env []string, name string, args ...string) ([]byte, error) {
+func (n *Node) runProgram(ctx context.Context, acct *Account, env []string, name string, args ...string) ([]byte, error) {
 	bin, err := n.bin(name)
 	if err != nil {
 		return nil, err

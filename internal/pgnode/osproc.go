@@ -121,9 +121,10 @@ func OSUser() string {
 	return ""
 }
 
-// account is the OS identity the PostgreSQL programs run as. A nil account
-// means the current user.
-type account struct {
+// Account is the OS identity the PostgreSQL programs (and other servers
+// that must not run as root, such as Patroni) run as. A nil *Account means
+// the current user.
+type Account struct {
 	uid, gid int
 	home     string
 	cred     *syscall.Credential
@@ -131,7 +132,7 @@ type account struct {
 
 // lookupAccount resolves name; it returns nil when name is empty or is the
 // current user, because no switch is needed then.
-func lookupAccount(name string) (*account, error) {
+func lookupAccount(name string) (*Account, error) {
 	if name == "" {
 		return nil, nil
 	}
@@ -158,7 +159,7 @@ func lookupAccount(name string) (*account, error) {
 			}
 		}
 	}
-	return &account{
+	return &Account{
 		uid:  uid,
 		gid:  gid,
 		home: u.HomeDir,
@@ -166,8 +167,32 @@ func lookupAccount(name string) (*account, error) {
 	}, nil
 }
 
+// LookupAccount resolves the OS user name; it returns nil when name is empty
+// or is the current user, because no switch is needed then.
+func LookupAccount(name string) (*Account, error) { return lookupAccount(name) }
+
+// Credential is what exec.Cmd's SysProcAttr needs to run as a (nil: as the
+// current user).
+func (a *Account) Credential() *syscall.Credential {
+	if a == nil {
+		return nil
+	}
+	return a.cred
+}
+
+// Home is the account's home directory ("" for the current user).
+func (a *Account) Home() string {
+	if a == nil {
+		return ""
+	}
+	return a.home
+}
+
+// ChownAll hands path and everything below it to acct (nil: nothing to do).
+func ChownAll(path string, acct *Account) error { return chownAll(path, acct) }
+
 // chownAll hands path and everything below it to acct.
-func chownAll(path string, acct *account) error {
+func chownAll(path string, acct *Account) error {
 	if acct == nil {
 		return nil
 	}
@@ -190,7 +215,7 @@ func chownAll(path string, acct *account) error {
 }
 
 // chownFile hands one file to acct.
-func chownFile(path string, acct *account) error {
+func chownFile(path string, acct *Account) error {
 	if acct == nil {
 		return nil
 	}
@@ -203,7 +228,7 @@ func chownFile(path string, acct *account) error {
 // makeParentsTraversable adds search permission for group and others to every
 // ancestor of path that lacks it, so that acct can reach path (t.TempDir and
 // os.MkdirTemp create 0700 directories). Nothing becomes listable or writable.
-func makeParentsTraversable(path string, acct *account) error {
+func makeParentsTraversable(path string, acct *Account) error {
 	if acct == nil {
 		return nil
 	}
@@ -226,7 +251,7 @@ func makeParentsTraversable(path string, acct *account) error {
 // childEnv is the environment of a PostgreSQL program: the current one
 // without PG* variables (which would silently change what the programs
 // connect to), with HOME pointing at acct's home, plus extra.
-func childEnv(acct *account, extra ...string) []string {
+func childEnv(acct *Account, extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		if strings.HasPrefix(kv, "PG") || (acct != nil && strings.HasPrefix(kv, "HOME=")) {
@@ -243,7 +268,7 @@ func childEnv(acct *account, extra ...string) []string {
 // runProgram runs a short-lived PostgreSQL program as acct with its output
 // going to out, and returns its output. The program runs in its own process
 // group, which is killed when ctx ends.
-func runProgram(ctx context.Context, acct *account, out *lineWriter, env []string, bin string, args ...string) ([]byte, error) {
+func runProgram(ctx context.Context, acct *Account, out *lineWriter, env []string, bin string, args ...string) ([]byte, error) {
 	captured := &capture{}
 	if out != nil {
 		captured.out = out // not a typed nil in the interface

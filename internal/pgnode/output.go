@@ -28,7 +28,7 @@ type lineWriter struct {
 
 // openLineWriter appends to logPath (created, owned by acct, when missing;
 // no file when logPath is empty) and copies lines to out when it is set.
-func openLineWriter(name, logPath string, out io.Writer, acct *account) (*lineWriter, error) {
+func openLineWriter(name, logPath string, out io.Writer, acct *Account) (*lineWriter, error) {
 	w := &lineWriter{prefix: name + " | ", out: out}
 	if logPath == "" {
 		return w, nil

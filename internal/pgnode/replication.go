@@ -233,7 +233,7 @@ func checkpoint(ctx context.Context, dsn string) error {
 }
 
 // clusterState returns pg_controldata's "Database cluster state".
-func (n *Node) clusterState(ctx context.Context, acct *account) (string, error) {
+func (n *Node) clusterState(ctx context.Context, acct *Account) (string, error) {
 	bin, err := n.bin("pg_controldata")
 	if err != nil {
 		return "", err
@@ -253,7 +253,7 @@ func (n *Node) clusterState(ctx context.Context, acct *account) (string, error) 
 
 // singleUserRecovery runs the server in single-user mode with no input: it
 // replays WAL up to the end, writes a shutdown checkpoint and exits.
-func (n *Node) singleUserRecovery(ctx context.Context, acct *account) error {
+func (n *Node) singleUserRecovery(ctx context.Context, acct *Account) error {
 	for _, f := range []string{"standby.signal", "recovery.signal"} {
 		if err := os.Remove(filepath.Join(n.cfg.DataDir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("remove %s: %w", f, err)
@@ -346,7 +346,7 @@ func quoteLiteral(s string) string {
 
 // setRecoveryConf sets primary_conninfo and primary_slot_name in the
 // postgresql.auto.conf of a stopped node.
-func (n *Node) setRecoveryConf(primaryConnInfo, slot string, acct *account) error {
+func (n *Node) setRecoveryConf(primaryConnInfo, slot string, acct *Account) error {
 	path := filepath.Join(n.cfg.DataDir, "postgresql.auto.conf")
 	old, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
