@@ -205,12 +205,7 @@ func TestFeedOnStack(t *testing.T) {
 	t.Setenv(beMainEnv, "1")
 	home := filepath.Join(t.TempDir(), "home")
 	apiAddr := freeAddr(t)
-	getenv := func(k string) string {
-		if k == "SOCNET_LOG_LEVEL" {
-			return "warn"
-		}
-		return ""
-	}
+	getenv := warnLogs
 	stop := startUp(t, home, apiAddr, getenv)
 	stopped := false
 	defer func() {

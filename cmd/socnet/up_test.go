@@ -26,6 +26,15 @@ import (
 	"socnet/internal/stack"
 )
 
+// warnLogs is the environment of an in-process `up` in tests: only its
+// warnings and errors reach the test's log.
+func warnLogs(k string) string {
+	if k == "SOCNET_LOG_LEVEL" {
+		return "warn"
+	}
+	return ""
+}
+
 // TestUpFailoverAndResume runs the whole local stack as `make run` does,
 // walks the API, SIGKILLs the main primary, checks that the stack fails over
 // by itself with the acknowledged user still there, then stops it and starts
@@ -37,12 +46,7 @@ func TestUpFailoverAndResume(t *testing.T) {
 	t.Setenv(beMainEnv, "1")
 	home := filepath.Join(t.TempDir(), "home")
 	apiAddr := freeAddr(t)
-	getenv := func(k string) string {
-		if k == "SOCNET_LOG_LEVEL" {
-			return "warn"
-		}
-		return ""
-	}
+	getenv := warnLogs
 
 	stop := startUp(t, home, apiAddr, getenv)
 	base := "http://" + apiAddr
@@ -385,12 +389,7 @@ func TestDrillAndLoadOnStack(t *testing.T) {
 	t.Setenv(beMainEnv, "1")
 	home := filepath.Join(t.TempDir(), "home")
 	apiAddr := freeAddr(t)
-	getenv := func(k string) string {
-		if k == "SOCNET_LOG_LEVEL" {
-			return "warn"
-		}
-		return ""
-	}
+	getenv := warnLogs
 	stop := startUp(t, home, apiAddr, getenv)
 	defer stop()
 	dir := t.TempDir()
@@ -479,12 +478,7 @@ func TestCounterDrillOnStack(t *testing.T) {
 	}
 	t.Setenv(beMainEnv, "1")
 	home := filepath.Join(t.TempDir(), "home")
-	getenv := func(k string) string {
-		if k == "SOCNET_LOG_LEVEL" {
-			return "warn"
-		}
-		return ""
-	}
+	getenv := warnLogs
 	stop := startUp(t, home, freeAddr(t), getenv)
 	defer stop()
 	before := findCluster(t, mustStatus(t, home, getenv), counterCluster).Primary
@@ -741,12 +735,7 @@ func TestTwoStacksAndKilledUp(t *testing.T) {
 		t.Skip("starts ten PostgreSQL nodes")
 	}
 	t.Setenv(beMainEnv, "1")
-	getenv := func(k string) string {
-		if k == "SOCNET_LOG_LEVEL" {
-			return "warn"
-		}
-		return ""
-	}
+	getenv := warnLogs
 	homeA, homeB := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
 	apiA, apiB := freeAddr(t), freeAddr(t)
 	upB := startUpProcess(t, homeB, apiB)
