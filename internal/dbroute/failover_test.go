@@ -226,11 +226,13 @@ func TestPrimaryKilledAndReplicaPromoted(t *testing.T) {
 	}
 	waitFor(t, ctx, 30*time.Second, "writes before the kill", func() bool { return okWrites() >= 100 })
 
-	killedAt := time.Now()
-	killedAtNs.Store(killedAt.UnixNano())
 	if err := c.primary.Kill(); err != nil {
 		t.Fatal(err)
 	}
+	// Taken once the primary is dead: until then a probe may still reach it
+	// and make the replicas fresh as of that probe.
+	killedAt := time.Now()
+	killedAtNs.Store(killedAt.UnixNano())
 	waitFor(t, ctx, 30*time.Second, "old primary seen down", func() bool {
 		return nodeStatus(t, db, c.primary).Role == dbroute.RoleDown
 	})
