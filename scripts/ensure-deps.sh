@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the servers socnet runs are on this machine, installing the
 # Debian/Ubuntu packages that are missing when we are allowed to.
-#   scripts/ensure-deps.sh postgres redis
+#   scripts/ensure-deps.sh postgres redis patroni etcd
 set -euo pipefail
 
 have() {
@@ -11,6 +11,8 @@ have() {
 		compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null
 		;;
 	redis) [ -x /usr/bin/redis-server ] ;;
+	patroni) command -v patroni >/dev/null 2>&1 ;;
+	etcd) command -v etcd >/dev/null 2>&1 ;;
 	*) echo "ensure-deps: unknown dependency $1" >&2; exit 2 ;;
 	esac
 }
@@ -19,6 +21,8 @@ package() {
 	case "$1" in
 	postgres) echo postgresql ;;
 	redis) echo redis-server ;;
+	patroni) echo patroni ;;
+	etcd) echo etcd-server ;;
 	esac
 }
 
@@ -42,11 +46,15 @@ fi
 echo "installing ${missing[*]} (apt-get install)..."
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-# The packages start servers of their own (PostgreSQL on 5432, Redis on 6379);
-# socnet runs its own on free ports, so Redis's is stopped again.
+# The packages start servers of their own (PostgreSQL on 5432, Redis on 6379,
+# etcd on 2379); socnet runs its own on free ports, so Redis's and etcd's are
+# stopped again.
 for p in "${missing[@]}"; do
-	if [ "$p" = redis-server ] && command -v service >/dev/null 2>&1; then
-		$SUDO service redis-server stop >/dev/null 2>&1 || true
+	if command -v service >/dev/null 2>&1; then
+		case "$p" in
+		redis-server) $SUDO service redis-server stop >/dev/null 2>&1 || true ;;
+		etcd-server) $SUDO service etcd stop >/dev/null 2>&1 || true ;;
+		esac
 	fi
 done
 for dep in "$@"; do
