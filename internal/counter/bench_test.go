@@ -33,14 +33,7 @@ const benchReaders = 32
 func BenchmarkCounterReads(b *testing.B) {
 	ctx := context.Background()
 	primary := pgtest.MustNode(b, "bench-p", map[string]string{"shared_buffers": "64MB"})
-	pcfg := primary.Config()
-	replica := newReplica(b, "bench-r", primary)
-	if err := replica.BaseBackup(ctx, pgnode.ReplicationConnInfo(pcfg.Host, pcfg.Port, pcfg.Superuser, pcfg.Password, "bench_r"), ""); err != nil {
-		b.Fatal(err)
-	}
-	if err := replica.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
+	replica := mustReplica(b, ctx, "bench-r", primary)
 	port, err := pgnode.FreePort()
 	if err != nil {
 		b.Fatal(err)

@@ -189,9 +189,15 @@ type direction struct{ user, peer string }
 
 // truth returns the unread messages of every direction that has any.
 func (s *stack) truth(t testing.TB) map[direction]int {
+	return s.countMessages(t, "WHERE read_at IS NULL")
+}
+
+// countMessages counts the stored messages of every direction, those that
+// where selects.
+func (s *stack) countMessages(t testing.TB, where string) map[direction]int {
 	t.Helper()
 	rows, err := s.admin.Query(context.Background(), `SELECT to_user_id::text, from_user_id::text, count(*)
-		FROM messages WHERE read_at IS NULL GROUP BY 1, 2`)
+		FROM messages `+where+` GROUP BY 1, 2`)
 	if err != nil {
 		t.Fatal(err)
 	}

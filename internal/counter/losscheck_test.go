@@ -13,7 +13,6 @@ import (
 
 	"socnet/internal/counter"
 	"socnet/internal/drill"
-	"socnet/internal/pgnode"
 	"socnet/internal/pgtest"
 )
 
@@ -120,15 +119,7 @@ func TestLossCheckSeesAPromotedReplicaThatLacksEvents(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	primary := pgtest.MustNode(t, "counter-p", nil)
-	pcfg := primary.Config()
-	replica := newReplica(t, "counter-r", primary)
-	conninfo := pgnode.ReplicationConnInfo(pcfg.Host, pcfg.Port, pcfg.Superuser, pcfg.Password, "counter_r")
-	if err := replica.BaseBackup(ctx, conninfo, ""); err != nil {
-		t.Fatalf("base backup: %v", err)
-	}
-	if err := replica.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	replica := mustReplica(t, ctx, "counter-r", primary)
 	s := mustStack(t, stackOptions{counterDSNs: []string{primary.DSN(""), replica.DSN("")}, noRelay: true})
 	tap := s.startTappedRelay(t)
 	ids := s.mustUsers(t, 3)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -27,15 +28,7 @@ func TestReadYourOwnReadOnALaggingReplica(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	primary := pgtest.MustNode(t, "counter-p", nil)
-	pcfg := primary.Config()
-	replica := newReplica(t, "counter-r", primary)
-	conninfo := pgnode.ReplicationConnInfo(pcfg.Host, pcfg.Port, pcfg.Superuser, pcfg.Password, "counter_r")
-	if err := replica.BaseBackup(ctx, conninfo, ""); err != nil {
-		t.Fatalf("base backup: %v", err)
-	}
-	if err := replica.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	replica := mustReplica(t, ctx, "counter-r", primary)
 	rconn := mustConn(t, replica.DSN(""))
 	for _, q := range []string{`ALTER SYSTEM SET recovery_min_apply_delay = '2s'`, `SELECT pg_reload_conf()`} {
 		if _, err := rconn.Exec(ctx, q); err != nil {
@@ -129,8 +122,9 @@ func TestReadYourOwnReadOnALaggingReplica(t *testing.T) {
 }
 
 // newReplica configures a node to be filled by a base backup of primary,
-// stopped in t.Cleanup.
-func newReplica(t testing.TB, name string, primary *pgnode.Node) *pgnode.Node {
+// mustReplica starts a streaming replica of primary, filled by a base backup
+// (application name: name with "_" for "-"), stopped in t.Cleanup.
+func mustReplica(t testing.TB, ctx context.Context, name string, primary *pgnode.Node) *pgnode.Node {
 	t.Helper()
 	port, err := pgnode.FreePort()
 	if err != nil {
@@ -151,6 +145,13 @@ func newReplica(t testing.TB, name string, primary *pgnode.Node) *pgnode.Node {
 			t.Errorf("stop %s: %v", name, err)
 		}
 	})
+	conninfo := pgnode.ReplicationConnInfo(pcfg.Host, pcfg.Port, pcfg.Superuser, pcfg.Password, strings.ReplaceAll(name, "-", "_"))
+	if err := n.BaseBackup(ctx, conninfo, ""); err != nil {
+		t.Fatalf("base backup of %s: %v", name, err)
+	}
+	if err := n.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
 	return n
 }
 

@@ -244,27 +244,7 @@ func TestKilledProcessesConverge(t *testing.T) {
 
 // messagesByDirection counts the stored messages of every direction, read
 // or not.
-func (s *stack) messagesByDirection(t testing.TB) map[direction]int {
-	t.Helper()
-	rows, err := s.admin.Query(context.Background(), `SELECT to_user_id::text, from_user_id::text, count(*) FROM messages GROUP BY 1, 2`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	out := map[direction]int{}
-	for rows.Next() {
-		var d direction
-		var n int
-		if err := rows.Scan(&d.user, &d.peer, &n); err != nil {
-			t.Fatal(err)
-		}
-		out[d] = n
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
+func (s *stack) messagesByDirection(t testing.TB) map[direction]int { return s.countMessages(t, "") }
 
 // waitHealthy waits for counterd to answer again after a restart.
 func (s *stack) waitHealthy(t *testing.T) {
