@@ -170,7 +170,7 @@ func TestPoisonEventIsDeadLettered(t *testing.T) {
 	s.mustConverge(t, 30*time.Second)
 }
 
-func mustConn(t *testing.T, dsn string) *pgx.Conn {
+func mustConn(t testing.TB, dsn string) *pgx.Conn {
 	t.Helper()
 	conn, err := pgx.Connect(context.Background(), dsn)
 	if err != nil {
