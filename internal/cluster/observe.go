@@ -245,9 +245,15 @@ type NodeStatus struct {
 	// ReplicationState is the walsender's state (streaming, catchup, ...).
 	ReplicationState string `json:"replication_state,omitempty"`
 	// Pid is the postmaster's, 0 when it does not run.
-	Pid  int    `json:"pid"`
-	Host string `json:"host"`
-	Port int    `json:"port"`
+	Pid int `json:"pid"`
+	// AgentPid is the pid of the engine's agent of this node (Patroni's),
+	// null under an engine without one (socnet's own supervisor).
+	AgentPid *int `json:"agent_pid"`
+	// Netns is the network namespace the node runs in, "" (omitted) on
+	// the machine's own network.
+	Netns string `json:"netns,omitempty"`
+	Host  string `json:"host"`
+	Port  int    `json:"port"`
 	// DSN is an administrator connection string for the postgres database.
 	DSN string `json:"dsn"`
 	// LSN is the primary's current flush LSN or the replica's replay LSN.

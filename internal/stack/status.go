@@ -12,6 +12,8 @@ import (
 // that scripts and the drills read (DESIGN.md): its writer and its readers
 // share this type. Fields are only ever added.
 type Status struct {
+	// Engine is what runs the clusters: EngineSocnet or EnginePatroni.
+	Engine   string           `json:"engine"`
 	Clusters []cluster.Status `json:"clusters"`
 	Services []Service        `json:"services"`
 	// Reads is where the API sends queries, as its router sees the nodes.
