@@ -60,7 +60,7 @@ func TestUpFailoverAndResume(t *testing.T) {
 	}
 	running := map[string]bool{}
 	for _, s := range doc.Services {
-		running[s.Name] = processAlive(s.Pid)
+		running[s.Name] = stack.ProcessAlive(s.Pid)
 	}
 	if !running["api"] || !running["counter"] || !running["relay"] {
 		t.Fatalf("services = %+v, want a live api, counter and relay", doc.Services)
@@ -656,15 +656,15 @@ func TestStopLeftovers(t *testing.T) {
 		t.Cleanup(func() { cmd.Process.Kill() })
 		return cmd, done
 	}
-	ours, oursDone := start(stackHomeEnv + "=" + home)
-	other, otherDone := start(stackHomeEnv + "=" + filepath.Join(dir, "other"))
+	ours, oursDone := start(stack.HomeEnv + "=" + home)
+	other, otherDone := start(stack.HomeEnv + "=" + filepath.Join(dir, "other"))
 	unmarked, unmarkedDone := start()
 	recs := []stack.Service{{Name: "relay", Pid: ours.Process.Pid}, {Name: "api", Pid: other.Process.Pid},
 		{Name: "counter", Pid: unmarked.Process.Pid}}
 	data, _ := json.Marshal(recs)
-	writeTestFile(t, servicesPath(home), string(data))
+	writeTestFile(t, stack.Home{Dir: home}.Services(), string(data))
 
-	stopLeftovers(stack.Home{Dir: home}, discardLogger(), 10*time.Second)
+	stack.StopLeftovers(stack.Home{Dir: home}, discardLogger(), 10*time.Second)
 	select {
 	case <-oursDone:
 	case <-time.After(30 * time.Second):
@@ -850,9 +850,9 @@ func (p *upProcess) kill(t *testing.T) {
 	<-p.exited
 }
 
-func readPortsFile(t *testing.T, home string) upPorts {
+func readPortsFile(t *testing.T, home string) stack.Ports {
 	t.Helper()
-	var p upPorts
+	var p stack.Ports
 	mustReadJSON(t, stack.Home{Dir: home}.Ports(), &p)
 	return p
 }
@@ -917,7 +917,7 @@ func homeProcesses(home string) map[int]string {
 		}
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		environ, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-		if strings.Contains(string(cmdline), home+"/") || strings.Contains(string(environ), stackHomeEnv+"="+home+"\x00") {
+		if strings.Contains(string(cmdline), home+"/") || strings.Contains(string(environ), stack.HomeEnv+"="+home+"\x00") {
 			procs[pid] = strings.ReplaceAll(string(cmdline), "\x00", " ")
 		}
 		if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
