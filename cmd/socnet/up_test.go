@@ -54,6 +54,19 @@ func TestUpFailoverAndResume(t *testing.T) {
 	alice := c.register("Осип", "Мандельштам", "pw-alice")
 
 	doc := mustStatus(t, home, getenv)
+	if doc.Engine != stack.EngineSocnet {
+		t.Errorf("status engine %q, want %q", doc.Engine, stack.EngineSocnet)
+	}
+	for _, c := range doc.Clusters {
+		for _, n := range c.Nodes {
+			if n.AgentPid != nil {
+				t.Errorf("%s: agent_pid %d under the socnet engine, want null", n.Name, *n.AgentPid)
+			}
+		}
+	}
+	if info, err := readStack(home); err != nil || info.Engine != stack.EngineSocnet {
+		t.Errorf("stack.json engine %q, %v; want %q", info.Engine, err, stack.EngineSocnet)
+	}
 	main := findCluster(t, doc, mainCluster)
 	if got := syncStates(main); got["sync"] != 1 || got["potential"] != 1 {
 		t.Fatalf("main replicas' sync states = %v, want one sync and one potential", got)
