@@ -128,3 +128,23 @@ func ReadRouting(h Home) (Routing, error) {
 	}
 	return r, nil
 }
+
+// Cluster returns the cluster named name.
+func (s Status) Cluster(name string) (cluster.Status, bool) {
+	for _, c := range s.Clusters {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return cluster.Status{}, false
+}
+
+// Service returns the service named name.
+func (s Status) Service(name string) (Service, bool) {
+	for _, sv := range s.Services {
+		if sv.Name == name {
+			return sv, true
+		}
+	}
+	return Service{}, false
+}
