@@ -20,6 +20,7 @@ import (
 	"socnet/internal/httpapi"
 	"socnet/internal/httpserve"
 	"socnet/internal/postgres"
+	"socnet/internal/stack"
 )
 
 // serveConfig is the configuration of the API process.
@@ -187,7 +188,7 @@ func listenAndServe(ctx context.Context, e *env, name, addr, addrFile string, h 
 	return httpserve.ListenAndServe(ctx, e.log, httpserve.Server{Name: name, Addr: addr, Handler: h, Grace: grace,
 		Listening: func(bound string) error {
 			if addrFile != "" {
-				if err := writeFileAtomic(addrFile, []byte(bound+"\n"), 0o644); err != nil {
+				if err := stack.WriteFile(addrFile, []byte(bound+"\n"), 0o644); err != nil {
 					return err
 				}
 			}

@@ -112,7 +112,7 @@ func reportRouting(ctx context.Context, log *slog.Logger, db *dbroute.DB, path s
 	for {
 		data, err := json.Marshal(stack.Routing{At: time.Now(), Nodes: db.Snapshot()})
 		if err == nil {
-			err = writeFileAtomic(path, data, 0o644)
+			err = stack.WriteFile(path, data, 0o644)
 		}
 		if err != nil {
 			// A status file that cannot be written must not stop the API.

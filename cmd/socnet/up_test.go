@@ -1020,3 +1020,17 @@ func TestUpRefusesBusyPort(t *testing.T) {
 		t.Errorf("up created clusters before refusing the address: %v", err)
 	}
 }
+
+// TestUpRefusesAnUnknownEngine checks that --engine names a known engine
+// before anything is made in the home.
+func TestUpRefusesAnUnknownEngine(t *testing.T) {
+	home := filepath.Join(t.TempDir(), "home")
+	var out syncBuffer
+	err := run(context.Background(), []string{"socnet", "up", "--home", home, "--engine", "pg_auto_failover"}, warnLogs, &out, &out)
+	if exitCode(err) != 2 || !strings.Contains(err.Error(), `--engine "pg_auto_failover"`) {
+		t.Fatalf("up --engine pg_auto_failover: %v (exit %d), want a usage error naming the flag", err, exitCode(err))
+	}
+	if _, err := os.Stat(home); !os.IsNotExist(err) {
+		t.Errorf("the refused up made %s: %v", home, err)
+	}
+}
