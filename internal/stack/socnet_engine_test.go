@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -46,7 +47,7 @@ func TestSocnetEngine(t *testing.T) {
 		if err := eng.Stop(context.Background()); err != nil {
 			t.Errorf("stop: %v", err)
 		}
-	})
+	}) // a no-op once the test stopped it
 	if eng.Name() != stack.EngineSocnet {
 		t.Errorf("Name = %q, want %q", eng.Name(), stack.EngineSocnet)
 	}
@@ -75,15 +76,21 @@ func TestSocnetEngine(t *testing.T) {
 
 	// Supervision serves the control socket: the status document's
 	// clusters and engine come through it.
-	sctx, stopSupervision := context.WithCancel(context.Background())
+	sctx, cancelSupervision := context.WithCancel(context.Background())
 	supervised := make(chan error, 1)
 	go func() { supervised <- eng.Supervise(sctx) }()
-	t.Cleanup(func() {
-		stopSupervision()
+	var supervisionStopped bool
+	stopSupervision := func() {
+		if supervisionStopped {
+			return
+		}
+		supervisionStopped = true
+		cancelSupervision()
 		if err := <-supervised; err != nil {
 			t.Errorf("supervise: %v", err)
 		}
-	})
+	}
+	t.Cleanup(stopSupervision)
 	client := stack.NewClient(h.Control())
 	waitFor(t, 30*time.Second, "the control socket", func() (bool, string) {
 		err := client.Ping(ctx)
@@ -176,6 +183,58 @@ func TestSocnetEngine(t *testing.T) {
 		}
 		if engine, sts, err := oc.Status(ctx); err != nil || engine != "switchover-only" || len(sts) != 2 {
 			t.Errorf("status of the second engine: %q %d %v", engine, len(sts), err)
+		}
+	})
+
+	t.Run("offline, through the engine recorded in the home", func(t *testing.T) {
+		stopSupervision()
+		if err := eng.Stop(ctx); err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+		if err := stack.RecordEngine(h, stack.EngineSocnet); err != nil {
+			t.Fatal(err)
+		}
+		open := func() (stack.Engine, error) {
+			name, err := stack.RecordedEngine(h)
+			if err != nil || name != stack.EngineSocnet {
+				t.Fatalf("recorded engine %q, %v", name, err)
+			}
+			return stack.NewSocnetEngine(h, log, stack.SocnetOptions{Cluster: cluster.Options{Output: pgtest.LogWriter(t, "")}}), nil
+		}
+		doc, err := stack.ReadStatus(ctx, h, open)
+		if err != nil {
+			t.Fatalf("status: %v", err)
+		}
+		if doc.Engine != stack.EngineSocnet || len(doc.Clusters) != 2 {
+			t.Fatalf("offline status: engine %q, %d clusters", doc.Engine, len(doc.Clusters))
+		}
+		for _, c := range doc.Clusters {
+			for _, n := range c.Nodes {
+				if n.Role != cluster.RoleDown || n.AgentPid != nil || !strings.Contains(n.DSN, "passfile=") {
+					t.Errorf("%s stopped: role %s, agent_pid %v, dsn %s; want down, null and a passfile", n.Name, n.Role, n.AgentPid, n.DSN)
+				}
+			}
+		}
+
+		off, _ := open()
+		defer off.(*stack.SocnetEngine).Close()
+		old, _ := off.Primary(ctx, stack.CounterCluster)
+		target := otherNode(off, stack.CounterCluster, old)
+		var notice strings.Builder
+		out, err := stack.Offline(testCtx(t, 2*time.Minute), h, off, stack.Op{Kind: stack.OpSwitchover, Cluster: stack.CounterCluster, Node: target}, &notice)
+		if err != nil || out.Record == nil || out.Record.NewPrimary != target {
+			t.Fatalf("offline switchover to %s: %+v, %v", target, out, err)
+		}
+		if !strings.Contains(notice.String(), "starting cluster counter") {
+			t.Errorf("offline notice %q: want it to say the cluster is started to act on it", notice.String())
+		}
+		again := stack.NewSocnetEngine(h, log, stack.SocnetOptions{})
+		defer again.Close()
+		if now, _ := again.Primary(ctx, stack.CounterCluster); now != target {
+			t.Errorf("persisted primary after the offline switchover %s, want %s", now, target)
+		}
+		if _, err := stack.Offline(ctx, h, again, stack.Op{Kind: stack.OpRejoin, Cluster: "nosuch", Node: "x"}, io.Discard); !errors.As(err, new(*stack.UnknownClusterError)) {
+			t.Errorf("offline rejoin in an unknown cluster: %v", err)
 		}
 	})
 }
