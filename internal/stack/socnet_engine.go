@@ -45,6 +45,9 @@ func NewSocnetEngine(h Home, log *slog.Logger, opts SocnetOptions) *SocnetEngine
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if opts.Cluster.LogDir == "" {
+		opts.Cluster.LogDir = h.Logs() // the nodes' logs beside the services'
+	}
 	return &SocnetEngine{h: h, log: log, opts: opts, running: map[string]bool{}}
 }
 
