@@ -38,7 +38,7 @@ func BenchmarkFeedPage(b *testing.B) {
 	if _, served := e.page(b, reader, 0, page); served != feed.ServedRebuilt {
 		b.Fatalf("first read served from %s", served)
 	}
-	usage, err := e.rdb.MemoryUsage(ctx, "feed:{u:"+reader.String()+"}:t").Result()
+	usage, err := e.rdb.MemoryUsage(ctx, feed.TimelineKey(reader.String())).Result()
 	if err != nil {
 		b.Fatal(err)
 	}

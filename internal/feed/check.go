@@ -70,7 +70,7 @@ func Check(ctx context.Context, r *Reader, userIDs []string) (Report, error) {
 		}
 		got := make([]string, 0, v.trusted)
 		for _, e := range v.posts[:v.trusted] {
-			got = append(got, e.member)
+			got = append(got, memberText(e.member))
 		}
 		if !v.exact {
 			want = want[:min(len(want), len(got))]
