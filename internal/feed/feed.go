@@ -109,6 +109,10 @@ func (l list) promoted() string { return strings.TrimSuffix(l.meta, "m") + "p" }
 // tools and tests that look into Redis; its members are PostMember(id).
 func TimelineKey(userID string) string { return timelineKeys(userID).posts }
 
+// AuthorListKey is the sorted set that holds a celebrity's own newest
+// posts, for tools and tests.
+func AuthorListKey(authorID string) string { return authorKeys(authorID).posts }
+
 // PostMember is how a list stores a post id: its 16 bytes. Redis orders
 // members of equal score bytewise, as PostgreSQL orders uuids, so a sorted
 // set's order is the SQL feed's ORDER BY created_at DESC, id DESC.
