@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"socnet/internal/feed"
 	"socnet/internal/stack"
 )
 
@@ -52,7 +53,7 @@ func prepareRedis(h stack.Home, addr string) error {
 	case err != nil:
 		return fmt.Errorf("up: %w", err)
 	}
-	conf := strings.Join([]string{
+	conf := strings.Join(append([]string{
 		"bind " + host,
 		"port " + port,
 		"protected-mode yes",
@@ -64,7 +65,7 @@ func prepareRedis(h stack.Home, addr string) error {
 		`logfile ""`,
 		"daemonize no",
 		"loglevel notice",
-	}, "\n") + "\n"
+	}, feed.RedisSettings()...), "\n") + "\n"
 	if err := stack.WriteFile(h.RedisConf(), []byte(conf), 0o600); err != nil {
 		return fmt.Errorf("up: %w", err)
 	}
