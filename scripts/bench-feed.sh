@@ -150,8 +150,8 @@ REDISCLI_AUTH=$(cat "$HOME_DIR/redis/password") python3 scripts/feedprobe.py cel
 REDISCLI_AUTH=$(cat "$HOME_DIR/redis/password") python3 scripts/feedprobe.py memory \
 	--api "http://$API" --dsn "$PRIMARY_DSN" --redis "127.0.0.1:$REDIS_PORT" --workers 8 | tee -a "$OUT/summary.txt"
 
-log "feed check --users 200"
-"$BIN" feed check --home "$HOME_DIR" --users 200 2>&1 | tail -3 | tee -a "$OUT/summary.txt" || true
+log "feed check --sample 300"
+"$BIN" feed check --home "$HOME_DIR" --sample 300 2>&1 | grep -v ' level=' | tail -12 | tee -a "$OUT/summary.txt" || true
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/summary.txt"
 
 echo
