@@ -141,11 +141,14 @@ def memory_pass(a, tokens, label):
     redis(a, "FLUSHALL")
     time.sleep(0.5)
     before = used_memory(a)
+    redis(a, "CONFIG", "RESETSTAT")
     t0 = time.monotonic()
     with cf.ThreadPoolExecutor(a.workers) as ex:
         list(ex.map(lambda t: feed_ids(a.api, t), tokens))
     rebuild = time.monotonic() - t0
     after = used_memory(a)
+    m = re.search(r"cmdstat_evalsha:calls=(\d+),usec=(\d+)", redis(a, "INFO", "commandstats"))
+    scripts = f"{int(m.group(1))} scripts took {int(m.group(2)) / 1000:.0f} ms of Redis's time" if m else "no scripts"
     timelines = [k for k in redis(a, "--scan", "--pattern", "feed:v2:{u:*}:t").split() if k]
     user_keys = [k for k in redis(a, "--scan", "--pattern", "feed:v2:{u:*").split() if k]
     sizes = [int(redis(a, "ZCARD", k).strip()) for k in timelines]
@@ -162,7 +165,8 @@ def memory_pass(a, tokens, label):
     n = max(1, len(timelines))
     per_used, per_usage = (after - before) / n, usage / n
     print(f"{label}: rebuild after FLUSHALL: {len(tokens)} readers' timelines read once by {a.workers} clients in "
-          f"{rebuild:.2f} s: {len(tokens) / rebuild:.0f} timelines/s (the same reads cached: {len(tokens) / cached:.0f}/s)")
+          f"{rebuild:.2f} s: {len(tokens) / rebuild:.0f} timelines/s (the same reads cached: {len(tokens) / cached:.0f}/s); "
+          f"in Redis, {scripts} (the stores of the rebuilt lists)")
     print(f"  {len(timelines)} timelines cached ({full} with 1,000 ids; encodings {encodings}); "
           f"used_memory {before} -> {after}: {per_used:,.0f} bytes per timeline; MEMORY USAGE of the users' "
           f"{len(user_keys)} keys (exact): {per_usage:,.0f} bytes per timeline; 1,000,000 full timelines: "
