@@ -78,8 +78,7 @@ func (a *Applier) apply(ctx context.Context, e Event) error {
 		if err := a.forget(ctx, e.UserID.String()); err != nil {
 			return err
 		}
-		_, err := a.review(ctx, e.AuthorID)
-		return err
+		return a.review(ctx, e.AuthorID)
 	}
 	a.cfg.Log.Warn("feed event of unknown kind skipped", "id", e.ID, "kind", e.Kind)
 	return nil
@@ -87,8 +86,12 @@ func (a *Applier) apply(ctx context.Context, e Event) error {
 
 func (a *Applier) postCreated(ctx context.Context, e Event) error {
 	var at time.Time
+	var celeb bool
+	var followers int
 	err := a.readPrimary(ctx, func(q dbroute.Querier) error {
-		return q.QueryRow(ctx, `SELECT created_at FROM posts WHERE id = $1`, e.PostID).Scan(&at)
+		return q.QueryRow(ctx, `SELECT p.created_at, `+celebritySQL+`
+			FROM posts p LEFT JOIN feed_celebrities c ON c.author_id = p.author_user_id WHERE p.id = $1`,
+			e.PostID, a.cfg.demoteAt()+1).Scan(&at, &celeb, &followers)
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil // deleted since; its post_deleted event cleans up
@@ -96,9 +99,11 @@ func (a *Applier) postCreated(ctx context.Context, e Event) error {
 	if err != nil {
 		return err
 	}
-	celeb, err := a.review(ctx, e.AuthorID)
-	if err != nil {
-		return err
+	if celeb && followers <= a.cfg.demoteAt() {
+		if err := a.demote(ctx, e.AuthorID, followers); err != nil {
+			return err
+		}
+		celeb = false
 	}
 	args := entryArgs([]any{social.FeedCap, "1"}, []entry{{score: at.UnixMicro(), member: PostMember(e.PostID)}})
 	if !celeb {
@@ -126,24 +131,27 @@ func (a *Applier) postCreated(ctx context.Context, e Event) error {
 // demoteAt is the follower count at or below which a celebrity is demoted.
 func (c Config) demoteAt() int { return c.CelebrityFollowers * 9 / 10 }
 
+// celebritySQL selects, for the author c.author_id of a LEFT JOIN of
+// feed_celebrities c, whether they are a celebrity and, if so, their
+// follower count up to $2 rows (so a celebrity's millions are not counted).
+const celebritySQL = `c.author_id IS NOT NULL,
+	CASE WHEN c.author_id IS NULL THEN 0
+	     ELSE (SELECT count(*) FROM (SELECT 1 FROM friends WHERE friend_id = c.author_id LIMIT $2) f) END`
+
 // review demotes author if they are a celebrity with demoteAt followers or
-// fewer, and reports whether they are (still) a celebrity. The count stops
-// at demoteAt+1 rows, so a celebrity's millions of followers are not
-// counted.
-func (a *Applier) review(ctx context.Context, author uuid.UUID) (bool, error) {
+// fewer.
+func (a *Applier) review(ctx context.Context, author uuid.UUID) error {
 	var celeb bool
 	var followers int
 	err := a.readPrimary(ctx, func(q dbroute.Querier) error {
-		return q.QueryRow(ctx, `SELECT c.author_id IS NOT NULL,
-			CASE WHEN c.author_id IS NULL THEN 0
-			     ELSE (SELECT count(*) FROM (SELECT 1 FROM friends WHERE friend_id = $1 LIMIT $2) f) END
+		return q.QueryRow(ctx, `SELECT `+celebritySQL+`
 			FROM (SELECT $1::uuid AS id) x LEFT JOIN feed_celebrities c ON c.author_id = x.id`,
 			author, a.cfg.demoteAt()+1).Scan(&celeb, &followers)
 	})
 	if err != nil || !celeb || followers > a.cfg.demoteAt() {
-		return celeb, err
+		return err
 	}
-	return false, a.demote(ctx, author, followers)
+	return a.demote(ctx, author, followers)
 }
 
 // testHookDemote, when set (by tests), runs after each step of a demotion.

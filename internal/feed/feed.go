@@ -42,7 +42,8 @@ type Config struct {
 	// SQL serves pages without Redis and is the truth for Check.
 	SQL Source
 	// CelebrityFollowers is the follower count above which an author is
-	// merged at read; 0 means DefaultCelebrityFollowers.
+	// merged at read; 0 means DefaultCelebrityFollowers. A celebrity who
+	// falls to 90% of it is fanned out again (Applier.demote).
 	CelebrityFollowers int
 	// Log receives warnings; nil discards them.
 	Log *slog.Logger
