@@ -142,7 +142,7 @@ func memberText(m string) string {
 // members with integer scores. Redis keeps a sorted set of at most
 // zset-max-listpack-entries members (128 by default) as one packed
 // listpack, about 28 bytes a post, and a larger one as a skiplist with a
-// dict, about 125 bytes a post: 29 KB against 126 KB per full timeline.
+// dict, about 120 bytes a post: 29 KB against 119 KB per full timeline.
 // RedisSettings raises the limit above the cap; the scripts keep every
 // list at most one post over the cap at any moment (a larger sorted set
 // turns into a skiplist and never turns back).
