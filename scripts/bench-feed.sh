@@ -56,7 +56,18 @@ node_field() { # node_field ROLE FIELD: FIELD of the first main node with ROLE
 }
 with_db() { python3 -c "import sys,urllib.parse as u; p=u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path='/socnet')))" "$1"; }
 port_of() { python3 -c "import json,sys; v=str(json.load(open(sys.argv[1]))[sys.argv[2]]); print(v.rsplit(':',1)[-1])" "$HOME_DIR/ports.json" "$1"; }
-PRIMARY_DSN=$(with_db "$(node_field primary dsn)")
+# The primary, whichever node it is: a loaded machine can provoke a failover
+# mid-run, and the probes must follow it (libpq tries the hosts in turn).
+any_primary() {
+	status_json | python3 -c "
+import json, sys, urllib.parse as u
+d = json.load(sys.stdin)
+ps = [u.urlsplit(n['dsn']) for c in d['clusters'] if c['name'] == 'main' for n in c['nodes']]
+user = ps[0].netloc.rsplit('@', 1)[0]
+hosts = ','.join(p.netloc.rsplit('@', 1)[-1] for p in ps)
+print(u.urlunsplit(ps[0]._replace(netloc=user + '@' + hosts, path='/socnet', query=ps[0].query + '&target_session_attrs=read-write')))"
+}
+PRIMARY_DSN=$(any_primary)
 REPLICA_DSN=$(with_db "$(node_field replica dsn)")
 REDIS_PORT=$(port_of redis)
 WORKER_PORT=$(port_of feed_worker)
@@ -150,8 +161,8 @@ REDISCLI_AUTH=$(cat "$HOME_DIR/redis/password") python3 scripts/feedprobe.py cel
 REDISCLI_AUTH=$(cat "$HOME_DIR/redis/password") python3 scripts/feedprobe.py memory \
 	--api "http://$API" --dsn "$PRIMARY_DSN" --redis "127.0.0.1:$REDIS_PORT" --workers 8 | tee -a "$OUT/summary.txt"
 
-log "feed check --users 200"
-"$BIN" feed check --home "$HOME_DIR" --users 200 2>&1 | tail -3 | tee -a "$OUT/summary.txt" || true
+log "feed check --sample 300"
+"$BIN" feed check --home "$HOME_DIR" --sample 300 2>&1 | grep -v ' level=' | tail -12 | tee -a "$OUT/summary.txt" || true
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/summary.txt"
 
 echo

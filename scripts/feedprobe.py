@@ -6,7 +6,9 @@ fresh      a poster followed by a cached reader creates posts at a fixed interva
 celebrity  the author of bench_celebrity (followed by everyone) posts; a sampled
            follower polls its feed; create latency against an ordinary author's.
 memory     FLUSHALL, then one feed read per bench_feed_users reader, in parallel:
-           the rebuild rate and Redis used_memory per full timeline.
+           the rebuild rate and Redis memory per full timeline (used_memory and
+           MEMORY USAGE), with the stack's zset-max-listpack-entries and with
+           Redis's default (128), which makes every full timeline a skiplist.
 histogram  p50/p99 of socnet_feed_delivery_latency_seconds between two scrapes.
 pgbench-log  p50/p99 of the transactions in pgbench --log files.
 Every loop is bounded in count and time.
@@ -134,31 +136,53 @@ def used_memory(a):
     return int(re.search(r"used_memory:(\d+)", redis(a, "INFO", "memory")).group(1))
 
 
-def memory(a):
-    users = [r[0] for r in sql(a.dsn, "SELECT id FROM bench_feed_users ORDER BY n")]
-    tokens = [login(a.api, u) for u in users]
+def memory_pass(a, tokens, label):
+    """FLUSHALL, one feed read per token by a.workers clients, then what the timelines take."""
     redis(a, "FLUSHALL")
     time.sleep(0.5)
     before = used_memory(a)
+    redis(a, "CONFIG", "RESETSTAT")
     t0 = time.monotonic()
     with cf.ThreadPoolExecutor(a.workers) as ex:
         list(ex.map(lambda t: feed_ids(a.api, t), tokens))
     rebuild = time.monotonic() - t0
     after = used_memory(a)
-    keys = [k for k in redis(a, "--scan", "--pattern", "feed:{u:*}:t").split() if k]
-    sizes = [int(redis(a, "ZCARD", k).strip()) for k in keys]
+    m = re.search(r"cmdstat_evalsha:calls=(\d+),usec=(\d+)", redis(a, "INFO", "commandstats"))
+    scripts = f"{int(m.group(1))} scripts took {int(m.group(2)) / 1000:.0f} ms of Redis's time" if m else "no scripts"
+    timelines = [k for k in redis(a, "--scan", "--pattern", "feed:v2:{u:*}:t").split() if k]
+    user_keys = [k for k in redis(a, "--scan", "--pattern", "feed:v2:{u:*").split() if k]
+    sizes = [int(redis(a, "ZCARD", k).strip()) for k in timelines]
     full = sum(1 for s in sizes if s >= 1000)
+    encodings = {}
+    for k in timelines:
+        e = redis(a, "OBJECT", "ENCODING", k).strip()
+        encodings[e] = encodings.get(e, 0) + 1
+    usage = sum(int(redis(a, "MEMORY", "USAGE", k, "SAMPLES", "0").strip() or 0) for k in user_keys)
     t0 = time.monotonic()
     with cf.ThreadPoolExecutor(a.workers) as ex:
         list(ex.map(lambda t: feed_ids(a.api, t), tokens))
     cached = time.monotonic() - t0
-    per = (after - before) / max(1, len(keys))
-    sample = int(redis(a, "MEMORY", "USAGE", keys[0], "SAMPLES", "0").strip()) if keys else 0
-    print(f"rebuild after FLUSHALL: {len(users)} readers' timelines read once by {a.workers} clients in {rebuild:.2f} s: "
-          f"{len(users) / rebuild:.0f} timelines/s (the same reads cached: {len(users) / cached:.0f}/s)")
-    print(f"memory: {len(keys)} timelines cached ({full} with 1,000 ids); used_memory {before} -> {after} bytes: "
-          f"{per:,.0f} bytes per timeline (MEMORY USAGE of one, exact: {sample:,}); "
-          f"1,000,000 full timelines: {per * 1e6 / 1e9:.0f} GB")
+    n = max(1, len(timelines))
+    per_used, per_usage = (after - before) / n, usage / n
+    print(f"{label}: rebuild after FLUSHALL: {len(tokens)} readers' timelines read once by {a.workers} clients in "
+          f"{rebuild:.2f} s: {len(tokens) / rebuild:.0f} timelines/s (the same reads cached: {len(tokens) / cached:.0f}/s); "
+          f"in Redis, {scripts} (the stores of the rebuilt lists)")
+    print(f"  {len(timelines)} timelines cached ({full} with 1,000 ids; encodings {encodings}); "
+          f"used_memory {before} -> {after}: {per_used:,.0f} bytes per timeline; MEMORY USAGE of the users' "
+          f"{len(user_keys)} keys (exact): {per_usage:,.0f} bytes per timeline; 1,000,000 full timelines: "
+          f"{per_used * 1e6 / 1e9:.1f} GB (used_memory) / {per_usage * 1e6 / 1e9:.1f} GB (MEMORY USAGE)")
+
+
+def memory(a):
+    users = [r[0] for r in sql(a.dsn, "SELECT id FROM bench_feed_users ORDER BY n")]
+    tokens = [login(a.api, u) for u in users]
+    setting = redis(a, "CONFIG", "GET", "zset-max-listpack-entries").split()[-1]
+    memory_pass(a, tokens, f"zset-max-listpack-entries {setting} (the stack's redis.conf)")
+    redis(a, "CONFIG", "SET", "zset-max-listpack-entries", "128")
+    try:
+        memory_pass(a, tokens, "zset-max-listpack-entries 128 (Redis's default)")
+    finally:
+        redis(a, "CONFIG", "SET", "zset-max-listpack-entries", setting)
 
 
 def pgbench_log(*paths):

@@ -174,13 +174,16 @@ func cmdFeedWork(ctx context.Context, e *env, args []string) error {
 	return runBesideHTTP(ctx, e, "feed-worker", *httpAddr, reg, func() string { return `{"status":"ok"}` }, w.Run)
 }
 
-// cmdFeedCheck compares sampled users' cached timelines with the SQL feed
-// and fails (exit 1) when any differs.
+// cmdFeedCheck compares cached timelines, drawn uniformly among the users
+// who have one (feed.CheckSample), with the SQL feed and fails (exit 1)
+// when any differs.
 func cmdFeedCheck(ctx context.Context, e *env, args []string) error {
 	fs := newFlags("feed check", e)
 	home := fs.HomeDir()
 	mainDB := fs.String("main-db", "", "DSNs of the main database's nodes, DSN[,DSN...] (default: the stack in --home)")
-	users := fs.Int("users", 100, "how many random users to check")
+	sample := fs.Int("sample", 300, "how many cached timelines to check, drawn uniformly among the users who have one")
+	fs.FlagSet.IntVar(sample, "users", *sample, "the same as --sample")
+	all := fs.Bool("all", false, "check every cached timeline (small data sets)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	ff := addFeedFlags(fs)
 	if err := fs.parse(args); err != nil {
@@ -200,8 +203,8 @@ func cmdFeedCheck(ctx context.Context, e *env, args []string) error {
 	switch {
 	case len(mains) == 0 || o.RedisAddr == "":
 		return usageError{errors.New("feed check: --main-db and --redis-addr are required, or a stack in --home that runs Redis")}
-	case *users < 1:
-		return usageError{errors.New("feed check: --users must be at least 1")}
+	case *sample < 1:
+		return usageError{errors.New("feed check: --sample must be at least 1")}
 	}
 	warnArgvPasswords(e, args, "main-db")
 	db, err := dbroute.Open(ctx, dbroute.Config{Name: "main", Nodes: mains, MaxConns: 4}, e.log)
@@ -218,11 +221,11 @@ func cmdFeedCheck(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("feed check: %w", err)
 	}
-	ids, err := feed.SampleUsers(ctx, db, *users)
-	if err != nil {
-		return fmt.Errorf("feed check: %w", err)
+	n := *sample
+	if *all {
+		n = 0
 	}
-	rep, err := feed.Check(ctx, reader, ids)
+	rep, err := feed.CheckSample(ctx, reader, n)
 	if err != nil {
 		return fmt.Errorf("feed check: %w", err)
 	}
@@ -230,11 +233,22 @@ func cmdFeedCheck(ctx context.Context, e *env, args []string) error {
 		out, _ := json.MarshalIndent(rep, "", "  ")
 		fmt.Fprintln(e.stdout, string(out))
 	} else {
-		for _, d := range rep.Differences {
-			fmt.Fprintf(e.stdout, "user %s: %d missing, %d extra, misordered %t\n", d.UserID, len(d.Missing), len(d.Extra), d.Misordered)
+		const shown = 10 // differences, and ids of each
+		for _, d := range rep.Differences[:min(len(rep.Differences), shown)] {
+			fmt.Fprintf(e.stdout, "user %s: %d missing, %d extra, misordered %t", d.UserID, len(d.Missing), len(d.Extra), d.Misordered)
+			if len(d.Missing) > 0 {
+				fmt.Fprintf(e.stdout, "; missing %s", strings.Join(d.Missing[:min(len(d.Missing), 3)], " "))
+			}
+			if len(d.Extra) > 0 {
+				fmt.Fprintf(e.stdout, "; extra %s", strings.Join(d.Extra[:min(len(d.Extra), 3)], " "))
+			}
+			fmt.Fprintln(e.stdout)
 		}
-		fmt.Fprintf(e.stdout, "checked %d cached timelines (%d users not cached), %d differ; feed_outbox backlog %d\n",
-			rep.Checked, rep.Uncached, len(rep.Differences), rep.Backlog)
+		if len(rep.Differences) > shown {
+			fmt.Fprintf(e.stdout, "... and %d more (--json lists them all)\n", len(rep.Differences)-shown)
+		}
+		fmt.Fprintf(e.stdout, "checked %d cached timelines (%d users drawn, %d of them not cached), %d differ; feed_outbox backlog %d\n",
+			rep.Checked, rep.Drawn, rep.Uncached, len(rep.Differences), rep.Backlog)
 	}
 	if len(rep.Differences) > 0 {
 		return fmt.Errorf("feed check: %d of %d timelines differ from the SQL feed", len(rep.Differences), rep.Checked)

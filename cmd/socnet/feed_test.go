@@ -15,9 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
+	"socnet/internal/feed"
 	"socnet/internal/feed/feedtest"
 	"socnet/internal/pgtest"
 	"socnet/internal/stack"
@@ -141,7 +143,7 @@ func TestServeFeedFromRedis(t *testing.T) {
 	})
 	check := func() (string, error) {
 		var out bytes.Buffer
-		err := run(ctx, append([]string{"socnet", "feed", "check", "--main-db", dsn, "--users", "10"}, redisFlags...), noEnv, &out, &out)
+		err := run(ctx, append([]string{"socnet", "feed", "check", "--main-db", dsn, "--sample", "10"}, redisFlags...), noEnv, &out, &out)
 		return out.String(), err
 	}
 	waitFor(t, 30*time.Second, "feed check without differences", func() bool {
@@ -152,11 +154,12 @@ func TestServeFeedFromRedis(t *testing.T) {
 
 	// A post planted in alice's timeline (not in the SQL feed) is found.
 	rc := rs.Client(t)
-	if err := rc.ZAdd(ctx, "feed:{u:"+alice+"}:t", redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMicro()), Member: "01a2343a-0000-7000-8000-000000000000"}).Err(); err != nil {
+	planted := uuid.MustParse("01a2343a-0000-7000-8000-000000000000")
+	if err := rc.ZAdd(ctx, feed.TimelineKey(alice), redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMicro()), Member: feed.PostMember(planted)}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	out, err := check()
-	if err == nil || exitCode(err) != 1 || !strings.Contains(out, "user "+alice+": 0 missing, 1 extra") {
+	if err == nil || exitCode(err) != 1 || !strings.Contains(out, "user "+alice+": 0 missing, 1 extra, misordered false; extra "+planted.String()) {
 		t.Fatalf("feed check of a planted post: err %v (exit %d), output:\n%s", err, exitCode(err), out)
 	}
 
@@ -182,7 +185,7 @@ func TestFeedCommandsRefuseBadInput(t *testing.T) {
 		{"feed", "work"},
 		{"feed", "work", "--main-db", "postgres://x@127.0.0.1:1/x"},
 		{"feed", "check", "--home", t.TempDir()},
-		{"feed", "check", "--main-db", "postgres://x@127.0.0.1:1/x", "--redis-addr", "127.0.0.1:1", "--users", "0"},
+		{"feed", "check", "--main-db", "postgres://x@127.0.0.1:1/x", "--redis-addr", "127.0.0.1:1", "--sample", "0"},
 	} {
 		var out bytes.Buffer
 		err := run(context.Background(), append([]string{"socnet"}, args...), func(string) string { return "" }, &out, &out)
@@ -262,10 +265,10 @@ func TestFeedOnStack(t *testing.T) {
 	c.do("POST", "/post/create", bobToken, map[string]any{"text": "hello from bob"}, 200, &first)
 	waitFor(t, 60*time.Second, "bob's post in alice's feed", func() bool { return slices.Contains(feedIDs(), first) })
 	// The page is read from alice's Redis timeline, which holds the post.
-	timeline := "feed:{u:" + alice + "}:t"
+	timeline := feed.TimelineKey(alice)
 	waitFor(t, 30*time.Second, "bob's post in alice's Redis timeline", func() bool {
 		_ = feedIDs() // rebuilds the timeline if it raced the fan-out
-		return rc.ZScore(ctx, timeline, first).Err() == nil
+		return rc.ZScore(ctx, timeline, feed.PostMember(uuid.MustParse(first))).Err() == nil
 	})
 	hits := func() int {
 		info, err := rc.Info(ctx, "stats").Result()
@@ -306,12 +309,12 @@ func TestFeedOnStack(t *testing.T) {
 	})
 	waitFor(t, 60*time.Second, "alice's timeline rebuilt in Redis with both posts", func() bool {
 		ids := feedIDs()
-		return slices.Equal(ids, []string{second, first}) && rc.ZScore(ctx, timeline, second).Err() == nil
+		return slices.Equal(ids, []string{second, first}) && rc.ZScore(ctx, timeline, feed.PostMember(uuid.MustParse(second))).Err() == nil
 	})
 	var out string
 	waitFor(t, 60*time.Second, "feed check without differences", func() bool {
 		var b bytes.Buffer
-		err := run(ctx, []string{"socnet", "feed", "check", "--home", home, "--users", "10"}, getenv, &b, &b)
+		err := run(ctx, []string{"socnet", "feed", "check", "--home", home, "--sample", "10"}, getenv, &b, &b)
 		out = b.String()
 		return err == nil && regexp.MustCompile(`checked [1-9]\d* cached timelines .*, 0 differ; feed_outbox backlog 0`).MatchString(out)
 	})
@@ -340,7 +343,7 @@ func TestFeedOnStack(t *testing.T) {
 	}
 	waitFor(t, 60*time.Second, "feed check of the seeded users without differences", func() bool {
 		var b bytes.Buffer
-		err := run(ctx, []string{"socnet", "feed", "check", "--home", home, "--users", "400"}, getenv, &b, &b)
+		err := run(ctx, []string{"socnet", "feed", "check", "--home", home, "--all"}, getenv, &b, &b)
 		out = b.String()
 		m := regexp.MustCompile(`checked (\d+) cached timelines .*, 0 differ; feed_outbox backlog 0`).FindStringSubmatch(out)
 		n := 0

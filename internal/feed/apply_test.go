@@ -119,8 +119,7 @@ func checkPermutations(t *testing.T, seed uint64) {
 	// Negative control: Check sees a post that does not belong.
 	for _, u := range users {
 		if tl := e.timeline(t, u); len(tl) > 0 {
-			key := "feed:{u:" + u.String() + "}:t"
-			if err := e.rdb.ZAdd(ctx, key, redis.Z{Score: 1, Member: uuid.NewString()}).Err(); err != nil {
+			if err := e.rdb.ZAdd(ctx, feed.TimelineKey(u.String()), redis.Z{Score: 1, Member: feed.PostMember(uuid.New())}).Err(); err != nil {
 				t.Fatal(err)
 			}
 			rep, err := feed.Check(ctx, e.reader, []string{u.String()})

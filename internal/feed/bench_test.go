@@ -2,10 +2,16 @@ package feed_test
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
 	"socnet/internal/feed"
+	"socnet/internal/feed/feedtest"
+	"socnet/internal/social"
 )
 
 // BenchmarkFeedPage compares a page of 20 for a user following 3,000
@@ -38,7 +44,7 @@ func BenchmarkFeedPage(b *testing.B) {
 	if _, served := e.page(b, reader, 0, page); served != feed.ServedRebuilt {
 		b.Fatalf("first read served from %s", served)
 	}
-	usage, err := e.rdb.MemoryUsage(ctx, "feed:{u:"+reader.String()+"}:t").Result()
+	usage, err := e.rdb.MemoryUsage(ctx, feed.TimelineKey(reader.String())).Result()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -79,4 +85,98 @@ func BenchmarkFeedPage(b *testing.B) {
 		}
 		return err
 	})
+}
+
+// BenchmarkTimelineWrites measures Redis's side of writing a full timeline
+// (social.FeedCap posts) with the feed's Redis settings (listpack) and with
+// Redis's default zset-max-listpack-entries (skiplist): storing a rebuilt
+// one (and, for comparison, a plain ZADD of its posts), adding one post (a
+// fan-out), and merging 100 newer posts (a follow).
+// B/timeline is the MEMORY USAGE of the sorted set.
+//
+//	go test -run '^$' -bench BenchmarkTimelineWrites ./internal/feed/
+func BenchmarkTimelineWrites(b *testing.B) {
+	r := feedtest.MustRedis(b)
+	rdb := r.Client(b)
+	ctx := testCtx(b, 10*time.Minute)
+	now := time.Now().UnixMicro()
+	posts := func(n int, newest int64) ([]int64, []uuid.UUID) {
+		scores, ids := make([]int64, n), make([]uuid.UUID, n)
+		for i := range ids {
+			scores[i], ids[i] = newest-int64(i)*1_000_003, uuid.New()
+		}
+		return scores, ids
+	}
+	for _, c := range []struct{ name, entries string }{
+		{"listpack", strconv.Itoa(social.FeedCap + 64)}, {"skiplist", "128"},
+	} {
+		if err := rdb.ConfigSet(ctx, "zset-max-listpack-entries", c.entries).Err(); err != nil {
+			b.Fatal(err)
+		}
+		user := uuid.NewString()
+		full := func(b *testing.B) {
+			s, ids := posts(social.FeedCap, now)
+			if err := feed.StoreTimeline(ctx, rdb, user, s, ids); err != nil {
+				b.Fatal(err)
+			}
+		}
+		report := func(b *testing.B) {
+			enc := rdb.ObjectEncoding(ctx, feed.TimelineKey(user)).Val()
+			if enc != c.name {
+				b.Fatalf("timeline encoded as %s, want %s", enc, c.name)
+			}
+			b.ReportMetric(float64(rdb.MemoryUsage(ctx, feed.TimelineKey(user), 0).Val()), "B/timeline")
+		}
+		b.Run(c.name+"/store", func(b *testing.B) {
+			for b.Loop() {
+				full(b)
+			}
+			report(b)
+		})
+		// What the store would cost without building a skiplist first: one
+		// ZADD of the posts into the key.
+		b.Run(c.name+"/zadd", func(b *testing.B) {
+			key := feed.TimelineKey(user)
+			s, ids := posts(social.FeedCap, now)
+			zs := make([]redis.Z, len(ids))
+			for i := range ids {
+				zs[i] = redis.Z{Score: float64(s[i]), Member: feed.PostMember(ids[i])}
+			}
+			for b.Loop() {
+				if err := rdb.Del(ctx, key).Err(); err != nil {
+					b.Fatal(err)
+				}
+				if err := rdb.ZAdd(ctx, key, zs...).Err(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			report(b)
+		})
+		b.Run(c.name+"/add1", func(b *testing.B) {
+			full(b)
+			i := int64(0)
+			for b.Loop() {
+				i++
+				s, ids := posts(1, now+i)
+				if err := feed.AddToTimeline(ctx, rdb, user, s, ids); err != nil {
+					b.Fatal(err)
+				}
+			}
+			report(b)
+		})
+		b.Run(c.name+"/merge100", func(b *testing.B) {
+			i := int64(0)
+			for b.Loop() {
+				b.StopTimer()
+				full(b)
+				b.StartTimer()
+				i++
+				s, ids := posts(100, now+i*1_000_000_000)
+				if err := feed.AddToTimeline(ctx, rdb, user, s, ids); err != nil {
+					b.Fatal(err)
+				}
+			}
+			report(b)
+		})
+	}
 }

@@ -1,6 +1,7 @@
 package feed_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -260,7 +261,7 @@ func TestChangeCancelsRebuildUnderWay(t *testing.T) {
 	e.follow(t, u[0], u[1])
 	e.drain(t)
 	ctx := testCtx(t, 10*time.Second)
-	mark := "feed:{u:" + u[0].String() + "}:r"
+	mark := strings.TrimSuffix(feed.TimelineKey(u[0].String()), "t") + "r"
 	// A rebuild under way: its token is set, its timeline not stored yet.
 	if err := e.rdb.Set(ctx, mark, "token", time.Minute).Err(); err != nil {
 		t.Fatal(err)

@@ -270,10 +270,18 @@ func (e *env) mustCheck(tb testing.TB, users []uuid.UUID) feed.Report {
 // without the celebrities merged at read.
 func (e *env) timeline(tb testing.TB, user uuid.UUID) []string {
 	tb.Helper()
-	got, err := e.rdb.ZRangeArgs(testCtx(tb, 10*time.Second), redis.ZRangeArgs{
-		Key: "feed:{u:" + user.String() + "}:t", Start: 0, Stop: -1, Rev: true}).Result()
+	members, err := e.rdb.ZRangeArgs(testCtx(tb, 10*time.Second), redis.ZRangeArgs{
+		Key: feed.TimelineKey(user.String()), Start: 0, Stop: -1, Rev: true}).Result()
 	if err != nil {
 		tb.Fatalf("read timeline: %v", err)
+	}
+	got := make([]string, len(members))
+	for i, m := range members {
+		id, err := uuid.FromBytes([]byte(m))
+		if err != nil {
+			tb.Fatalf("timeline member %x is no post id: %v", m, err)
+		}
+		got[i] = id.String()
 	}
 	return got
 }

@@ -136,13 +136,11 @@ func (r *Reader) bodies(ctx context.Context, page []entry) ([]social.Post, []str
 	}
 	ids := make([]uuid.UUID, len(page))
 	for i, e := range page {
-		id, err := uuid.Parse(e.member)
-		if err != nil {
-			return nil, nil, fmt.Errorf("cached post id %q: %w", e.member, err)
-		}
-		ids[i] = id
+		// A member that is no post id (uuid.Nil) is found nowhere, so it
+		// is served from SQL and repaired like a deleted post.
+		ids[i], _ = postOfMember(e.member)
 	}
-	found := make(map[string]social.Post, len(page))
+	found := make(map[uuid.UUID]social.Post, len(page))
 	var missing []uuid.UUID
 	read := func(q dbroute.Querier, ids []uuid.UUID) error {
 		rows, err := q.Query(ctx, `SELECT id, text, author_user_id, created_at FROM posts WHERE id = ANY($1)`, ids)
@@ -153,7 +151,7 @@ func (r *Reader) bodies(ctx context.Context, page []entry) ([]social.Post, []str
 		var id, author uuid.UUID
 		_, err = pgx.ForEachRow(rows, []any{&id, &p.Text, &author, &p.CreatedAt}, func() error {
 			p.ID, p.AuthorUserID = id.String(), author.String()
-			found[p.ID] = p
+			found[id] = p
 			return nil
 		})
 		return err
@@ -163,7 +161,7 @@ func (r *Reader) bodies(ctx context.Context, page []entry) ([]social.Post, []str
 		return nil, nil, fmt.Errorf("read feed posts: %w", err)
 	}
 	for _, id := range ids {
-		if _, ok := found[id.String()]; !ok {
+		if _, ok := found[id]; !ok {
 			missing = append(missing, id)
 		}
 	}
@@ -174,8 +172,8 @@ func (r *Reader) bodies(ctx context.Context, page []entry) ([]social.Post, []str
 	}
 	posts := make([]social.Post, 0, len(page))
 	var gone []string
-	for _, e := range page {
-		if p, ok := found[e.member]; ok {
+	for i, e := range page {
+		if p, ok := found[ids[i]]; ok {
 			posts = append(posts, p)
 		} else {
 			gone = append(gone, e.member)

@@ -27,7 +27,7 @@ const pipeChunk = 500
 // loadScripts makes the scripts known to Redis, so that pipelines can call
 // them by hash (Redis forgets them when it restarts).
 func (c *core) loadScripts(ctx context.Context) error {
-	for _, s := range []*redis.Script{addScript, removeScript, addCelebScript, storeScript} {
+	for _, s := range []*redis.Script{addScript, removeScript, celebScript, storeScript} {
 		if err := s.Load(ctx, c.cfg.Redis).Err(); err != nil {
 			return wrap("load feed scripts", err)
 		}
@@ -105,7 +105,7 @@ func (c *core) rebuild(ctx context.Context, l list, query string, id uuid.UUID) 
 			if at == nil {
 				celebs = append(celebs, pid.String())
 			} else {
-				posts = append(posts, entry{score: at.UnixMicro(), member: pid.String()})
+				posts = append(posts, entry{score: at.UnixMicro(), member: PostMember(pid)})
 			}
 			return nil
 		})
@@ -116,7 +116,7 @@ func (c *core) rebuild(ctx context.Context, l list, query string, id uuid.UUID) 
 	}
 	args := []any{token, boolArg(len(posts) < social.FeedCap), len(celebs)}
 	args = entryArgs(append(args, celebs...), posts)
-	stored, err := storeScript.Run(ctx, c.cfg.Redis, l.storeKeys(), args...).Int()
+	stored, err := storeScript.Run(ctx, c.cfg.Redis, l.scriptKeys(), args...).Int()
 	if err != nil {
 		return false, wrap("store rebuilt "+l.meta, err)
 	}

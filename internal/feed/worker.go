@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -72,8 +75,20 @@ func NewWorker(cfg Config, wc WorkerConfig) (*Worker, error) {
 var errBusy = errors.New("another feed worker is applying a batch")
 
 // Run applies events until ctx ends, retrying with backoff while Redis or
-// the primary fail. It returns nil when ctx ends.
+// the primary fail. Beside it, it drops the keys of earlier formats once
+// (DropStaleKeys). It returns nil when ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		n, err := DropStaleKeys(ctx, w.app.cfg.Redis)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			w.app.cfg.Log.Warn("feed worker: drop keys of an earlier format", "err", err, "dropped", n)
+		case n > 0:
+			w.app.cfg.Log.Info("feed worker: dropped keys of an earlier format", "keys", n)
+		}
+	})
 	failures := 0
 	for ctx.Err() == nil {
 		n, err := w.Step(ctx)
@@ -166,4 +181,38 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// DropStaleKeys unlinks the feed's keys of earlier formats (see keyPrefix)
+// and returns how many it dropped. Readers never look at them, so they only
+// take memory until dropped; a Redis started empty has none.
+//
+// Upgrading a running stack: stop the workers of the old format before
+// starting new ones. An old worker applies events to the old keys only and
+// deletes them from feed_outbox, so a new-format timeline cached meanwhile
+// would miss them.
+func DropStaleKeys(ctx context.Context, rdb redis.UniversalClient) (int, error) {
+	n := 0
+	iter := rdb.Scan(ctx, 0, stalePattern, 1000).Iterator()
+	var batch []string
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := rdb.Unlink(ctx, batch...).Err()
+		n += len(batch)
+		batch = batch[:0]
+		return err
+	}
+	for iter.Next(ctx) {
+		if batch = append(batch, iter.Val()); len(batch) == 1000 {
+			if err := flush(); err != nil {
+				return n, wrap("drop stale feed keys", err)
+			}
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return n, wrap("scan stale feed keys", err)
+	}
+	return n, wrap("drop stale feed keys", flush())
 }

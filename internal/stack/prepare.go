@@ -19,6 +19,7 @@ import (
 
 	"socnet/internal/cluster"
 	"socnet/internal/counter"
+	"socnet/internal/feed"
 	"socnet/internal/pgnode"
 	"socnet/internal/pgrole"
 	"socnet/internal/postgres"
@@ -147,7 +148,7 @@ func prepareRedis(h Home, addr string) error {
 	case err != nil:
 		return err
 	}
-	conf := strings.Join([]string{
+	conf := strings.Join(append([]string{
 		"bind " + host,
 		"port " + port,
 		"protected-mode yes",
@@ -159,7 +160,7 @@ func prepareRedis(h Home, addr string) error {
 		`logfile ""`,
 		"daemonize no",
 		"loglevel notice",
-	}, "\n") + "\n"
+	}, feed.RedisSettings()...), "\n") + "\n"
 	return WriteFile(h.RedisConf(), []byte(conf), 0o600)
 }
 

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"socnet/internal/feed"
 	"socnet/internal/pgnode"
 	"socnet/internal/pgtest"
 )
@@ -48,7 +50,7 @@ type Redis struct {
 }
 
 // MustRedis starts a redis-server in tb.TempDir() on a free port with a
-// random password, `save ""` and `appendonly no`, streams its log into
+// random password, `save ""`, `appendonly no` and feed.RedisSettings, streams its log into
 // tb.Logf and kills it in tb.Cleanup.
 func MustRedis(tb testing.TB) *Redis {
 	tb.Helper()
@@ -59,8 +61,8 @@ func MustRedis(tb testing.TB) *Redis {
 	pw := make([]byte, 16)
 	_, _ = rand.Read(pw)
 	r := &Redis{Addr: "127.0.0.1:" + strconv.Itoa(port), Password: hex.EncodeToString(pw), dir: tb.TempDir(), tb: tb}
-	conf := fmt.Sprintf("port %d\nloglevel warning\nbind 127.0.0.1\nrequirepass %s\nsave \"\"\nappendonly no\ndir %s\nlogfile \"\"\ndaemonize no\n",
-		port, r.Password, r.dir)
+	conf := fmt.Sprintf("port %d\nloglevel warning\nbind 127.0.0.1\nrequirepass %s\nsave \"\"\nappendonly no\ndir %s\nlogfile \"\"\ndaemonize no\n%s\n",
+		port, r.Password, r.dir, strings.Join(feed.RedisSettings(), "\n"))
 	// The password stays out of the command line (ps) and the log.
 	if err := os.WriteFile(filepath.Join(r.dir, "redis.conf"), []byte(conf), 0o600); err != nil {
 		tb.Fatalf("feedtest: %v", err)
