@@ -396,7 +396,16 @@ func (n *Net) setLink(ctx context.Context, host, state string) error {
 // Command returns a command that runs name inside host's namespace through
 // `ip netns exec`; the process's children stay in that namespace.
 func (n *Net) Command(ctx context.Context, host, name string, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Netns(host), name}, args...)...)
+	return Exec(ctx, n.Netns(host), name, args...)
+}
+
+// Exec returns a command that runs name inside the network namespace ns
+// through `ip netns exec`. ip enters the namespace and executes name in its
+// own place, so the Cmd's process is name itself (its pid, its signals) and
+// its children stay in ns. It needs root: to run name as another user, put
+// a program that drops privileges in between (setpriv).
+func Exec(ctx context.Context, ns, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
 }
 
 func namespaces(ctx context.Context) (map[string]bool, error) {

@@ -238,7 +238,7 @@ func (n *Node) clusterState(ctx context.Context, acct *Account) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	out, err := runProgram(ctx, acct, nil, childEnv(acct, "LC_ALL=C"), bin, "-D", n.cfg.DataDir)
+	out, err := runProgram(ctx, acct, "", nil, childEnv(acct, "LC_ALL=C"), bin, "-D", n.cfg.DataDir)
 	if err != nil {
 		return "", err
 	}
