@@ -286,8 +286,9 @@ func (c *Cluster) Status(ctx context.Context) (Status, error) {
 	}
 	for _, n := range st.Nodes {
 		p := probes[n.Name]
+		place := c.place(n.Name)
 		ns := NodeStatus{Name: n.Name, AssignedRole: n.Role, NeedsRejoin: n.NeedsRejoin, Pid: c.nodePid(n.Name),
-			Host: Host, Port: n.Port, DSN: c.Node(n.Name).DSN(""), Role: RoleDown, Timeline: p.Timeline}
+			Host: place.Host, Netns: place.Netns, Port: n.Port, DSN: c.Node(n.Name).DSN(""), Role: RoleDown, Timeline: p.Timeline}
 		switch {
 		case !p.OK && ns.Pid == 0:
 			ns.Error = "not running"

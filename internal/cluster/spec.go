@@ -166,6 +166,20 @@ type Options struct {
 	Now func() time.Time
 	// NewID names failovers; default 8 random hex characters.
 	NewID func() string
+	// Placement, when set, says where each node runs (`up --hosts
+	// netns`); nil: every node on Host, on the machine's own network.
+	// The cluster calls it with a node's name whenever it needs it, so it
+	// must answer the same for the cluster's life.
+	Placement func(node string) Placement
+}
+
+// Placement is where a node runs: the address it listens on (which its
+// DSNs name), the network namespace its programs run in and the network
+// its pg_hba.conf admits scram logins from (see pgnode.Config).
+type Placement struct {
+	Host      string
+	Netns     string
+	ClientNet string
 }
 
 func (o Options) withDefaults(dir string) Options {

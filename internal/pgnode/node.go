@@ -277,6 +277,18 @@ func (n *Node) start(ctx context.Context) error {
 	if err := chownAll(n.cfg.DataDir, acct); err != nil {
 		return err
 	}
+	if n.cfg.ClientNet != "" {
+		// The network may have changed since initdb (another /24 after a
+		// clean-up, a base backup or rewind copied the source's file):
+		// admit the current one.
+		text, err := n.hba()
+		if err != nil {
+			return err
+		}
+		if err := writeFile(filepath.Join(n.cfg.DataDir, "pg_hba.conf"), text, acct); err != nil {
+			return err
+		}
+	}
 	if err := n.checkPidFile(); err != nil {
 		return err
 	}
