@@ -39,7 +39,11 @@ func mustStack(t *testing.T) *stack { return mustCluster(t, true) }
 
 // mustCluster is mustStack, with the supervisor running only when
 // supervise is set: without it, nothing fails over but an operator.
-func mustCluster(t *testing.T, supervise bool) *stack {
+func mustCluster(t *testing.T, supervise bool) *stack { return mustPlacedCluster(t, supervise, nil) }
+
+// mustPlacedCluster is mustCluster with the nodes where place puts them
+// (nil: on 127.0.0.1).
+func mustPlacedCluster(t *testing.T, supervise bool, place func(node string) cluster.Placement) *stack {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(pgtest.LogWriter(t, "slog"), nil))
 	spec := cluster.MainSpec()
@@ -50,6 +54,7 @@ func mustCluster(t *testing.T, supervise bool) *stack {
 		ProbeTimeout:   300 * time.Millisecond,
 		DeadAfter:      time.Second,
 		CatchUpTimeout: 10 * time.Second,
+		Placement:      place,
 	})
 	if err != nil {
 		t.Fatalf("open cluster: %v", err)

@@ -173,6 +173,9 @@ type PartitionVerdict struct {
 	Tenures   []Tenure       `json:"tenures"`
 	// Overlaps are the moments with two writable primaries; must be empty.
 	Overlaps []Overlap `json:"overlaps"`
+	// Acks counts the acknowledged writes whose node was known: the ones
+	// judged for late acknowledgements.
+	Acks int `json:"acks"`
 	// LateAcks are writes acknowledged by a node after another was
 	// promoted; must be empty.
 	LateAcks []LateAck `json:"late_acks"`
@@ -240,7 +243,7 @@ func Tenures(samples []Sample) []Tenure {
 // probe would itself make the divergence it looks for. Whether a primary
 // could acknowledge is what rule 2 judges, from the real writes.
 func JudgePartition(samples []Sample, acks []NodeAck) PartitionVerdict {
-	v := PartitionVerdict{Samples: len(samples), Unreached: map[string]int{}, Overlaps: []Overlap{}, LateAcks: []LateAck{}, Problems: []string{}}
+	v := PartitionVerdict{Samples: len(samples), Acks: len(acks), Unreached: map[string]int{}, Overlaps: []Overlap{}, LateAcks: []LateAck{}, Problems: []string{}}
 	for _, s := range samples {
 		if !s.Reached {
 			v.Unreached[s.Node]++
