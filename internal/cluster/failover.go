@@ -343,6 +343,13 @@ func (c *Cluster) rejoinLocked(ctx context.Context, node string) (Outcome, error
 		}
 		return n.Follow(ctx, c.replConnInfo(prim.Name, node), AppName(node))
 	}
+	// A node on a host cut off from the primary can be neither rewound
+	// nor rebuilt: keep its data for a rewind once the net is back, rather
+	// than let a failed rewind lead to a rebuild that empties it first.
+	primCfg := c.Node(prim.Name).Config()
+	if err := n.Reaches(ctx, primCfg.Host, primCfg.Port); err != nil {
+		return Outcome{}, fmt.Errorf("rejoin %s: %w", node, err)
+	}
 	if err := n.Rewind(ctx, c.Node(prim.Name).DSN("")); err != nil {
 		log.Warn("rewind failed; rebuilding from a base backup", "err", err)
 		if err := rebuild(); err != nil {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -77,6 +79,11 @@ func TestClusterOnHosts(t *testing.T) {
 		t.Errorf("failover DSN %s names no host of %s", c.FailoverDSN(""), n.Subnet())
 	}
 
+	// A rewind keeps the old primary's files; a rebuild from a base backup
+	// makes new ones.
+	pgVersion := filepath.Join(c.Node(old).Config().DataDir, "PG_VERSION")
+	inodeBefore := inode(t, pgVersion)
+
 	watch := drill.StartWatch(ctx, watched, 0, 0)
 	defer watch.Stop()
 	l := h.startLedger(t)
@@ -128,6 +135,10 @@ func TestClusterOnHosts(t *testing.T) {
 		t.Errorf("the watch reached %s all along the cut", old)
 	}
 
+	if inode(t, pgVersion) != inodeBefore {
+		t.Errorf("%s was rebuilt from a base backup, not rewound: its data was dropped while its host was cut off", old)
+	}
+
 	vctx := testCtx(t, time.Minute)
 	for _, node := range c.Nodes() {
 		if node != newPrimary {
@@ -135,4 +146,14 @@ func TestClusterOnHosts(t *testing.T) {
 		}
 		l.verify(t, vctx, node)
 	}
+}
+
+// inode returns the inode number of the file at path.
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
 }
