@@ -13,6 +13,7 @@ import (
 	"os/user"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,9 +27,25 @@ const backendPort = 8080
 // TestMain lets the test binary be an HTTP backend inside a host: it answers
 // /healthz with 200 and every other path with its own name.
 func TestMain(m *testing.M) {
-	if os.Getenv("HAPROXY_TEST_ROLE") == "backend" {
+	switch os.Getenv("HAPROXY_TEST_ROLE") {
+	case "backend":
 		serveBackend(os.Getenv("HAPROXY_TEST_NAME"), os.Getenv("HAPROXY_TEST_ADDR"))
 		return
+	case "parent":
+		// Start HAProxy, say its pid, and wait to be killed.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		p, err := haproxy.Start(ctx, haproxy.Options{Dir: os.Getenv("HAPROXY_TEST_DIR"), Config: haproxy.Config{
+			Bind:     os.Getenv("HAPROXY_TEST_ADDR"),
+			Backends: []haproxy.Backend{{Name: "api-1", Addr: "127.0.0.1:9"}},
+		}})
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		fmt.Println(p.Pid())
+		time.Sleep(time.Minute)
+		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }
@@ -107,6 +124,62 @@ func TestRenderRefuses(t *testing.T) {
 			t.Errorf("%s: rendered, want an error", name)
 		}
 	}
+}
+
+// TestStopsWithItsParent SIGKILLs a process that started HAProxy: the
+// kernel's parent-death signal must stop HAProxy too.
+func TestStopsWithItsParent(t *testing.T) {
+	requireBinaries(t)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := pgnode.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := exec.Command(self)
+	parent.Env = append(os.Environ(), "HAPROXY_TEST_ROLE=parent", "HAPROXY_TEST_DIR="+t.TempDir(),
+		fmt.Sprintf("HAPROXY_TEST_ADDR=127.0.0.1:%d", port))
+	out, err := parent.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent.Stderr = os.Stderr
+	if err := parent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		parent.Process.Kill()
+		parent.Wait()
+	}()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	var pid int
+	if _, serr := fmt.Sscan(line, &pid); serr != nil || pid <= 0 {
+		t.Fatalf("parent: %q, %v", line, err)
+	}
+	if err := parent.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	parent.Wait()
+	deadline := time.Now().Add(30 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("haproxy %d still runs 30 s after its parent was killed", pid)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// alive reports whether pid runs and is not a zombie.
+func alive(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(data), ')')
+	return i >= 0 && i+2 < len(data) && data[i+2] != 'Z'
 }
 
 // startBackend runs the test binary as an HTTP backend inside host.
