@@ -231,7 +231,9 @@ func (c *Cluster) observe(ctx context.Context, old string) Observation {
 		view = nil
 	}
 
-	probes := c.probeAll(ctx)
+	// The old primary was just fenced: on a host cut off, asking it would
+	// cost every probe round its timeout.
+	probes := c.probeRunning(ctx, true)
 	drain := c.opts.DrainWait
 	if view == nil {
 		// Right after a start the standbys may still be replaying the WAL
@@ -244,7 +246,7 @@ func (c *Cluster) observe(ctx context.Context, old string) Observation {
 		case <-ctx.Done():
 		case <-time.After(50 * time.Millisecond):
 		}
-		next := c.probeAll(ctx)
+		next := c.probeRunning(ctx, true)
 		moved := false
 		for name, p := range next {
 			if q := probes[name]; p.OK != q.OK || p.Receive != q.Receive || p.Replay != q.Replay {
