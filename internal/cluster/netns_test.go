@@ -23,6 +23,9 @@ import (
 // and that a watch of every node never saw two primaries nor a commit
 // acknowledged by the old primary after the promotion.
 func TestClusterOnHosts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a cluster on three hosts with a cut: not in -short")
+	}
 	ctx := context.Background()
 	if err := netns.Check(ctx); err != nil {
 		t.Skip(err)
