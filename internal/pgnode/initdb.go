@@ -104,8 +104,8 @@ func (n *Node) validate() error {
 // scram-sha-256, the superuser with the password via --pwfile), writes the
 // settings and a pg_hba.conf that allows only 127.0.0.1/32 (and ::1), or
 // only ClientNet when set, with scram-sha-256 for all databases and for
-// replication, no trust over the network. Chowns the data dir to OSUser and makes its parents traversable.
-// Refuses if DataDir already holds a cluster.
+// replication, no trust over the network. Chowns the data dir to OSUser and
+// makes its parents traversable. Refuses if DataDir already holds a cluster.
 func (n *Node) InitDB(ctx context.Context) error {
 	n.ops.Lock()
 	defer n.ops.Unlock()
