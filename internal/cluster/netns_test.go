@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -77,9 +78,9 @@ func TestClusterOnHosts(t *testing.T) {
 		}
 		portNode[fmt.Sprint(ns.Port)] = ns.Name
 		watched = append(watched, drill.Node{Name: ns.Name, DSN: c.Node(ns.Name).DSN("")})
-	}
-	if !strings.Contains(c.FailoverDSN(""), n.Subnet().Addr().String()[:len(n.Subnet().Addr().String())-1]) {
-		t.Errorf("failover DSN %s names no host of %s", c.FailoverDSN(""), n.Subnet())
+		if hp := net.JoinHostPort(a.String(), fmt.Sprint(ns.Port)); !strings.Contains(c.FailoverDSN(""), hp) {
+			t.Errorf("failover DSN %s does not name %s at %s", c.FailoverDSN(""), ns.Name, hp)
+		}
 	}
 
 	// A rewind keeps the old primary's files; a rebuild from a base backup
