@@ -214,8 +214,24 @@ func drillPartition(ctx context.Context, e *env, args []string) error {
 			return usageError{fmt.Errorf("drill partition: --host %q: the stack's hosts are %s", *host, strings.Join(hosts.Hosts(), ", "))}
 		}
 	}
-	// SQL writes: the drill judges which node acknowledged each one.
-	t, closeTarget, err := drillTarget(ctx, e, *home, *clusterName, writesSQL, *writers)
+	// A node's cut is written with SQL, so that the drill knows which node
+	// acknowledged each write; any other host's (an API instance) through
+	// the API at --http, so that the report counts what clients saw.
+	writes := writesSQL
+	if *host != "" {
+		st, err := stackStatusFunc(*home)(ctx)
+		if err != nil {
+			return err
+		}
+		cs, ok := st.Cluster(*clusterName)
+		if !ok {
+			return usageError{fmt.Errorf("drill partition: the stack in %s has no cluster %q", *home, *clusterName)}
+		}
+		if _, isNode := cs.Node(*host); !isNode {
+			writes = writesAPI
+		}
+	}
+	t, closeTarget, err := drillTarget(ctx, e, *home, *clusterName, writes, *writers)
 	if err != nil {
 		return err
 	}
