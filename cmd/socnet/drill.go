@@ -11,6 +11,7 @@ import (
 	"socnet/internal/counter"
 	"socnet/internal/dbroute"
 	"socnet/internal/drill"
+	"socnet/internal/netns"
 )
 
 // drillUsage lists the drills.
@@ -30,6 +31,9 @@ drills:
              messages and read marks, then the unread counters)
   fill       SIGKILL the primary part-way through a bulk load of users; verify
   replica    SIGKILL the sync replica, the async one, then both, under load
+  partition  cut a host off the network under write load (a stack of
+             'socnet up --hosts netns'), heal it; verify every node, and that
+             there were never two primaries
 
 Run 'socnet drill DRILL -h' for the flags of a drill. docs/DRILLS.md explains
 what each drill proves and how to read its report.
@@ -50,6 +54,8 @@ func cmdDrill(ctx context.Context, e *env, args []string) error {
 		return drillFill(ctx, e, args[1:])
 	case drill.DrillReplica:
 		return drillReplica(ctx, e, args[1:])
+	case drill.DrillPartition:
+		return drillPartition(ctx, e, args[1:])
 	}
 	fmt.Fprint(e.stderr, drillUsage)
 	return usageError{fmt.Errorf("drill: unknown drill %q", args[0])}
@@ -177,6 +183,65 @@ func drillReplica(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	return rf.finish(e, drill.NewReport(drill.DrillReplica, *clusterName, []drill.Run{run}))
+}
+
+func drillPartition(ctx context.Context, e *env, args []string) error {
+	fs := newFlags("drill partition", e)
+	home := fs.HomeDir()
+	clusterName := fs.String("cluster", mainCluster, "cluster written and watched: main or counter")
+	host := fs.String("host", "", "host to cut off: a node (main-1), or another host of the stack (api-1); default the cluster's primary")
+	cutAfter := fs.Duration("cut-after", drill.DefaultKillAfter, "when to cut the host off after the writes start")
+	healAfter := fs.Duration("heal-after", drill.DefaultHealAfter, "how long the host stays cut off")
+	duration := fs.Duration("duration", drill.DefaultDuration, "how long to write at least")
+	writers := fs.Int("writers", drill.DefaultWriters, "concurrent writers")
+	rf := addReportFlags(fs)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if err := checkDrillFlags(*duration, *writers, 1); err != nil {
+		return err
+	}
+	if *cutAfter <= 0 || *healAfter <= 0 {
+		return usageError{fmt.Errorf("drill partition: --cut-after and --heal-after must be positive")}
+	}
+	hosts, err := netns.Attach(ctx, *home)
+	if err != nil {
+		return fmt.Errorf("drill partition: %w", err)
+	}
+	if *host != "" {
+		if _, ok := hosts.Addr(*host); !ok {
+			return usageError{fmt.Errorf("drill partition: --host %q: the stack's hosts are %s", *host, strings.Join(hosts.Hosts(), ", "))}
+		}
+	}
+	// A node's cut is written with SQL, so that the drill knows which node
+	// acknowledged each write; any other host's (an API instance) through
+	// the API at --http, so that the report counts what clients saw.
+	writes := writesSQL
+	if *host != "" {
+		st, err := stackStatusFunc(*home)(ctx)
+		if err != nil {
+			return err
+		}
+		cs, ok := st.Cluster(*clusterName)
+		if !ok {
+			return usageError{fmt.Errorf("drill partition: the stack in %s has no cluster %q", *home, *clusterName)}
+		}
+		if _, isNode := cs.Node(*host); !isNode {
+			writes = writesAPI
+		}
+	}
+	t, closeTarget, err := drillTarget(ctx, e, *home, *clusterName, writes, *writers)
+	if err != nil {
+		return err
+	}
+	defer closeTarget()
+	run, err := drill.RunPartition(ctx, t, hosts, drill.PartitionOptions{
+		Host: *host, Duration: *duration, CutAfter: *cutAfter, HealAfter: *healAfter, Writers: *writers, Log: e.log,
+	})
+	if err != nil {
+		return fmt.Errorf("drill partition: %w", err)
+	}
+	return rf.finish(e, drill.NewReport(drill.DrillPartition, *clusterName, []drill.Run{run}))
 }
 
 func drillFill(ctx context.Context, e *env, args []string) error {
@@ -319,12 +384,13 @@ func checkWrites(clusterName, writes string) error {
 	return nil
 }
 
-// drillTarget builds what the failover and replica drills run against. The
-// main cluster is written through the API (posts) and verified in its
-// database. The counter cluster is written either through the API as the
-// unread counter's saga (dialog messages, verified in the main database,
-// then the counters checked against them) or, with writes = sql, with
-// direct SQL inserts into drill_writes through dbroute.
+// drillTarget builds what the failover, replica and partition drills run
+// against. With writes = sql, either cluster is written with direct SQL
+// inserts into drill_writes through dbroute (the failover drill allows it
+// on counter only). Otherwise the main cluster is written through the API
+// (posts) and verified in its database, and the counter cluster through the
+// API as the unread counter's saga (dialog messages, verified in the main
+// database, then the counters checked against them).
 func drillTarget(ctx context.Context, e *env, home, clusterName, writes string, writers int) (drill.Target, func(), error) {
 	status := stackStatusFunc(home)
 	st, err := status(ctx)
@@ -337,7 +403,7 @@ func drillTarget(ctx context.Context, e *env, home, clusterName, writes string, 
 	}
 	c := &drill.StackCluster{Status: status, Cluster: clusterName}
 	switch {
-	case clusterName == mainCluster:
+	case clusterName == mainCluster && writes != writesSQL:
 		c.Database = mainDBName
 		addr, err := stackAPI(st, home)
 		if err != nil {

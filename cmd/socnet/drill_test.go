@@ -9,6 +9,20 @@ import (
 	"testing"
 )
 
+// TestDrillPartitionNeedsHosts checks that the partition drill on a stack
+// without network hosts fails in one line that says what is missing.
+func TestDrillPartitionNeedsHosts(t *testing.T) {
+	e := &env{getenv: func(string) string { return "" }, stdout: io.Discard, stderr: io.Discard,
+		log: slog.New(slog.DiscardHandler)}
+	err := cmdDrill(context.Background(), e, []string{"partition", "--home", t.TempDir()})
+	if err == nil || exitCode(err) != 1 {
+		t.Fatalf("drill partition without hosts: %v (exit %d), want an error with exit status 1", err, exitCode(err))
+	}
+	if msg := err.Error(); strings.Contains(msg, "\n") || !(strings.Contains(msg, "--hosts netns") || strings.Contains(msg, "need root")) {
+		t.Errorf("error %q: want one line naming --hosts netns (or root)", msg)
+	}
+}
+
 func TestParseShare(t *testing.T) {
 	tests := []struct {
 		in   string
@@ -55,6 +69,9 @@ func TestDrillRefusesBadInput(t *testing.T) {
 		{"failover", "--home", home, "--writes", "carrier-pigeon"},
 		{"failover", "--home", home, "--writes", "sql"}, // main is written through the API only
 		{"failover", "--home", home, "--cluster", "counter", "--writes", ""},
+		{"partition", "--home", home, "--heal-after", "0s"},
+		{"partition", "--home", home, "--cut-after", "-1s"},
+		{"partition", "--home", home, "--writers", "0"},
 	} {
 		e := &env{getenv: func(string) string { return "" }, stdout: io.Discard, stderr: io.Discard,
 			log: slog.New(slog.DiscardHandler)}

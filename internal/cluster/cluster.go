@@ -23,7 +23,8 @@ import (
 	"socnet/internal/pgrole"
 )
 
-// Host is the address every node listens on.
+// Host is the address every node listens on, unless Options.Placement
+// places it elsewhere.
 const Host = "127.0.0.1"
 
 // Cluster is one topology of PostgreSQL nodes persisted under a directory:
@@ -172,14 +173,30 @@ func assignPorts(st *state) (bool, error) {
 	return assigned, nil
 }
 
+// place returns where node runs: Options.Placement's answer, on Host when
+// it names no address.
+func (c *Cluster) place(node string) Placement {
+	var p Placement
+	if c.opts.Placement != nil {
+		p = c.opts.Placement(node)
+	}
+	if p.Host == "" {
+		p.Host = Host
+	}
+	return p
+}
+
 func (c *Cluster) newNode(ns nodeState) *pgnode.Node {
 	settings := ReplicationSettings(c.st.Spec)
 	maps.Copy(settings, c.st.Spec.Settings)
+	place := c.place(ns.Name)
 	return pgnode.New(pgnode.Config{
 		Name:      ns.Name,
 		DataDir:   filepath.Join(c.dir, ns.DataDir),
 		LogPath:   filepath.Join(c.opts.LogDir, ns.Name+".log"),
-		Host:      Host,
+		Host:      place.Host,
+		Netns:     place.Netns,
+		ClientNet: place.ClientNet,
 		Port:      ns.Port,
 		BinDir:    c.opts.BinDir,
 		OSUser:    pgnode.OSUser(),
@@ -248,7 +265,7 @@ func (c *Cluster) FailoverDSN(db string) string {
 	defer c.mu.Unlock()
 	hosts := make([]string, len(c.st.Nodes))
 	for i, n := range c.st.Nodes {
-		hosts[i] = net.JoinHostPort(Host, strconv.Itoa(n.Port))
+		hosts[i] = net.JoinHostPort(c.place(n.Name).Host, strconv.Itoa(n.Port))
 	}
 	u := url.URL{
 		Scheme:   "postgres",
@@ -311,7 +328,7 @@ func (c *Cluster) generation() uint64 {
 func (c *Cluster) replConnInfo(primary, node string) string {
 	st := c.snapshot()
 	p := st.node(primary)
-	return pgnode.ReplicationConnInfo(Host, p.Port, replicationUser, c.sec.ReplicatorPassword, AppName(node))
+	return pgnode.ReplicationConnInfo(c.place(primary).Host, p.Port, replicationUser, c.sec.ReplicatorPassword, AppName(node))
 }
 
 // connect opens an administrator connection to node. Its commits do not wait

@@ -231,7 +231,9 @@ func (c *Cluster) observe(ctx context.Context, old string) Observation {
 		view = nil
 	}
 
-	probes := c.probeAll(ctx)
+	// The old primary was just fenced: on a host cut off, asking it would
+	// cost every probe round its timeout.
+	probes := c.probeRunning(ctx, true)
 	drain := c.opts.DrainWait
 	if view == nil {
 		// Right after a start the standbys may still be replaying the WAL
@@ -244,7 +246,7 @@ func (c *Cluster) observe(ctx context.Context, old string) Observation {
 		case <-ctx.Done():
 		case <-time.After(50 * time.Millisecond):
 		}
-		next := c.probeAll(ctx)
+		next := c.probeRunning(ctx, true)
 		moved := false
 		for name, p := range next {
 			if q := probes[name]; p.OK != q.OK || p.Receive != q.Receive || p.Replay != q.Replay {
@@ -342,6 +344,13 @@ func (c *Cluster) rejoinLocked(ctx context.Context, node string) (Outcome, error
 			return err
 		}
 		return n.Follow(ctx, c.replConnInfo(prim.Name, node), AppName(node))
+	}
+	// A node on a host cut off from the primary can be neither rewound
+	// nor rebuilt: keep its data for a rewind once the net is back, rather
+	// than let a failed rewind lead to a rebuild that empties it first.
+	primCfg := c.Node(prim.Name).Config()
+	if err := n.Reaches(ctx, primCfg.Host, primCfg.Port); err != nil {
+		return Outcome{}, fmt.Errorf("rejoin %s: %w", node, err)
 	}
 	if err := n.Rewind(ctx, c.Node(prim.Name).DSN("")); err != nil {
 		log.Warn("rewind failed; rebuilding from a base backup", "err", err)

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -174,7 +175,15 @@ func queryReplication(ctx context.Context, conn *pgx.Conn) (map[string]replRow, 
 }
 
 // probeAll probes every node concurrently.
-func (c *Cluster) probeAll(ctx context.Context) map[string]probe {
+func (c *Cluster) probeAll(ctx context.Context) map[string]probe { return c.probeRunning(ctx, false) }
+
+// errNotRunning is the probe error of a node without a postmaster.
+var errNotRunning = errors.New("not running")
+
+// probeRunning is probeAll; with onlyRunning, a node without a postmaster
+// process on this machine is not asked: it cannot answer, and on a host cut
+// off the question would only wait for its timeout.
+func (c *Cluster) probeRunning(ctx context.Context, onlyRunning bool) map[string]probe {
 	c.mu.Lock()
 	probers := make(map[string]*prober, len(c.probers))
 	for k, v := range c.probers {
@@ -185,6 +194,10 @@ func (c *Cluster) probeAll(ctx context.Context) map[string]probe {
 	var wg sync.WaitGroup
 	out := make(map[string]probe, len(probers))
 	for name, p := range probers {
+		if onlyRunning && c.nodePid(name) == 0 {
+			out[name] = probe{At: time.Now(), Err: errNotRunning}
+			continue
+		}
 		wg.Go(func() {
 			r := p.probe(ctx, c.opts.ProbeTimeout)
 			mu.Lock()
@@ -286,8 +299,9 @@ func (c *Cluster) Status(ctx context.Context) (Status, error) {
 	}
 	for _, n := range st.Nodes {
 		p := probes[n.Name]
+		place := c.place(n.Name)
 		ns := NodeStatus{Name: n.Name, AssignedRole: n.Role, NeedsRejoin: n.NeedsRejoin, Pid: c.nodePid(n.Name),
-			Host: Host, Port: n.Port, DSN: c.Node(n.Name).DSN(""), Role: RoleDown, Timeline: p.Timeline}
+			Host: place.Host, Netns: place.Netns, Port: n.Port, DSN: c.Node(n.Name).DSN(""), Role: RoleDown, Timeline: p.Timeline}
 		switch {
 		case !p.OK && ns.Pid == 0:
 			ns.Error = "not running"

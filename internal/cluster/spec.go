@@ -50,7 +50,7 @@ func CounterSpec() Spec {
 var managedSettings = map[string]bool{
 	"wal_level": true, "max_wal_senders": true, "max_replication_slots": true, "wal_keep_size": true,
 	"hot_standby": true, "hot_standby_feedback": true, "synchronous_commit": true,
-	"synchronous_standby_names": true, "wal_retrieve_retry_interval": true,
+	"synchronous_standby_names": true, "wal_retrieve_retry_interval": true, "wal_sender_timeout": true,
 	"primary_conninfo": true, "primary_slot_name": true, "port": true, "listen_addresses": true,
 }
 
@@ -106,7 +106,12 @@ func ReplicationSettings(s Spec) map[string]string {
 		// A standby whose upstream vanished retries after this long; the
 		// default 5 s would add up to 5 s to every failover.
 		"wal_retrieve_retry_interval": "500ms",
-		"synchronous_standby_names":   SyncNames("FIRST", names[1:]),
+		// A standby cut off the network sends no reset: its walsender would
+		// stay "streaming", and the synchronous one would hold every commit,
+		// until this timeout (default 60 s) or TCP's retransmissions give
+		// up. 5 s lets FIRST 1 (...) fall to the next standby soon.
+		"wal_sender_timeout":        "5s",
+		"synchronous_standby_names": SyncNames("FIRST", names[1:]),
 	}
 }
 
@@ -166,6 +171,20 @@ type Options struct {
 	Now func() time.Time
 	// NewID names failovers; default 8 random hex characters.
 	NewID func() string
+	// Placement, when set, says where each node runs (`up --hosts
+	// netns`); nil: every node on Host, on the machine's own network.
+	// The cluster calls it with a node's name whenever it needs it, so it
+	// must answer the same for the cluster's life.
+	Placement func(node string) Placement
+}
+
+// Placement is where a node runs: the address it listens on (which its
+// DSNs name), the network namespace its programs run in and the network
+// its pg_hba.conf admits scram logins from (see pgnode.Config).
+type Placement struct {
+	Host      string
+	Netns     string
+	ClientNet string
 }
 
 func (o Options) withDefaults(dir string) Options {

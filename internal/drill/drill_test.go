@@ -39,7 +39,11 @@ func mustStack(t *testing.T) *stack { return mustCluster(t, true) }
 
 // mustCluster is mustStack, with the supervisor running only when
 // supervise is set: without it, nothing fails over but an operator.
-func mustCluster(t *testing.T, supervise bool) *stack {
+func mustCluster(t *testing.T, supervise bool) *stack { return mustPlacedCluster(t, supervise, nil) }
+
+// mustPlacedCluster is mustCluster with the nodes where place puts them
+// (nil: on 127.0.0.1).
+func mustPlacedCluster(t testing.TB, supervise bool, place func(node string) cluster.Placement) *stack {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(pgtest.LogWriter(t, "slog"), nil))
 	spec := cluster.MainSpec()
@@ -50,6 +54,7 @@ func mustCluster(t *testing.T, supervise bool) *stack {
 		ProbeTimeout:   300 * time.Millisecond,
 		DeadAfter:      time.Second,
 		CatchUpTimeout: 10 * time.Second,
+		Placement:      place,
 	})
 	if err != nil {
 		t.Fatalf("open cluster: %v", err)
@@ -124,7 +129,7 @@ const apiLag, apiHealth = time.Second, 100 * time.Millisecond
 // mustAPI serves the socnet API over the cluster, as `socnet serve` does,
 // with replicas lagging more than lag getting no reads, and returns the
 // drill's session workload against it, holding reads to apiLag+apiHealth.
-func mustAPI(t *testing.T, ctx context.Context, c *cluster.Cluster, log *slog.Logger, lag time.Duration) *drill.Sessions {
+func mustAPI(t testing.TB, ctx context.Context, c *cluster.Cluster, log *slog.Logger, lag time.Duration) *drill.Sessions {
 	t.Helper()
 	if err := postgres.Migrate(ctx, c.PrimaryDSN(""), log); err != nil {
 		t.Fatalf("migrate: %v", err)
@@ -285,7 +290,7 @@ func TestDrillsOnRealCluster(t *testing.T) {
 
 // logReport writes the report's text to the test log, and checks that the
 // HTML and JSON forms render.
-func logReport(t *testing.T, r drill.Report) {
+func logReport(t testing.TB, r drill.Report) {
 	t.Helper()
 	var text, page, js strings.Builder
 	if err := r.WriteText(&text); err != nil {

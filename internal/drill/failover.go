@@ -230,10 +230,15 @@ func watchRepair(ctx context.Context, c Cluster, old string, killedAt time.Time,
 	return out
 }
 
-// record adds the repair's events, figures and problems to run.
+// record adds the repair's events, figures and problems to run; killedAt
+// is the moment of the fault (a kill, or a cut in the partition drill).
 func (r repair) record(run *Run, old string, killedAt time.Time, log *slog.Logger) {
+	fault := "kill"
+	if run.Drill == DrillPartition {
+		fault = "cut"
+	}
 	if r.promoteErr != nil {
-		run.Problems = append(run.Problems, fmt.Sprintf("no new primary within %v of the kill: %v", r.failoverWait, r.promoteErr))
+		run.Problems = append(run.Problems, fmt.Sprintf("no new primary within %v of the %s: %v", r.failoverWait, fault, r.promoteErr))
 		return
 	}
 	run.NewPrimary = r.promoted
@@ -413,7 +418,7 @@ func startWriters(ctx context.Context, t Target, l *Ledger, n int, run *Run) *wr
 				seq, tag := l.Next()
 				start := time.Now()
 				res := w.Write(ctx, tag)
-				l.Record(Attempt{Seq: seq, Tag: tag, Outcome: res.Outcome, ID: res.ID, Error: res.Error, Start: start, End: time.Now()})
+				l.Record(Attempt{Seq: seq, Tag: tag, Outcome: res.Outcome, ID: res.ID, Error: res.Error, Server: res.Server, Start: start, End: time.Now()})
 				if res.Outcome != Acknowledged {
 					select {
 					case <-p.cancel:

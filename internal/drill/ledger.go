@@ -85,6 +85,9 @@ type WriteResult struct {
 	// Error is a short class of a failure for the report: an HTTP status
 	// ("503"), "timeout", "refused", "reset", a SQLSTATE; "" on success.
 	Error string
+	// Server is the address:port of the server that acknowledged, when the
+	// writer can tell (SQLWriter); "" otherwise.
+	Server string
 }
 
 // Attempt is one logical write in the ledger.
@@ -96,9 +99,12 @@ type Attempt struct {
 	Error   string  `json:"error,omitempty"`
 	// Rows is how many rows the attempt wrote when it is a batch; 0 means
 	// one write.
-	Rows  int       `json:"rows,omitempty"`
-	Start time.Time `json:"start"`
-	End   time.Time `json:"end"`
+	Rows int `json:"rows,omitempty"`
+	// Server is the address:port of the server that acknowledged, when the
+	// writer tells it.
+	Server string    `json:"server,omitempty"`
+	Start  time.Time `json:"start"`
+	End    time.Time `json:"end"`
 }
 
 // Ledger is the client-side record of every write attempt of one drill run.

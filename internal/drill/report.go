@@ -16,9 +16,10 @@ const SchemaVersion = "socnet-drill/1"
 
 // The drills.
 const (
-	DrillFailover = "failover"
-	DrillReplica  = "replica"
-	DrillFill     = "fill"
+	DrillFailover  = "failover"
+	DrillReplica   = "replica"
+	DrillFill      = "fill"
+	DrillPartition = "partition"
 )
 
 // Run is the result of one execution of a drill.
@@ -55,6 +56,11 @@ type Run struct {
 	// HeldBack is the failover drill's hold of the asynchronous replica;
 	// null when it was not held back.
 	HeldBack *HeldBack `json:"held_back,omitempty"`
+	// CutHost is the host the partition drill cut off.
+	CutHost string `json:"cut_host,omitempty"`
+	// Partition judges the roles every node reported during the partition
+	// drill, and the writes acknowledged after a promotion.
+	Partition *PartitionVerdict `json:"partition,omitempty"`
 	// Phases are the steps of the replica drill.
 	Phases []Phase `json:"phases,omitempty"`
 	// Verdict judges the tagged writes (failover, replica).
@@ -281,14 +287,26 @@ func writeRunText(b *strings.Builder, run Run) {
 				n.Node, n.Role, n.Rows, n.Distinct, n.AckedPresent)
 		}
 	}
+	fault := "kill"
+	if run.Drill == DrillPartition {
+		fault = "cut"
+	}
 	if run.UnavailableMS != nil {
-		fmt.Fprintf(b, "write unavailability (kill -> first acknowledged write after it): %s\n", formatMillis(*run.UnavailableMS))
+		fmt.Fprintf(b, "write unavailability (%s -> first acknowledged write after it): %s\n", fault, formatMillis(*run.UnavailableMS))
 	}
 	if run.PromotionMS != nil {
-		fmt.Fprintf(b, "promotion (kill -> new primary): %s\n", formatMillis(*run.PromotionMS))
+		fmt.Fprintf(b, "promotion (%s -> new primary): %s\n", fault, formatMillis(*run.PromotionMS))
 	}
 	if run.RejoinMS != nil {
-		fmt.Fprintf(b, "old primary back as replica (kill -> streaming): %s\n", formatMillis(*run.RejoinMS))
+		who := "old primary back as replica"
+		if run.Drill == DrillPartition && run.CutHost != run.OldPrimary {
+			who = run.CutHost + " streams again"
+		}
+		fmt.Fprintf(b, "%s (%s -> streaming): %s\n", who, fault, formatMillis(*run.RejoinMS))
+	}
+	if p := run.Partition; p != nil {
+		fmt.Fprintf(b, "roles watched: %d answers (unanswered: %s); two primaries: %d; writes acknowledged after another node's promotion: %d of %d; longest without a primary: %s\n",
+			p.Samples, formatCounts(p.Unreached), len(p.Overlaps), len(p.LateAcks), p.Acks, formatMillis(p.NoPrimaryMS))
 	}
 	if h := run.HeldBack; h != nil {
 		fmt.Fprintf(b, "held back %s from the WAL before the kill: %d bytes behind, %d writes acknowledged meanwhile (a promotion of %s would lose them)\n",

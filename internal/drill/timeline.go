@@ -15,6 +15,8 @@ const (
 	EventRejoin    = "rejoin"    // a killed node streams again as a replica
 	EventStop      = "stop"      // the writers stopped
 	EventHold      = "hold"      // a replica was held back from receiving WAL
+	EventCut       = "cut"       // a host was cut off the network
+	EventHeal      = "heal"      // a cut host was joined to the network again
 )
 
 // Event is a moment of a run worth a marker on the timeline.

@@ -228,17 +228,19 @@ func (w *SQLWriter) Describe() string {
 	return "INSERT INTO drill_writes on the primary (direct SQL, one transaction per write)"
 }
 
-// Write inserts one row with tag and commits. A COMMIT that returned is an
-// acknowledgement; an error of the statement itself (bad data) is a
+// Write inserts one row with tag and commits, and names the server that
+// acknowledged it. A COMMIT that returned is an acknowledgement; an error of the statement itself (bad data) is a
 // definite failure; a lost connection, a shutdown, a timeout or a refused
 // write on a demoted node leaves the write in doubt.
 func (w *SQLWriter) Write(ctx context.Context, tag string) WriteResult {
 	var id int64
+	var server string
 	err := w.db.Transact(ctx, func(tx pgx.Tx) error {
-		return tx.QueryRow(ctx, `INSERT INTO drill_writes (tag) VALUES ($1) RETURNING id`, tag).Scan(&id)
+		return tx.QueryRow(ctx, `INSERT INTO drill_writes (tag) VALUES ($1)
+			RETURNING id, coalesce(host(inet_server_addr()) || ':' || inet_server_port(), '')`, tag).Scan(&id, &server)
 	})
 	if err == nil {
-		return WriteResult{Outcome: Acknowledged, ID: strconv.FormatInt(id, 10)}
+		return WriteResult{Outcome: Acknowledged, ID: strconv.FormatInt(id, 10), Server: server}
 	}
 	return WriteResult{Outcome: classifySQL(err), Error: sqlErrorClass(err)}
 }

@@ -72,6 +72,73 @@ func derive(home string) (string, byte, error) {
 	return "sn" + hex.EncodeToString(sum[:3]), sum[3], nil
 }
 
+// Attach returns the net of home as it exists on the machine, for a
+// process other than the one that brought it up (a drill that cuts hosts
+// of a running stack): the hosts are the namespaces named after home, in
+// the order of their veth pairs, and the subnet is the bridge's. It fails
+// when no complete net of home is up.
+func Attach(ctx context.Context, home string) (*Net, error) {
+	if err := Check(ctx); err != nil {
+		return nil, err
+	}
+	prefix, _, err := derive(home)
+	if err != nil {
+		return nil, err
+	}
+	n := &Net{prefix: prefix}
+	p, ok, err := bridgeSubnet(ctx, n.Bridge())
+	if err != nil || !ok {
+		return nil, fmt.Errorf("netns attach %s: no bridge %s with an address (is the stack up with --hosts netns?)", home, n.Bridge())
+	}
+	n.subnet = p
+	all, err := namespaces(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byIndex := map[int]string{}
+	for ns := range all {
+		host, ok := strings.CutPrefix(ns, prefix+"-")
+		if !ok {
+			continue
+		}
+		out, err := ip(ctx, "-n", ns, "-o", "link", "show")
+		if err != nil {
+			return nil, fmt.Errorf("netns attach %s: %w", home, err)
+		}
+		i := -1
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			if s, ok := strings.CutPrefix(name, prefix+"p"); ok {
+				if v, err := strconv.Atoi(s); err == nil {
+					i = v
+				}
+			}
+		}
+		if i < 0 {
+			return nil, fmt.Errorf("netns attach %s: namespace %s has no veth end", home, ns)
+		}
+		if other, dup := byIndex[i]; dup {
+			return nil, fmt.Errorf("netns attach %s: hosts %s and %s share veth pair %d", home, other, host, i)
+		}
+		byIndex[i] = host
+	}
+	if len(byIndex) == 0 {
+		return nil, fmt.Errorf("netns attach %s: no namespace %s-*", home, prefix)
+	}
+	for i := range len(byIndex) {
+		h, ok := byIndex[i]
+		if !ok {
+			return nil, fmt.Errorf("netns attach %s: incomplete net: no host with veth pair %d", home, i)
+		}
+		n.hosts = append(n.hosts, h)
+	}
+	return n, nil
+}
+
 // Prefix is the start of every namespace, bridge and veth name of this net.
 func (n *Net) Prefix() string { return n.prefix }
 
@@ -396,7 +463,16 @@ func (n *Net) setLink(ctx context.Context, host, state string) error {
 // Command returns a command that runs name inside host's namespace through
 // `ip netns exec`; the process's children stay in that namespace.
 func (n *Net) Command(ctx context.Context, host, name string, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Netns(host), name}, args...)...)
+	return Exec(ctx, n.Netns(host), name, args...)
+}
+
+// Exec returns a command that runs name inside the network namespace ns
+// through `ip netns exec`. ip enters the namespace and executes name in its
+// own place, so the Cmd's process is name itself (its pid, its signals) and
+// its children stay in ns. It needs root: to run name as another user, put
+// a program that drops privileges in between (setpriv).
+func Exec(ctx context.Context, ns, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
 }
 
 func namespaces(ctx context.Context) (map[string]bool, error) {

@@ -392,3 +392,40 @@ func TestNoIP(t *testing.T) {
 		t.Errorf("without ip, not root: got %q", got)
 	}
 }
+
+// TestAttach finds a running net from its home alone, as a drill in
+// another process does, and cuts one of its hosts off.
+func TestAttach(t *testing.T) {
+	home := t.TempDir()
+	n := mustUp(t, home, "a", "b", "c")
+	ctx := context.Background()
+	got, err := netns.Attach(ctx, home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got.Hosts()) != fmt.Sprint(n.Hosts()) || got.Subnet() != n.Subnet() || got.Prefix() != n.Prefix() {
+		t.Fatalf("attached hosts %v subnet %s prefix %s, want %v %s %s", got.Hosts(), got.Subnet(), got.Prefix(), n.Hosts(), n.Subnet(), n.Prefix())
+	}
+	for _, h := range n.Hosts() {
+		want, _ := n.Addr(h)
+		if a, _ := got.Addr(h); a != want {
+			t.Errorf("attached address of %s: %s, want %s", h, a, want)
+		}
+	}
+	addr := startServer(t, n, "b")
+	eventually(t, "reach b", func() error { return dialFrom(t, n, "", addr) })
+	if err := got.Cut(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := dialFrom(t, n, "", addr); err == nil {
+		t.Error("b reached while cut through the attached net")
+	}
+	if err := got.Heal(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "reach b after heal", func() error { return dialFrom(t, n, "", addr) })
+
+	if _, err := netns.Attach(ctx, t.TempDir()); err == nil {
+		t.Error("attached a home with no net")
+	}
+}

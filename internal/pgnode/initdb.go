@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -31,6 +32,40 @@ host    replication  all   127.0.0.1/32  scram-sha-256
 host    replication  all   ::1/128       scram-sha-256
 `
 
+// hbaConfFrom allows password (SCRAM) logins over TCP from the network
+// clientNet only, for all databases and for replication.
+func hbaConfFrom(clientNet netip.Prefix) string {
+	return fmt.Sprintf(`# Written by socnet. Password (SCRAM) logins over TCP from %[1]s only.
+# TYPE  DATABASE     USER  ADDRESS  METHOD
+host    all          all   %[1]s  scram-sha-256
+host    replication  all   %[1]s  scram-sha-256
+`, clientNet)
+}
+
+// hba renders the node's pg_hba.conf.
+func (n *Node) hba() (string, error) {
+	if n.cfg.ClientNet == "" {
+		return hbaConf, nil
+	}
+	p, err := parseClientNet(n.cfg.ClientNet)
+	if err != nil {
+		return "", err
+	}
+	return hbaConfFrom(p), nil
+}
+
+// parseClientNet accepts a network in CIDR notation without host bits.
+func parseClientNet(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("client network %q: %w", s, err)
+	}
+	if p != p.Masked() {
+		return netip.Prefix{}, fmt.Errorf("client network %q has host bits set (want %s)", s, p.Masked())
+	}
+	return p, nil
+}
+
 // settingName is what a postgresql.conf parameter name may look like
 // (extension parameters carry a dot).
 var settingName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$`)
@@ -42,6 +77,14 @@ func (n *Node) validate() error {
 	}
 	if n.cfg.Port <= 0 || n.cfg.Port > 65535 {
 		return fmt.Errorf("invalid port %d", n.cfg.Port)
+	}
+	if n.cfg.ClientNet != "" {
+		if _, err := parseClientNet(n.cfg.ClientNet); err != nil {
+			return err
+		}
+	}
+	if strings.ContainsAny(n.cfg.Netns, " \t\n\r\x00/") {
+		return fmt.Errorf("network namespace %q: not a name", n.cfg.Netns)
 	}
 	if strings.ContainsAny(n.cfg.Password, "\n\r\x00") {
 		return errors.New("password contains a line break or NUL")
@@ -59,10 +102,10 @@ func (n *Node) validate() error {
 
 // InitDB creates the data directory (initdb --data-checksums,
 // scram-sha-256, the superuser with the password via --pwfile), writes the
-// settings and a pg_hba.conf that allows only 127.0.0.1/32 (and ::1) with
-// scram-sha-256 for all databases and for replication, no trust over the
-// network. Chowns the data dir to OSUser and makes its parents traversable.
-// Refuses if DataDir already holds a cluster.
+// settings and a pg_hba.conf that allows only 127.0.0.1/32 (and ::1), or
+// only ClientNet when set, with scram-sha-256 for all databases and for
+// replication, no trust over the network. Chowns the data dir to OSUser and
+// makes its parents traversable. Refuses if DataDir already holds a cluster.
 func (n *Node) InitDB(ctx context.Context) error {
 	n.ops.Lock()
 	defer n.ops.Unlock()
@@ -189,7 +232,11 @@ func (n *Node) writeConfig(acct *Account, hba bool) error {
 		}
 	}
 	if hba {
-		if err := writeFile(filepath.Join(dir, "pg_hba.conf"), hbaConf, acct); err != nil {
+		text, err := n.hba()
+		if err != nil {
+			return err
+		}
+		if err := writeFile(filepath.Join(dir, "pg_hba.conf"), text, acct); err != nil {
 			return err
 		}
 	}

@@ -187,19 +187,25 @@ func TestStartFailureQuotesTheLog(t *testing.T) {
 func TestInitDBRejectsBadInput(t *testing.T) {
 	ctx := testContext(t, 30*time.Second)
 	for _, tc := range []struct {
-		name     string
-		settings map[string]string
-		password string
-		want     string
+		name      string
+		settings  map[string]string
+		password  string
+		clientNet string
+		netns     string
+		want      string
 	}{
-		{"setting name", map[string]string{"shared_buffers = 1GB\nfsync": "off"}, "pw", "invalid setting name"},
-		{"setting value", map[string]string{"work_mem": "4MB\nfsync = off"}, "pw", "line break"},
-		{"password", nil, "pw\nsecond line", "line break"},
+		{"setting name", map[string]string{"shared_buffers = 1GB\nfsync": "off"}, "pw", "", "", "invalid setting name"},
+		{"setting value", map[string]string{"work_mem": "4MB\nfsync = off"}, "pw", "", "", "line break"},
+		{"password", nil, "pw\nsecond line", "", "", "line break"},
+		{"client network", nil, "pw", "10.213.7.0/33", "", "client network"},
+		{"client network with host bits", nil, "pw", "10.213.7.1/24", "", "host bits"},
+		{"client network hba injection", nil, "pw", "10.0.0.0/8 trust\nhost all all 0.0.0.0/0", "", "client network"},
+		{"namespace", nil, "pw", "", "a b", "network namespace"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			node := pgtest.NewNode(t, "bad", tc.settings)
 			cfg := node.Config()
-			cfg.Password = tc.password
+			cfg.Password, cfg.ClientNet, cfg.Netns = tc.password, tc.clientNet, tc.netns
 			node = pgnode.New(cfg)
 			err := node.InitDB(ctx)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {

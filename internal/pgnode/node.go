@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -40,6 +39,17 @@ type Config struct {
 	Settings  map[string]string // extra postgresql.conf settings (e.g. shared_buffers), written by InitDB, BaseBackup and Rewind
 	Logger    *slog.Logger      // receives lifecycle events; nil discards them
 	Output    io.Writer         // optional: a copy of the child's output, each line prefixed with Name
+	// Netns, when set, is the network namespace (see internal/netns) the
+	// node's programs run in: the postmaster, initdb, pg_basebackup and
+	// pg_rewind start through `ip netns exec` (which needs root) and then
+	// drop to OSUser with setpriv. Host is then the node's address in that
+	// namespace. Socnet itself still reaches the node over TCP at Host.
+	Netns string
+	// ClientNet, when set, is the network (CIDR, such as the namespaces'
+	// bridge subnet) that pg_hba.conf admits host and replication
+	// connections from, with scram-sha-256; nothing else is admitted.
+	// Empty: 127.0.0.1/32 and ::1/128 only.
+	ClientNet string
 }
 
 // Node is one PostgreSQL instance run as a child process. Its methods are
@@ -156,7 +166,8 @@ func (n *Node) output(acct *Account) (*lineWriter, error) {
 }
 
 // runProgram runs the PostgreSQL program name with args as the node's OS
-// user, logging its output, and returns the output.
+// user, on the node's host (Netns), logging its output, and returns the
+// output.
 func (n *Node) runProgram(ctx context.Context, acct *Account, env []string, name string, args ...string) ([]byte, error) {
 	bin, err := n.bin(name)
 	if err != nil {
@@ -170,7 +181,7 @@ func (n *Node) runProgram(ctx context.Context, acct *Account, env []string, name
 	if env == nil {
 		env = childEnv(acct)
 	}
-	return runProgram(ctx, acct, out, env, bin, args...)
+	return runProgram(ctx, acct, n.cfg.Netns, out, env, bin, args...)
 }
 
 // Running reports whether the child process is alive.
@@ -266,6 +277,18 @@ func (n *Node) start(ctx context.Context) error {
 	if err := chownAll(n.cfg.DataDir, acct); err != nil {
 		return err
 	}
+	if n.cfg.ClientNet != "" {
+		// The network may have changed since initdb (another /24 after a
+		// clean-up, a base backup or rewind copied the source's file):
+		// admit the current one.
+		text, err := n.hba()
+		if err != nil {
+			return err
+		}
+		if err := writeFile(filepath.Join(n.cfg.DataDir, "pg_hba.conf"), text, acct); err != nil {
+			return err
+		}
+	}
 	if err := n.checkPidFile(); err != nil {
 		return err
 	}
@@ -278,7 +301,8 @@ func (n *Node) start(ctx context.Context) error {
 		out.Close()
 		return fmt.Errorf("output pipe: %w", err)
 	}
-	cmd := exec.Command(bin,
+	// The postmaster outlives any ctx of Start: no context on its command.
+	cmd := command(context.Background(), acct, n.cfg.Netns, bin,
 		"-D", n.cfg.DataDir,
 		"-p", strconv.Itoa(n.cfg.Port),
 		"-c", "listen_addresses="+n.cfg.Host,
@@ -288,10 +312,8 @@ func (n *Node) start(ctx context.Context) error {
 	cmd.Env = childEnv(acct)
 	cmd.Stdout = w
 	cmd.Stderr = w
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGQUIT}
-	if acct != nil {
-		cmd.SysProcAttr.Credential = acct.cred
-	}
+	cmd.SysProcAttr.Setpgid = true
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT
 	if err := cmd.Start(); err != nil {
 		r.Close()
 		w.Close()

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"socnet/internal/netns"
 )
 
 // FindBinDir returns the directory of the PostgreSQL server programs: the one
@@ -265,23 +267,57 @@ func childEnv(acct *Account, extra ...string) []string {
 	return append(env, extra...)
 }
 
-// runProgram runs a short-lived PostgreSQL program as acct with its output
-// going to out, and returns its output. The program runs in its own process
-// group, which is killed when ctx ends.
-func runProgram(ctx context.Context, acct *Account, out *lineWriter, env []string, bin string, args ...string) ([]byte, error) {
+// command prepares bin with args to run as acct, inside the network
+// namespace ns when ns is not empty; the caller adds to its SysProcAttr.
+// Entering a namespace needs root, so there the command is
+// `ip netns exec NS setpriv --reuid U --regid G --groups ... --pdeathsig keep -- BIN ARGS`:
+// each program executes the next in its own place, so the Cmd's process ends
+// up being bin, and setpriv restores the parent-death signal that the
+// change of user clears.
+func command(ctx context.Context, acct *Account, ns, bin string, args ...string) *exec.Cmd {
+	if ns == "" {
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+		if acct != nil {
+			cmd.SysProcAttr.Credential = acct.cred
+		}
+		return cmd
+	}
+	var argv []string
+	if acct != nil {
+		groups := "--clear-groups"
+		if len(acct.cred.Groups) > 0 {
+			ids := make([]string, len(acct.cred.Groups))
+			for i, g := range acct.cred.Groups {
+				ids[i] = strconv.FormatUint(uint64(g), 10)
+			}
+			groups = "--groups=" + strings.Join(ids, ",")
+		}
+		argv = append(argv, "setpriv",
+			"--reuid="+strconv.Itoa(acct.uid), "--regid="+strconv.Itoa(acct.gid), groups,
+			"--pdeathsig=keep", "--")
+	}
+	argv = append(argv, bin)
+	cmd := netns.Exec(ctx, ns, argv[0], append(argv[1:], args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
+	return cmd
+}
+
+// runProgram runs a short-lived PostgreSQL program as acct (in the network
+// namespace ns, if not empty) with its output going to out, and returns its
+// output. The program runs in its own process group, which is killed when
+// ctx ends.
+func runProgram(ctx context.Context, acct *Account, ns string, out *lineWriter, env []string, bin string, args ...string) ([]byte, error) {
 	captured := &capture{}
 	if out != nil {
 		captured.out = out // not a typed nil in the interface
 	}
-	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd := command(ctx, acct, ns, bin, args...)
 	cmd.Dir = "/"
 	cmd.Env = env
 	cmd.Stdout = captured
 	cmd.Stderr = captured
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if acct != nil {
-		cmd.SysProcAttr.Credential = acct.cred
-	}
+	cmd.SysProcAttr.Setpgid = true
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	err := cmd.Run()

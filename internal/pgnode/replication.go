@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -219,6 +221,36 @@ func (n *Node) rewind(ctx context.Context, sourceDSN string) error {
 	return nil
 }
 
+// Reaches reports whether the node's host reaches a server at host:port
+// (pg_isready, at most 3 s): nil when it answers, even with a refusal of
+// connections. Without Netns the node's host is this machine, which socnet
+// itself reaches, and Reaches returns nil without asking.
+func (n *Node) Reaches(ctx context.Context, host string, port int) error {
+	if n.cfg.Netns == "" {
+		return nil
+	}
+	bin, err := n.bin("pg_isready")
+	if err != nil {
+		return err
+	}
+	acct, err := n.account()
+	if err != nil {
+		return err
+	}
+	// pg_isready exits 0 (accepting), 1 (rejecting, e.g. starting up),
+	// 2 (no response) or 3 (bad parameters).
+	_, err = runProgram(ctx, acct, n.cfg.Netns, nil, childEnv(acct), bin,
+		"-h", host, "-p", strconv.Itoa(port), "-t", "3", "-q")
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.ExitCode() == 1 {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s does not reach %s: %w", n.cfg.Name, net.JoinHostPort(host, strconv.Itoa(port)), err)
+	}
+	return nil
+}
+
 // checkpoint runs CHECKPOINT on the server at dsn.
 func checkpoint(ctx context.Context, dsn string) error {
 	conn, err := pgx.Connect(ctx, dsn)
@@ -238,7 +270,7 @@ func (n *Node) clusterState(ctx context.Context, acct *Account) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	out, err := runProgram(ctx, acct, nil, childEnv(acct, "LC_ALL=C"), bin, "-D", n.cfg.DataDir)
+	out, err := runProgram(ctx, acct, "", nil, childEnv(acct, "LC_ALL=C"), bin, "-D", n.cfg.DataDir)
 	if err != nil {
 		return "", err
 	}
