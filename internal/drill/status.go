@@ -17,6 +17,9 @@ const (
 // Status is the document `socnet status --json` prints (see DESIGN.md),
 // the fields a drill reads.
 type Status struct {
+	// Engine runs the clusters: "socnet" or "patroni"; "" from a stack
+	// older than the field.
+	Engine   string          `json:"engine"`
 	Clusters []ClusterStatus `json:"clusters"`
 	Services []ServiceStatus `json:"services"`
 }
@@ -40,9 +43,12 @@ type NodeStatus struct {
 	// it does not stream.
 	SyncState string `json:"sync_state"`
 	// Pid is the postmaster's.
-	Pid  int    `json:"pid"`
-	Host string `json:"host"`
-	Port int    `json:"port"`
+	Pid int `json:"pid"`
+	// AgentPid is the pid of the engine's agent of the node (Patroni's);
+	// nil under an engine without one.
+	AgentPid *int   `json:"agent_pid"`
+	Host     string `json:"host"`
+	Port     int    `json:"port"`
 	// DSN is an administrator connection string.
 	DSN      string `json:"dsn"`
 	LSN      string `json:"lsn"`

@@ -120,12 +120,12 @@ func TestStackClusterWaits(t *testing.T) {
 	c := &drill.StackCluster{Cluster: "main", Status: s.status, Poll: time.Millisecond}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	node, at, detail, err := c.WaitPromoted(ctx, "main-1", killed)
+	got, err := c.FailoverRecord(ctx, "main-1", "main-2", killed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if node != "main-2" || !at.Equal(rec.Promoted()) || detail != "failover history f9" {
-		t.Errorf("WaitPromoted = %s at %v (%s), want main-2 at %v from the history", node, at, detail, rec.Promoted())
+	if got.ID != "f9" || !got.Promoted().Equal(rec.Promoted()) {
+		t.Errorf("FailoverRecord = %+v, want f9 promoted at %v", got, rec.Promoted())
 	}
 	if _, err := c.WaitStreaming(ctx, "main-1"); err != nil {
 		t.Fatal(err)
