@@ -14,11 +14,11 @@ import (
 
 // designStatus is the example of `socnet status --json` in DESIGN.md, with
 // a failover history.
-const designStatus = `{"clusters": [
+const designStatus = `{"engine": "patroni", "clusters": [
    {"name": "main", "nodes": [
       {"name": "main-1", "role": "primary", "sync_state": "", "pid": 1234, "host": "127.0.0.1",
        "port": 25432, "dsn": "postgres://postgres:pw@127.0.0.1:25432/postgres?sslmode=disable", "lsn": "0/3000148", "lag_bytes": 0},
-      {"name": "main-2", "role": "replica", "sync_state": "sync", "pid": 1235, "dsn": "host=127.0.0.1 port=25433 user=postgres"},
+      {"name": "main-2", "role": "replica", "sync_state": "sync", "pid": 1235, "agent_pid": 1240, "dsn": "host=127.0.0.1 port=25433 user=postgres"},
       {"name": "main-3", "role": "replica", "sync_state": "async", "pid": 1236}],
     "failovers": [{"id": "f1", "kind": "failover", "at": "2025-01-01T00:00:01Z", "old_primary": "main-2",
        "new_primary": "main-1", "promotion_ms": 250, "lsn": "0/3000000"}]},
@@ -77,6 +77,23 @@ func TestStackClusterNodesUseTheDatabase(t *testing.T) {
 	}
 	if _, err := c.Kill(context.Background(), "main-9"); err == nil || !strings.Contains(err.Error(), "no such node") {
 		t.Errorf("killing an unknown node: %v", err)
+	}
+	if _, _, err := c.KillHost(context.Background(), "main-9"); err == nil || !strings.Contains(err.Error(), "no such node") {
+		t.Errorf("killing the host of an unknown node: %v", err)
+	}
+	agents := map[string]int{}
+	for _, n := range nodes {
+		agents[n.Name] = n.AgentPid
+	}
+	if diff := cmp.Diff(map[string]int{"main-1": 0, "main-2": 1240, "main-3": 0}, agents); diff != "" {
+		t.Errorf("agent pids (-want +got):\n%s", diff)
+	}
+	if e, err := c.Engine(context.Background()); err != nil || e != "patroni" {
+		t.Errorf("engine %q, %v", e, err)
+	}
+	old := &drill.StackCluster{Cluster: "main", Status: func(context.Context) (drill.Status, error) { return drill.Status{}, nil }}
+	if e, _ := old.Engine(context.Background()); e != "socnet" {
+		t.Errorf("a status without an engine: %q, want socnet", e)
 	}
 }
 

@@ -166,11 +166,15 @@ func (s *StackCluster) Kill(ctx context.Context, node string) (time.Time, error)
 	return pgnode.KillServer(n.Pid, 10*time.Second)
 }
 
-// Engine returns the status' engine.
+// Engine returns the status' engine; a status without one is from a stack
+// that had the socnet engine only.
 func (s *StackCluster) Engine(ctx context.Context) (string, error) {
 	st, err := s.Status(ctx)
 	if err != nil {
 		return "", err
+	}
+	if st.Engine == "" {
+		return "socnet", nil
 	}
 	return st.Engine, nil
 }
