@@ -50,7 +50,9 @@ log() { printf '\n== %s\n' "$*" | tee -a "$OUT/summary.txt"; }
 # engine_flags E: the flags of `socnet up` that select engine E. A socnet
 # without --engine runs its own engine only.
 engine_flags() {
-	if "$BIN" up -h 2>&1 | grep -q -- '-engine'; then
+	local help
+	help=$("$BIN" up -h 2>&1 || true)
+	if [[ "$help" == *"-engine"* ]]; then
 		echo "--engine $1"
 	elif [ "$1" = socnet ]; then
 		echo ""
