@@ -290,7 +290,7 @@ func (r repair) record(run *Run, old string, killedAt time.Time, log *slog.Logge
 		Rejoined: r.rejoinErr == nil, FailoverWait: r.failoverWait, RejoinWait: r.rejoinWait, Old: old, New: r.promoted}
 	run.Problems = append(run.Problems, JudgeRepair(seen)...)
 	if r.promoteErr != nil {
-		log.Warn("drill: no node accepted writes", "err", r.promoteErr)
+		run.Problems = append(run.Problems, r.promoteErr.Error())
 		return
 	}
 	run.NewPrimary = r.promoted

@@ -157,3 +157,18 @@ func TestStackClusterWaits(t *testing.T) {
 		t.Error("WaitStreaming for a node that never streams returned no error")
 	}
 }
+
+// TestWaitWritableSaysWhy: when no node answers as a primary in time, the
+// error names each node's last failure.
+func TestWaitWritableSaysWhy(t *testing.T) {
+	st := clusterOf(nil,
+		drill.NodeStatus{Name: "main-1", Role: drill.RoleDown, DSN: "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=1"},
+		drill.NodeStatus{Name: "main-2", Role: drill.RoleDown})
+	c := &drill.StackCluster{Cluster: "main", Status: func(context.Context) (drill.Status, error) { return st, nil }}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	_, _, err := c.WaitWritable(ctx, "main-1", time.Now())
+	if err == nil || !strings.Contains(err.Error(), "main-1: ") || strings.Contains(err.Error(), "main-2") {
+		t.Errorf("WaitWritable with no reachable node: %v, want the last failure of main-1 (main-2 has no DSN)", err)
+	}
+}

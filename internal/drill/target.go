@@ -231,7 +231,8 @@ func (s *StackCluster) WaitWritable(ctx context.Context, old string, killed time
 }
 
 // waitWritable polls every node with a DSN, each on a connection of its own
-// kept between polls, until one answers pg_is_in_recovery() = false.
+// kept between polls, until one answers pg_is_in_recovery() = false. When
+// ctx ends first, the error names each node's last failure.
 func waitWritable(ctx context.Context, nodes []Node, every time.Duration) (string, time.Time, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -240,6 +241,8 @@ func waitWritable(ctx context.Context, nodes []Node, every time.Duration) (strin
 		at   time.Time
 	}
 	out := make(chan found, len(nodes))
+	var mu sync.Mutex
+	lastErr := map[string]string{}
 	var wg sync.WaitGroup
 	for _, n := range nodes {
 		if n.DSN == "" {
@@ -255,15 +258,16 @@ func waitWritable(ctx context.Context, nodes []Node, every time.Duration) (strin
 			t := time.NewTicker(every)
 			defer t.Stop()
 			for {
+				var err error
 				if conn == nil {
 					cctx, ccancel := context.WithTimeout(ctx, time.Second)
-					conn, _ = pgx.Connect(cctx, n.DSN)
+					conn, err = pgx.Connect(cctx, n.DSN)
 					ccancel()
 				}
 				if conn != nil {
 					var inRecovery bool
 					qctx, qcancel := context.WithTimeout(ctx, time.Second)
-					err := conn.QueryRow(qctx, `SELECT pg_is_in_recovery()`).Scan(&inRecovery)
+					err = conn.QueryRow(qctx, `SELECT pg_is_in_recovery()`).Scan(&inRecovery)
 					qcancel()
 					switch {
 					case err != nil:
@@ -272,7 +276,14 @@ func waitWritable(ctx context.Context, nodes []Node, every time.Duration) (strin
 					case !inRecovery:
 						out <- found{n.Name, time.Now()}
 						return
+					default:
+						err = errors.New("in recovery")
 					}
+				}
+				if err != nil && ctx.Err() == nil {
+					mu.Lock()
+					lastErr[n.Name] = err.Error()
+					mu.Unlock()
 				}
 				select {
 				case <-ctx.Done():
@@ -290,7 +301,15 @@ func waitWritable(ctx context.Context, nodes []Node, every time.Duration) (strin
 		}
 		return "", time.Time{}, errors.New("no node has a DSN")
 	case <-ctx.Done():
-		return "", time.Time{}, ctx.Err()
+		cancel()
+		wg.Wait()
+		var why []string
+		for _, n := range nodes {
+			if e, ok := lastErr[n.Name]; ok {
+				why = append(why, n.Name+": "+e)
+			}
+		}
+		return "", time.Time{}, fmt.Errorf("%w (last answers: %s)", ctx.Err(), strings.Join(why, "; "))
 	}
 }
 
