@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"socnet/internal/stack"
 )
 
 // Defaults of the drills' options.
@@ -121,6 +123,9 @@ func RunFailover(ctx context.Context, t Target, opt FailoverOptions) (Run, error
 	if run.Engine, err = t.Cluster.Engine(ctx); err != nil {
 		return Run{}, fmt.Errorf("failover drill: %w", err)
 	}
+	if err := checkHostFault(opt.Fault, run.Engine, nodes, old); err != nil {
+		return Run{}, fmt.Errorf("failover drill: %w", err)
+	}
 	ledger := NewLedger(run.RunID)
 	log.Info("drill: writing", "run", run.RunID, "cluster", run.Cluster, "writers", opt.Writers, "kill_after", killAfter)
 	pool := startWriters(ctx, t, ledger, opt.Writers, &run)
@@ -165,7 +170,7 @@ func RunFailover(ctx context.Context, t Target, opt FailoverOptions) (Run, error
 		pool.stop()
 		return Run{}, fmt.Errorf("failover drill: %w", err)
 	}
-	if opt.Fault == FaultHost && run.Engine != "patroni" {
+	if opt.Fault == FaultHost && run.Engine == stack.EngineSocnet {
 		detail += "; no agent runs on the node under this engine"
 	}
 	run.Events = append(run.Events, Event{Kind: EventKill, Node: old, At: killedAt, Detail: detail})

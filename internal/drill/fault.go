@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"socnet/internal/pgnode"
+	"socnet/internal/stack"
 )
 
 // Fault is what the failover drill does to the primary.
@@ -39,6 +40,23 @@ func ParseFault(s string) (Fault, error) {
 		}
 	}
 	return "", fmt.Errorf("unknown fault %q: want %s or %s", s, FaultPostmaster, FaultHost)
+}
+
+// checkHostFault refuses a host fault that could not be one: under an
+// engine that runs an agent beside each node (any but socnet's, whose
+// supervisor runs in `socnet up`), the status must name the
+// primary's agent, or the agent would live on and restart PostgreSQL in
+// place, and the drill would test a postmaster crash under another name.
+func checkHostFault(f Fault, engine string, nodes []Node, primary string) error {
+	if f != FaultHost || engine == stack.EngineSocnet {
+		return nil
+	}
+	for _, n := range nodes {
+		if n.Name == primary && n.AgentPid <= 0 {
+			return fmt.Errorf("--fault host under the %s engine needs the pid of %s's agent, and the status has none (agent_pid)", engine, primary)
+		}
+	}
+	return nil
 }
 
 // RepairSeen is what the drill saw of the engine's repair after the kill of

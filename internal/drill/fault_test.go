@@ -105,3 +105,27 @@ func TestRestartInPlaceStillJudgesTheWrites(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckHostFault: a host fault under an engine with agents needs the
+// primary's agent pid; the socnet engine runs none on the nodes.
+func TestCheckHostFault(t *testing.T) {
+	nodes := []drill.Node{{Name: "main-1", Role: drill.RolePrimary, AgentPid: 0}, {Name: "main-2", Role: drill.RoleReplica, AgentPid: 42}}
+	withAgent := []drill.Node{{Name: "main-1", Role: drill.RolePrimary, AgentPid: 41}}
+	tests := []struct {
+		fault   drill.Fault
+		engine  string
+		nodes   []drill.Node
+		refused bool
+	}{
+		{drill.FaultHost, "socnet", nodes, false},
+		{drill.FaultHost, "patroni", nodes, true},
+		{drill.FaultHost, "patroni", withAgent, false},
+		{drill.FaultPostmaster, "patroni", nodes, false},
+	}
+	for _, tt := range tests {
+		err := drill.CheckHostFault(tt.fault, tt.engine, tt.nodes, "main-1")
+		if (err != nil) != tt.refused || (err != nil && !strings.Contains(err.Error(), "agent_pid")) {
+			t.Errorf("%s under %s, agent %d: %v; refused want %v", tt.fault, tt.engine, tt.nodes[0].AgentPid, err, tt.refused)
+		}
+	}
+}

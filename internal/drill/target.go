@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"socnet/internal/pgnode"
+	"socnet/internal/stack"
 )
 
 // Writer performs the writes of a drill and finds them again.
@@ -174,7 +175,7 @@ func (s *StackCluster) Engine(ctx context.Context) (string, error) {
 		return "", err
 	}
 	if st.Engine == "" {
-		return "socnet", nil
+		return stack.EngineSocnet, nil
 	}
 	return st.Engine, nil
 }

@@ -1,0 +1,4 @@
+package drill
+
+// CheckHostFault exposes checkHostFault to the tests.
+var CheckHostFault = checkHostFault
