@@ -133,11 +133,18 @@ func RunFailover(ctx context.Context, t Target, opt FailoverOptions) (Run, error
 
 	var hold *Hold
 	defer func() { _ = hold.Release() }()
-	if victim := first(pickVictims(PhaseAsync, nodes)); !opt.NoHold && len(victim) == 1 {
+	if !opt.NoHold && len(first(pickVictims(PhaseAsync, nodes))) == 1 {
 		if err := sleepCtx(ctx, time.Until(run.Started.Add(killAfter/2))); err != nil {
 			pool.stop()
 			return Run{}, fmt.Errorf("failover drill: %w", err)
 		}
+		// The engine may have moved the synchronous role since the cluster
+		// was healthy (Patroni's does while a replica reconnects): the
+		// replica to hold is the asynchronous one of now.
+		if fresh, err := t.Cluster.Nodes(ctx); err == nil && primaryOf(fresh) == old && len(first(pickVictims(PhaseAsync, fresh))) == 1 {
+			nodes = fresh
+		}
+		victim := first(pickVictims(PhaseAsync, nodes))
 		if hold, err = HoldBack(ctx, nodes, victim[0]); err != nil {
 			run.Problems = append(run.Problems, err.Error())
 		} else {
