@@ -11,6 +11,7 @@
 #   DUR=6s                    writing per run (the kill at a random 20-80%)
 #   SESSIONS=0                the drill's history sessions (see below)
 #   DOC=docs/BENCHMARKS.md    where the table goes ("" for nowhere)
+#   KEEP_HOMES=1              keep each stack's home (its logs) after it stops
 #
 # The history check of reads through the API is off by default (SESSIONS=0):
 # it judges the router, not the engine, and it reports the known stale reads
@@ -40,7 +41,11 @@ stop_stack() {
 		up_pid=
 	fi
 	if [ -n "$home" ]; then
-		rm -rf "$home"
+		if [ -n "${KEEP_HOMES:-}" ]; then
+			echo "kept the home $home"
+		else
+			rm -rf "$home"
+		fi
 		home=
 	fi
 }
