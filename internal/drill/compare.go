@@ -40,8 +40,10 @@ type CompareRow struct {
 	// from the failover history (the rest polled the nodes).
 	PromotionFromHistory int          `json:"promotion_from_history"`
 	Rejoin               Distribution `json:"rejoin"`
-	// Lost sums the acknowledged writes lost; must be 0.
-	Lost int64 `json:"lost"`
+	// Lost sums the acknowledged writes lost (absent from some node); must
+	// be 0. LostEverywhere sums those absent from every node read.
+	Lost           int64 `json:"lost"`
+	LostEverywhere int64 `json:"lost_everywhere"`
 	// InDoubt sums the writes whose client could not know the outcome, and
 	// InDoubtPresent those of them found in the database.
 	InDoubt        int `json:"in_doubt"`
@@ -146,6 +148,7 @@ func compareRow(engine, fault string, runs []Run) CompareRow {
 		}
 		row.Lost += run.Lost()
 		if v := run.Verdict; v != nil {
+			row.LostEverywhere += int64(v.LostEverywhere)
 			row.InDoubt += v.Unknown
 			row.InDoubtPresent += v.PresentUnacknowledged
 			row.Acknowledged += v.Acknowledged
@@ -245,10 +248,20 @@ func (c Comparison) tableRows() (header []string, rows [][]string) {
 	for _, r := range c.Rows {
 		rows = append(rows, []string{r.Engine, r.Fault, strconv.Itoa(r.Runs), strconv.Itoa(r.Passed),
 			distText(r.Unavailability), medianText(r.Promotion, r.Runs), medianText(r.Rejoin, r.Runs),
-			strconv.Itoa(r.RestartedInPlace), strconv.Itoa(r.Acknowledged), strconv.FormatInt(r.Lost, 10),
+			strconv.Itoa(r.RestartedInPlace), strconv.Itoa(r.Acknowledged), lostText(r),
 			fmt.Sprintf("%d (%d)", r.InDoubt, r.InDoubtPresent)})
 	}
 	return header, rows
+}
+
+// lostText renders the acknowledged writes lost, and how many of them no
+// node had when that is fewer.
+func lostText(r CompareRow) string {
+	s := strconv.FormatInt(r.Lost, 10)
+	if r.LostEverywhere != r.Lost {
+		s += fmt.Sprintf(" (%d on no node)", r.LostEverywhere)
+	}
+	return s
 }
 
 // WriteText writes the comparison as an aligned table, then the failed

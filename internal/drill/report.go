@@ -301,6 +301,9 @@ func writeRunText(b *strings.Builder, run Run) {
 	if v := run.Verdict; v != nil {
 		fmt.Fprintf(b, "attempts: %d; acknowledged %d, failed %d, in doubt %d\n", v.Attempts, v.Acknowledged, v.Failed, v.Unknown)
 		fmt.Fprintf(b, "lost (acknowledged, absent from a node): %d\n", v.Lost)
+		if v.LostEverywhere != v.Lost {
+			fmt.Fprintf(b, "  of which absent from every node read: %d\n", v.LostEverywhere)
+		}
 		fmt.Fprintf(b, "present but unacknowledged: %d\n", v.PresentUnacknowledged)
 		fmt.Fprintf(b, "duplicates: %d\n", v.Duplicates)
 		for _, n := range v.Nodes {
