@@ -2,3 +2,6 @@ package drill
 
 // CheckHostFault exposes checkHostFault to the tests.
 var CheckHostFault = checkHostFault
+
+// OtherPrimary exposes otherPrimary to the tests.
+var OtherPrimary = otherPrimary

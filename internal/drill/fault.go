@@ -108,11 +108,13 @@ func JudgeRepair(r RepairSeen) []string {
 // that came back.
 const keepDownPoll = 100 * time.Millisecond
 
-// keepDown keeps the node of a lost host down until ctx ends (the drill
-// ends it when another node accepts writes): whenever the status shows a
-// process of the node running again, a postmaster or an agent restarted by
-// whatever supervises it, it is killed as the host was. Each kill is
-// returned as an event when the channel closes.
+// keepDown keeps the node of a lost host down until another node is the
+// primary, by its role or by the role its engine gave it (Patroni's
+// leader key moves before the new leader's promotion ends), or ctx ends
+// (the drill ends it when another node accepts writes): whenever the status
+// shows a process of the node running again before that, a postmaster or
+// an agent restarted by whatever supervises it, it is killed as the host
+// was. Each kill is returned as an event when the channel closes.
 func keepDown(ctx context.Context, c Cluster, node string, log *slog.Logger) <-chan []Event {
 	out := make(chan []Event, 1)
 	go func() {
@@ -129,6 +131,9 @@ func keepDown(ctx context.Context, c Cluster, node string, log *slog.Logger) <-c
 			nodes, err := c.Nodes(ctx)
 			if err != nil {
 				continue
+			}
+			if otherPrimary(nodes, node) {
+				return
 			}
 			for _, n := range nodes {
 				if n.Name != node || (n.Pid <= 0 && n.AgentPid <= 0) {
@@ -147,4 +152,15 @@ func keepDown(ctx context.Context, c Cluster, node string, log *slog.Logger) <-c
 		}
 	}()
 	return out
+}
+
+// otherPrimary reports whether a node other than node is the primary, or
+// is to be by its engine's assignment.
+func otherPrimary(nodes []Node, node string) bool {
+	for _, n := range nodes {
+		if n.Name != node && (n.Role == RolePrimary || n.AssignedRole == RolePrimary) {
+			return true
+		}
+	}
+	return false
 }

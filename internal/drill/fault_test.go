@@ -129,3 +129,32 @@ func TestCheckHostFault(t *testing.T) {
 		}
 	}
 }
+
+// TestOtherPrimary: a lost host is kept down until another node is the
+// primary by its role or by its engine's assignment, never because of the
+// lost node's own stale assignment.
+func TestOtherPrimary(t *testing.T) {
+	tests := []struct {
+		name  string
+		nodes []drill.Node
+		want  bool
+	}{
+		{"only the lost node is assigned primary", []drill.Node{
+			{Name: "main-1", Role: drill.RoleDown, AssignedRole: drill.RolePrimary},
+			{Name: "main-2", Role: drill.RoleReplica, AssignedRole: drill.RoleReplica}}, false},
+		{"another node leads, not promoted yet", []drill.Node{
+			{Name: "main-1", Role: drill.RoleDown, AssignedRole: drill.RoleReplica},
+			{Name: "main-2", Role: drill.RoleReplica, AssignedRole: drill.RolePrimary}}, true},
+		{"another node promoted", []drill.Node{
+			{Name: "main-1", Role: drill.RoleDown, AssignedRole: drill.RolePrimary},
+			{Name: "main-2", Role: drill.RolePrimary}}, true},
+		{"the lost node back as primary", []drill.Node{
+			{Name: "main-1", Role: drill.RolePrimary, AssignedRole: drill.RolePrimary},
+			{Name: "main-2", Role: drill.RoleReplica}}, false},
+	}
+	for _, tt := range tests {
+		if got := drill.OtherPrimary(tt.nodes, "main-1"); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

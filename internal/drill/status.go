@@ -38,6 +38,9 @@ type NodeStatus struct {
 	Name string `json:"name"`
 	// Role is primary, replica or down.
 	Role string `json:"role"`
+	// AssignedRole is the role the engine gives the node (the socnet
+	// engine's state.json, Patroni's leader key): primary or replica.
+	AssignedRole string `json:"assigned_role"`
 	// SyncState is the node's sync_state in the primary's
 	// pg_stat_replication ("sync", "potential", "async", "quorum"); "" when
 	// it does not stream.

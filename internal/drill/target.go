@@ -34,6 +34,9 @@ type Node struct {
 	Name string
 	// Role is RolePrimary, RoleReplica or RoleDown.
 	Role string
+	// AssignedRole is the role the engine gives the node, which may run
+	// ahead of Role (a leader not yet promoted).
+	AssignedRole string
 	// SyncState is the node's sync_state as a standby of the primary; ""
 	// when it does not stream.
 	SyncState string
@@ -142,7 +145,7 @@ func (s *StackCluster) Nodes(ctx context.Context) ([]Node, error) {
 				return nil, fmt.Errorf("node %s: %w", n.Name, err)
 			}
 		}
-		node := Node{Name: n.Name, Role: n.Role, SyncState: n.SyncState, DSN: dsn, Pid: n.Pid}
+		node := Node{Name: n.Name, Role: n.Role, AssignedRole: n.AssignedRole, SyncState: n.SyncState, DSN: dsn, Pid: n.Pid}
 		if n.AgentPid != nil {
 			node.AgentPid = *n.AgentPid
 		}
