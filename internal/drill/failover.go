@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +21,7 @@ const (
 	DefaultRejoinTimeout   = 120 * time.Second
 	DefaultReplayTimeout   = 30 * time.Second
 	DefaultHealthyTimeout  = 120 * time.Second
+	DefaultSettle          = 5 * time.Second
 	DefaultBucket          = 100 * time.Millisecond
 )
 
@@ -49,6 +51,12 @@ type FailoverOptions struct {
 	// HealthyTimeout bounds the wait, before the run, for a primary and
 	// every replica streaming.
 	HealthyTimeout time.Duration
+	// Settle is how long the healthy cluster must keep its primary and
+	// each replica's sync state before the run starts: an engine may move
+	// the synchronous role once every replica streams again (Patroni's
+	// does), and a run that began meanwhile would hold back and measure a
+	// cluster in transition.
+	Settle time.Duration
 	// Bucket is the width of the timeline's buckets.
 	Bucket time.Duration
 	// Log receives progress; nil discards it.
@@ -70,6 +78,7 @@ func (o FailoverOptions) withDefaults() FailoverOptions {
 	setDefault(&o.RejoinTimeout, DefaultRejoinTimeout)
 	setDefault(&o.ReplayTimeout, DefaultReplayTimeout)
 	setDefault(&o.HealthyTimeout, DefaultHealthyTimeout)
+	setDefault(&o.Settle, DefaultSettle)
 	setDefault(&o.Bucket, DefaultBucket)
 	if o.Writers <= 0 {
 		o.Writers = DefaultWriters
@@ -107,7 +116,7 @@ func setDefault(d *time.Duration, def time.Duration) {
 func RunFailover(ctx context.Context, t Target, opt FailoverOptions) (Run, error) {
 	opt = opt.withDefaults()
 	log := opt.Log
-	nodes, err := WaitHealthy(ctx, t.Cluster, opt.HealthyTimeout)
+	nodes, err := WaitSettled(ctx, t.Cluster, opt.HealthyTimeout, opt.Settle)
 	if err != nil {
 		return Run{}, fmt.Errorf("failover drill: %w", err)
 	}
@@ -433,6 +442,50 @@ func WaitHealthy(ctx context.Context, c Cluster, timeout time.Duration) ([]Node,
 		case <-t.C:
 		}
 	}
+}
+
+// WaitSettled waits until the cluster is healthy (WaitHealthy) and has kept
+// the same primary and the same sync state of every replica for settle,
+// and returns the nodes then. timeout bounds the whole wait.
+func WaitSettled(ctx context.Context, c Cluster, timeout, settle time.Duration) ([]Node, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	var shape string
+	var since time.Time
+	why := "not asked yet"
+	for {
+		nodes, err := c.Nodes(ctx)
+		switch {
+		case err != nil:
+			why, shape = err.Error(), ""
+		case unhealthy(nodes) != "":
+			why, shape = unhealthy(nodes), ""
+		default:
+			if s := topology(nodes); s != shape {
+				shape, since = s, time.Now()
+			}
+			if time.Since(since) >= settle {
+				return nodes, nil
+			}
+			why = "healthy, settling: " + shape
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cluster %s not healthy and settled for %v within %v: %s", c.Name(), settle, timeout, why)
+		case <-t.C:
+		}
+	}
+}
+
+// topology names the roles and sync states of nodes, in their order.
+func topology(nodes []Node) string {
+	var b strings.Builder
+	for _, n := range nodes {
+		fmt.Fprintf(&b, "%s %s %s; ", n.Name, n.Role, n.SyncState)
+	}
+	return strings.TrimSuffix(b.String(), "; ")
 }
 
 // unhealthy says what keeps nodes from being a healthy cluster, "" if

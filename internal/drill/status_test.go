@@ -172,3 +172,38 @@ func TestWaitWritableSaysWhy(t *testing.T) {
 		t.Errorf("WaitWritable with no reachable node: %v, want the last failure of main-1 (main-2 has no DSN)", err)
 	}
 }
+
+// TestWaitSettled: a healthy cluster whose synchronous role moves is
+// waited for until the new shape has held for the settle time.
+func TestWaitSettled(t *testing.T) {
+	p := drill.NodeStatus{Name: "main-1", Role: drill.RolePrimary}
+	r := func(name, sync string) drill.NodeStatus {
+		return drill.NodeStatus{Name: name, Role: drill.RoleReplica, SyncState: sync}
+	}
+	before := clusterOf(nil, p, r("main-2", "sync"), r("main-3", "async"))
+	after := clusterOf(nil, p, r("main-2", "async"), r("main-3", "sync"))
+	s := &scripted{steps: []drill.Status{before, before, after}}
+	c := &drill.StackCluster{Cluster: "main", Status: s.status}
+	ctx := context.Background()
+	start := time.Now()
+	nodes, err := drill.WaitSettled(ctx, c, 30*time.Second, 500*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nodes[2].SyncState != "sync" || nodes[1].SyncState != "async" {
+		t.Errorf("settled on %+v, want main-3 synchronous (the shape after the move)", nodes)
+	}
+	// Two polls before the move, then the settle time on the new shape.
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Errorf("returned after %v, before the new shape held for the settle time", d)
+	}
+
+	flapping := &scripted{}
+	for range 100 {
+		flapping.steps = append(flapping.steps, before, after)
+	}
+	c = &drill.StackCluster{Cluster: "main", Status: flapping.status}
+	if _, err := drill.WaitSettled(ctx, c, time.Second, 500*time.Millisecond); err == nil || !strings.Contains(err.Error(), "settling") {
+		t.Errorf("a cluster whose sync role keeps moving: %v, want an error saying it was settling", err)
+	}
+}
