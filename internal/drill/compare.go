@@ -244,7 +244,7 @@ func medianText(d Distribution, runs int) string {
 // tableRows renders the rows as the cells of the comparison's table.
 func (c Comparison) tableRows() (header []string, rows [][]string) {
 	header = []string{"engine", "fault", "runs", "passed", "write unavailability min / median / p90 / max",
-		"promotion median", "rejoin median", "restarted in place", "acknowledged", "acknowledged writes lost", "writes in doubt (present)"}
+		"promotion (or restart in place) median", "rejoin median", "restarted in place", "acknowledged", "acknowledged writes lost", "writes in doubt (present)"}
 	for _, r := range c.Rows {
 		rows = append(rows, []string{r.Engine, r.Fault, strconv.Itoa(r.Runs), strconv.Itoa(r.Passed),
 			distText(r.Unavailability), medianText(r.Promotion, r.Runs), medianText(r.Rejoin, r.Runs),
