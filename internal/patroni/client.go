@@ -87,8 +87,13 @@ func (c *Client) Switchover(ctx context.Context, leader, candidate string) error
 	if candidate != "" {
 		body["candidate"] = candidate
 	}
+	// Patroni answers once the new leader runs: longer than a query.
+	long := *c
+	hc := *c.HTTP
+	hc.Timeout = 2 * time.Minute
+	long.HTTP = &hc
 	var msg rawText
-	code, err := c.do(ctx, http.MethodPost, "/switchover", body, &msg)
+	code, err := long.do(ctx, http.MethodPost, "/switchover", body, &msg)
 	if err != nil {
 		return fmt.Errorf("patroni switchover %s -> %q: %w", leader, candidate, err)
 	}

@@ -130,6 +130,20 @@ func (e *Engine) Primary(ctx context.Context, clusterName string) (string, error
 	return "", nil
 }
 
+// Members is the cluster as Patroni sees it (GET /cluster): the leader,
+// the synchronous standby named in etcd, timelines and tags.
+func (e *Engine) Members(ctx context.Context, clusterName string) (ClusterState, error) {
+	s, ok := e.spec(clusterName)
+	if !ok {
+		return ClusterState{}, fmt.Errorf("patroni engine: no cluster %q", clusterName)
+	}
+	st, _, err := e.clusterState(ctx, s)
+	if err != nil {
+		return ClusterState{}, fmt.Errorf("patroni engine: %w", err)
+	}
+	return st, nil
+}
+
 // Status is every cluster as Patroni (roles, timelines, failover history:
 // GET /cluster and /history, which read etcd) and PostgreSQL's own views
 // (LSNs, sync states, lags) see it.

@@ -96,7 +96,7 @@ func (e *Engine) superviseAgent(node, leader string) {
 	e.mu.Lock()
 	a := e.agents[node]
 	p := a.proc
-	if p == nil || a.held || e.stopping {
+	if p == nil || e.stopping {
 		e.mu.Unlock()
 		return
 	}
@@ -110,7 +110,7 @@ func (e *Engine) superviseAgent(node, leader string) {
 	if first {
 		a.diedAt = time.Now()
 	}
-	died := a.diedAt
+	died, held := a.diedAt, a.held
 	e.mu.Unlock()
 	pgAlive := false
 	if pid, err := PostmasterPid(a.spec.DataDir()); err == nil && processAlive(pid) {
@@ -118,6 +118,9 @@ func (e *Engine) superviseAgent(node, leader string) {
 	}
 	if first {
 		e.log.Error("patroni agent exited", "node", node, "err", p.err, "postgres_running", pgAlive)
+	}
+	if held {
+		return
 	}
 	lease := time.Duration(2*e.timing.TTL) * time.Second
 	if !pgAlive && (leader == "" || leader == node) && time.Since(died) < lease {

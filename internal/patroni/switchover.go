@@ -34,6 +34,17 @@ func (e *Engine) Switchover(ctx context.Context, clusterName, node string) (clus
 	if node == old.Name {
 		return cluster.Outcome{}, &cluster.RefusedError{Op: "switchover", Reason: fmt.Sprintf("%s is already the primary of %s", node, clusterName)}
 	}
+	// Patroni names the synchronous standby in etcd a loop or two after
+	// PostgreSQL has one (after a restart, say); it refuses a switchover
+	// until then, so give it that long.
+	_ = e.poll(ctx, time.Duration(3*e.timing.LoopWait+5)*time.Second, func() error {
+		if st, _, err := e.clusterState(ctx, s); err == nil {
+			if _, ok := st.SyncStandby(); ok {
+				return nil
+			}
+		}
+		return fmt.Errorf("no synchronous standby in etcd yet")
+	})
 	if err := client.Switchover(ctx, old.Name, node); err != nil {
 		return cluster.Outcome{}, &cluster.RefusedError{Op: "switchover", Reason: err.Error()}
 	}
