@@ -27,12 +27,14 @@ import (
 // engineFixture is one running engine over a home, shared by the subtests
 // of TestEngine: each cluster start costs tens of seconds.
 type engineFixture struct {
-	home   stack.Home
-	logger *slog.Logger
-	eng    *patroni.Engine
-	cancel context.CancelFunc
-	done   chan struct{}
-	nextID atomic.Int64
+	timing   patroni.Timing // zero: FastTiming
+	clusters []cluster.Spec // nil: main and counter
+	home     stack.Home
+	logger   *slog.Logger
+	eng      *patroni.Engine
+	cancel   context.CancelFunc
+	done     chan struct{}
+	nextID   atomic.Int64
 	// acked are the rows acknowledged to every writer so far.
 	ackedMu sync.Mutex
 	acked   []int64
@@ -40,7 +42,8 @@ type engineFixture struct {
 
 func (f *engineFixture) start(t *testing.T) {
 	t.Helper()
-	eng, err := patroni.NewEngine(patroni.EngineConfig{Home: f.home, Logger: f.logger, Timing: patroni.FastTiming, MainSharedBuffers: "32MB"})
+	eng, err := patroni.NewEngine(patroni.EngineConfig{Home: f.home, Logger: f.logger, Timing: f.timing,
+		Clusters: f.clusters, MainSharedBuffers: "32MB"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,8 +174,11 @@ type writer struct {
 	mu      sync.Mutex
 	acked   []int64
 	ackedAt []time.Time
-	stop    chan struct{}
-	done    chan struct{}
+	// sentAt is when each acknowledged insert was sent: a commit sent
+	// before a fault may be acknowledged after it.
+	sentAt []time.Time
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 func (f *engineFixture) startWriter(t *testing.T) *writer {
@@ -204,6 +210,7 @@ func (f *engineFixture) startWriter(t *testing.T) *writer {
 				conn = c
 			}
 			id := f.nextID.Add(1) // an id whose outcome is in doubt is never reused
+			sent := time.Now()
 			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			_, err := conn.Exec(wctx, "INSERT INTO acked VALUES ($1)", id)
 			cancel()
@@ -213,7 +220,7 @@ func (f *engineFixture) startWriter(t *testing.T) *writer {
 				continue
 			}
 			w.mu.Lock()
-			w.acked, w.ackedAt = append(w.acked, id), append(w.ackedAt, time.Now())
+			w.acked, w.ackedAt, w.sentAt = append(w.acked, id), append(w.ackedAt, time.Now()), append(w.sentAt, sent)
 			w.mu.Unlock()
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -243,16 +250,16 @@ func (w *writer) count() int {
 	return len(w.acked)
 }
 
-// waitAfter waits for a write acknowledged after at and returns the time
-// from at to the first one.
+// waitAfter waits for a write sent and acknowledged after at and returns
+// the time from at to the first one.
 func (w *writer) waitAfter(t *testing.T, at time.Time, timeout time.Duration) time.Duration {
 	t.Helper()
 	var first time.Time
 	poll(t, timeout, "a write acknowledged after the fault", func() error {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		for _, a := range w.ackedAt {
-			if a.After(at) {
+		for i, a := range w.ackedAt {
+			if w.sentAt[i].After(at) {
 				first = a
 				return nil
 			}
