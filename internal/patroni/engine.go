@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -107,7 +108,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	if timing == (Timing{}) {
 		timing = FastTiming
 	}
-	specs := cfg.Clusters
+	specs := slices.Clone(cfg.Clusters) // their settings are replaced below
 	if specs == nil {
 		specs = []cluster.Spec{cluster.MainSpec(), cluster.CounterSpec()}
 	}

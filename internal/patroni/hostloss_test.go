@@ -81,8 +81,9 @@ func TestHostLossUnavailability(t *testing.T) {
 	}
 }
 
-// settled waits until main has a leader, one synchronous and one
-// asynchronous standby, and returns the leader and the synchronous one.
+// settled waits until main has its designed topology (main-1 or main-2
+// leads, the other is the synchronous standby, main-3 the asynchronous
+// one) and returns the leader and the synchronous standby.
 func (f *engineFixture) settled(t *testing.T) (leader, syncStandby string) {
 	t.Helper()
 	poll(t, 5*time.Minute, "main settled", func() error {
@@ -95,7 +96,7 @@ func (f *engineFixture) settled(t *testing.T) (leader, syncStandby string) {
 				leader = n.Name
 			case n.Role == cluster.RoleReplica && n.SyncState == "sync":
 				syncStandby = n.Name
-			case n.Role == cluster.RoleReplica && n.SyncState == "async":
+			case n.Role == cluster.RoleReplica && n.SyncState == "async" && n.Name == "main-3":
 				async++
 			}
 		}
