@@ -32,12 +32,17 @@ type nodeObservation struct {
 	inRecovery bool
 	lsn        pglsn.LSN // flush LSN of a primary, replay LSN of a standby
 	syncNames  string    // synchronous_standby_names of a primary
+	timeline   int       // of a primary
 	repl       map[string]walSender
 }
 
+// selfQuery: a primary's timeline is the one of the WAL file it writes,
+// which is right from the moment of a promotion.
 const selfQuery = `SELECT pg_is_in_recovery(),
 	coalesce(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END::text, ''),
-	current_setting('synchronous_standby_names')`
+	current_setting('synchronous_standby_names'),
+	CASE WHEN pg_is_in_recovery() THEN 0
+	  ELSE ('x' || substr(pg_walfile_name(pg_current_wal_flush_lsn()), 1, 8))::bit(32)::int END`
 
 const replQuery = `SELECT coalesce(application_name, ''), coalesce(state, ''), coalesce(sync_state, ''),
 	coalesce(flush_lsn::text, ''), coalesce(replay_lsn::text, ''),
@@ -62,7 +67,7 @@ func (e *Engine) observeNode(ctx context.Context, n NodeSpec) (o nodeObservation
 	}
 	defer conn.Close(context.Background())
 	var lsn string
-	if err := conn.QueryRow(ctx, selfQuery).Scan(&o.inRecovery, &lsn, &o.syncNames); err != nil {
+	if err := conn.QueryRow(ctx, selfQuery).Scan(&o.inRecovery, &lsn, &o.syncNames, &o.timeline); err != nil {
 		return nodeObservation{err: err}
 	}
 	if o.lsn, err = pglsn.Parse(lsn); err != nil {

@@ -51,6 +51,7 @@ func (e *Engine) Switchover(ctx context.Context, clusterName, node string) (clus
 	promoted := time.Since(start)
 	var newLeader Member
 	var lsn pglsn.LSN
+	var timeline int
 	err = e.poll(ctx, 2*time.Minute, func() error {
 		st, _, err := e.clusterState(ctx, s)
 		if err != nil {
@@ -68,7 +69,7 @@ func (e *Engine) Switchover(ctx context.Context, clusterName, node string) (clus
 		if err := commitCheck(ctx, e.dsn(n, "", true)); err != nil {
 			return fmt.Errorf("new leader %s does not commit yet: %w", l.Name, err)
 		}
-		newLeader, lsn = l, o.lsn
+		newLeader, lsn, timeline = l, o.lsn, o.timeline
 		return nil
 	})
 	if err != nil {
@@ -77,7 +78,7 @@ func (e *Engine) Switchover(ctx context.Context, clusterName, node string) (clus
 	e.noteLeader(clusterName, newLeader.Name)
 	total := time.Since(start)
 	rec := cluster.FailoverRecord{ID: randomHex(4), Kind: "switchover", At: start, OldPrimary: old.Name,
-		NewPrimary: newLeader.Name, LSN: lsn, Timeline: newLeader.Timeline,
+		NewPrimary: newLeader.Name, LSN: lsn, Timeline: timeline,
 		PromotionMS: promoted.Milliseconds(), TotalMS: total.Milliseconds(),
 		Reason: "switchover through Patroni's REST API; Patroni hands the role to the synchronous standby"}
 	e.mu.Lock()
