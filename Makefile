@@ -24,7 +24,7 @@ deps-run:
 	@scripts/ensure-deps.sh postgres redis
 
 deps-test:
-	@scripts/ensure-deps.sh postgres redis patroni etcd
+	@scripts/ensure-deps.sh postgres redis patroni etcd haproxy
 
 run: deps-run build
 	$(BIN) up --home $(HOME_DIR) --http $(HTTP)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the servers socnet runs are on this machine, installing the
 # Debian/Ubuntu packages that are missing when we are allowed to.
-#   scripts/ensure-deps.sh postgres redis patroni etcd
+#   scripts/ensure-deps.sh postgres redis patroni etcd haproxy
 set -euo pipefail
 
 have() {
@@ -13,6 +13,7 @@ have() {
 	redis) [ -x /usr/bin/redis-server ] ;;
 	patroni) command -v patroni >/dev/null 2>&1 ;;
 	etcd) command -v etcd >/dev/null 2>&1 ;;
+	haproxy) command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] ;;
 	*) echo "ensure-deps: unknown dependency $1" >&2; exit 2 ;;
 	esac
 }
@@ -23,6 +24,7 @@ package() {
 	redis) echo redis-server ;;
 	patroni) echo patroni ;;
 	etcd) echo etcd-server ;;
+	haproxy) echo haproxy ;;
 	esac
 }
 
@@ -54,6 +56,7 @@ for p in "${missing[@]}"; do
 		case "$p" in
 		redis-server) $SUDO service redis-server stop >/dev/null 2>&1 || true ;;
 		etcd-server) $SUDO service etcd stop >/dev/null 2>&1 || true ;;
+		haproxy) $SUDO service haproxy stop >/dev/null 2>&1 || true ;;
 		esac
 	fi
 done

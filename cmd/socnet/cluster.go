@@ -7,8 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"path/filepath"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -82,58 +80,57 @@ func cmdCluster(ctx context.Context, e *env, args []string) error {
 	if len(pos) != want {
 		return usageError{fmt.Errorf("cluster %s: want %d argument(s), got %d: %q", sub, want, len(pos), pos)}
 	}
-	h, err := filepath.Abs(*home)
+	h, err := stack.NewHome(*home)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	cc := clusterCmd{e: e, home: h}
-	var out cluster.Outcome
-	switch sub {
-	case "status":
-		return cc.status(ctx, *asJSON)
-	case "switchover":
-		out, err = cc.act(ctx, pos[0], func(ctx context.Context, c *cluster.Cluster) (cluster.Outcome, error) {
-			return c.Switchover(ctx, pos[1])
-		}, func(ctx context.Context, cl *cluster.Client) (cluster.Outcome, error) {
-			return cl.Switchover(ctx, pos[0], pos[1])
-		})
-	case "promote":
-		out, err = cc.act(ctx, pos[0], func(ctx context.Context, c *cluster.Cluster) (cluster.Outcome, error) {
-			return c.Promote(ctx, pos[1], *force)
-		}, func(ctx context.Context, cl *cluster.Client) (cluster.Outcome, error) {
-			return cl.Promote(ctx, pos[0], pos[1], *force)
-		})
-	case "rejoin":
-		out, err = cc.act(ctx, pos[0], func(ctx context.Context, c *cluster.Cluster) (cluster.Outcome, error) {
-			return c.Rejoin(ctx, pos[1])
-		}, func(ctx context.Context, cl *cluster.Client) (cluster.Outcome, error) {
-			return cl.Rejoin(ctx, pos[0], pos[1])
-		})
-	case "stop":
-		out, err = cc.stop(ctx, pos[0])
-	case "start":
-		out, err = cc.start(ctx, pos[0])
+	if sub == "status" {
+		return clustersStatus(ctx, e, h, *asJSON)
 	}
-	if err != nil {
-		if cluster.IsRefused(err) {
-			return refusalError{err}
-		}
+	op := stack.Op{Kind: sub, Cluster: pos[0]}
+	if len(pos) > 1 {
+		op.Node = pos[1]
+	}
+	if force != nil {
+		op.Force = *force
+	}
+	out, err := clusterOp(ctx, e, h, op)
+	var unknown *stack.UnknownClusterError
+	switch {
+	case cluster.IsRefused(err):
+		return refusalError{err}
+	case errors.As(err, &unknown):
+		return usageError{fmt.Errorf("cluster: %w in %s", err, h.Dir)}
+	case err != nil:
 		return err
 	}
 	fmt.Fprintln(e.stdout, out.Message)
 	return nil
 }
 
-// clusterCmd carries what every cluster subcommand needs.
-type clusterCmd struct {
-	e    *env
-	home string
+// clusterOp runs op through the running `up` when one answers on the
+// home's control socket, else on the home directly, through the engine
+// recorded there.
+func clusterOp(ctx context.Context, e *env, h stack.Home, op stack.Op) (cluster.Outcome, error) {
+	if cl := controlClient(ctx, h); cl != nil {
+		return cl.Do(ctx, op)
+	}
+	eng, err := recordedEngine(h, e.log)
+	if err != nil {
+		return cluster.Outcome{}, err
+	}
+	defer closeEngine(eng)
+	w := e.stderr
+	if op.Kind == stack.OpStart {
+		w = e.stdout
+	}
+	return stack.Offline(ctx, h, eng, op, w)
 }
 
-// client returns the supervisor's control client when a supervisor answers
-// on the home's socket, else nil.
-func (cc clusterCmd) client(ctx context.Context) *cluster.Client {
-	cl := cluster.NewClient(cluster.ControlSocket(cc.home))
+// controlClient returns the control client of the running `up` when one
+// answers on the home's socket, else nil.
+func controlClient(ctx context.Context, h stack.Home) *stack.Client {
+	cl := stack.NewClient(h.Control())
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if cl.Ping(pctx) != nil {
@@ -142,152 +139,37 @@ func (cc clusterCmd) client(ctx context.Context) *cluster.Client {
 	return cl
 }
 
-// load opens a persisted cluster of the home.
-func (cc clusterCmd) load(name string) (*cluster.Cluster, error) {
-	names, err := cluster.List(cc.home)
-	if err != nil {
-		return nil, err
-	}
-	for _, n := range names {
-		if n == name {
-			return cluster.Load(cluster.Dir(cc.home, name), cc.e.log, cluster.Options{})
-		}
-	}
-	if len(names) == 0 {
-		return nil, fmt.Errorf("cluster: no clusters in %s: create them with `socnet up --home %s`", cc.home, cc.home)
-	}
-	return nil, usageError{fmt.Errorf("cluster: no cluster %q in %s (there are: %s)", name, cc.home, strings.Join(names, ", "))}
-}
-
-// act runs an operation through the running supervisor, or on the home
-// directly: start the cluster, act, stop it.
-func (cc clusterCmd) act(ctx context.Context, name string,
-	direct func(context.Context, *cluster.Cluster) (cluster.Outcome, error),
-	remote func(context.Context, *cluster.Client) (cluster.Outcome, error),
-) (cluster.Outcome, error) {
-	if cl := cc.client(ctx); cl != nil {
-		return remote(ctx, cl)
-	}
-	return cc.local(name, func(c *cluster.Cluster) (cluster.Outcome, error) {
-		fmt.Fprintf(cc.e.stderr, "no supervisor runs on %s: starting cluster %s to act on it directly\n", cc.home, name)
-		if err := c.Start(ctx); err != nil {
-			return cluster.Outcome{}, err
-		}
-		out, err := direct(ctx, c)
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		defer cancel()
-		if serr := c.Stop(sctx); serr != nil {
-			err = errors.Join(err, serr)
-		}
-		return out, err
-	})
-}
-
-// local runs fn on the persisted cluster while holding the home's lock, for
-// operations done without a supervisor.
-func (cc clusterCmd) local(name string, fn func(*cluster.Cluster) (cluster.Outcome, error)) (cluster.Outcome, error) {
-	unlock, err := cc.lock()
-	if err != nil {
-		return cluster.Outcome{}, err
-	}
-	defer unlock()
-	c, err := cc.load(name)
-	if err != nil {
-		return cluster.Outcome{}, err
-	}
-	defer c.Close()
-	return fn(c)
-}
-
-// lock takes the home's lock against a concurrent `socnet up`.
-func (cc clusterCmd) lock() (func(), error) {
-	unlock, err := lockHome(cc.home)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: %s is in use by another socnet process whose control socket does not answer: %w", cc.home, err)
-	}
-	return unlock, nil
-}
-
-func (cc clusterCmd) stop(ctx context.Context, name string) (cluster.Outcome, error) {
-	if cl := cc.client(ctx); cl != nil {
-		return cl.Stop(ctx, name)
-	}
-	return cc.local(name, func(c *cluster.Cluster) (cluster.Outcome, error) {
-		if err := c.Stop(ctx); err != nil {
-			return cluster.Outcome{}, err
-		}
-		return cluster.Outcome{Message: fmt.Sprintf("cluster %s stopped", name)}, nil
-	})
-}
-
-// start asks the supervisor to start the cluster; without one it runs the
-// cluster in the foreground, supervised and with a control socket, until ctx
-// ends.
-func (cc clusterCmd) start(ctx context.Context, name string) (cluster.Outcome, error) {
-	if cl := cc.client(ctx); cl != nil {
-		return cl.Start(ctx, name)
-	}
-	return cc.local(name, func(c *cluster.Cluster) (cluster.Outcome, error) {
-		if err := c.Start(ctx); err != nil {
-			return cluster.Outcome{}, err
-		}
-		fmt.Fprintf(cc.e.stdout, "cluster %s started, primary %s; supervising in the foreground until interrupted\n", name, c.Primary())
-		sockErr := make(chan error, 1)
-		go func() {
-			sockErr <- cluster.ServeControl(ctx, cluster.ControlSocket(cc.home), map[string]*cluster.Cluster{name: c})
-		}()
-		supErr := c.Supervise(ctx)
-		serr := <-sockErr
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		defer cancel()
-		if err := errors.Join(supErr, serr, c.Stop(sctx)); err != nil {
-			return cluster.Outcome{}, err
-		}
-		return cluster.Outcome{Message: fmt.Sprintf("cluster %s stopped", name)}, nil
-	})
-}
-
-func (cc clusterCmd) status(ctx context.Context, asJSON bool) error {
+// clustersStatus prints the clusters' part of `socnet status`.
+func clustersStatus(ctx context.Context, e *env, h stack.Home, asJSON bool) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var sts []cluster.Status
-	if cl := cc.client(ctx); cl != nil {
+	if cl := controlClient(ctx, h); cl != nil {
 		var err error
-		if sts, err = cl.Status(ctx); err != nil {
+		if _, sts, err = cl.Status(ctx); err != nil {
 			return err
 		}
 	} else {
-		names, err := cluster.List(cc.home)
+		eng, err := recordedEngine(h, discardLogger())
 		if err != nil {
 			return err
 		}
-		if len(names) == 0 {
-			return fmt.Errorf("cluster status: no clusters in %s: create them with `socnet up --home %s`", cc.home, cc.home)
-		}
-		for _, name := range names {
-			c, err := cluster.Load(cluster.Dir(cc.home, name), discardLogger(), cluster.Options{})
-			if err != nil {
-				return err
-			}
-			st, err := c.Status(ctx)
-			c.Close()
-			if err != nil {
-				return err
-			}
-			sts = append(sts, st)
+		defer closeEngine(eng)
+		if sts, err = eng.Status(ctx); err != nil {
+			return fmt.Errorf("cluster status: %w", err)
 		}
 	}
 	if asJSON {
-		if err := withoutPasswords(stack.Home{Dir: cc.home}, sts); err != nil {
+		if err := stack.WithoutPasswords(h, sts); err != nil {
 			return err
 		}
-		enc := json.NewEncoder(cc.e.stdout)
+		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(struct {
 			Clusters []cluster.Status `json:"clusters"`
 		}{sts})
 	}
-	printClusters(cc.e.stdout, sts)
+	printClusters(e.stdout, sts)
 	return nil
 }
 

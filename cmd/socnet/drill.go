@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -297,20 +296,10 @@ func parseShare(s string) (float64, error) {
 	return v, nil
 }
 
-// stackStatusFunc returns the status of the stack in home in the drill's
-// terms: the document of `socnet status --json`.
+// stackStatusFunc returns the status of the stack in home: the document of
+// `socnet status --json`, which drills read.
 func stackStatusFunc(home string) drill.StatusFunc {
-	return func(ctx context.Context) (drill.Status, error) {
-		doc, err := stackStatus(ctx, home)
-		if err != nil {
-			return drill.Status{}, err
-		}
-		b, err := json.Marshal(doc)
-		if err != nil {
-			return drill.Status{}, fmt.Errorf("status: %w", err)
-		}
-		return drill.ParseStatus(b)
-	}
+	return func(ctx context.Context) (drill.Status, error) { return stackStatus(ctx, home) }
 }
 
 // The write paths of the failover and replica drills (--writes).

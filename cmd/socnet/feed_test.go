@@ -216,7 +216,7 @@ func TestFeedOnStack(t *testing.T) {
 	h := stack.Home{Dir: home}
 	running := map[string]bool{}
 	for _, s := range mustStatus(t, home, getenv).Services {
-		running[s.Name] = processAlive(s.Pid)
+		running[s.Name] = stack.ProcessAlive(s.Pid)
 	}
 	if !running["redis"] || !running["feed-worker"] {
 		t.Fatalf("services = %v, want a live redis and feed-worker", running)
@@ -286,7 +286,7 @@ func TestFeedOnStack(t *testing.T) {
 
 	// Redis SIGKILLed: every read is still 200 and holds the post.
 	oldPid := redisPid()
-	if oldPid == 0 || !processAlive(oldPid) {
+	if oldPid == 0 || !stack.ProcessAlive(oldPid) {
 		t.Fatalf("redis-server pid %d from %s is not alive", oldPid, redisPidFile(h))
 	}
 	if err := syscall.Kill(oldPid, syscall.SIGKILL); err != nil {
@@ -302,7 +302,7 @@ func TestFeedOnStack(t *testing.T) {
 	// `up` restarts Redis (empty): the timeline is rebuilt with both posts.
 	waitFor(t, 60*time.Second, "a new redis-server", func() bool {
 		pid := redisPid()
-		return pid != oldPid && processAlive(pid) && rc.Ping(ctx).Err() == nil
+		return pid != oldPid && stack.ProcessAlive(pid) && rc.Ping(ctx).Err() == nil
 	})
 	waitFor(t, 60*time.Second, "alice's timeline rebuilt in Redis with both posts", func() bool {
 		ids := feedIDs()
@@ -354,7 +354,7 @@ func TestFeedOnStack(t *testing.T) {
 	pid := redisPid()
 	stopped = true
 	stop()
-	if processAlive(pid) {
+	if stack.ProcessAlive(pid) {
 		t.Errorf("redis-server (pid %d) still runs after up stopped", pid)
 	}
 }

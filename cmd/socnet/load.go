@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"socnet/internal/load"
+	"socnet/internal/noderole"
 )
 
 const loadUsage = `usage: socnet load [flags]
@@ -269,13 +270,13 @@ func loadMix(fs *flag.FlagSet, scenario, mixSpec string) ([]load.MixPart, error)
 func usersNode(nodes []load.Node) string {
 	var primary string
 	for _, n := range nodes {
-		if n.Cluster != "" && n.Cluster != "main" {
+		if n.Cluster != "" && n.Cluster != mainCluster {
 			continue
 		}
 		switch n.Role {
-		case "replica":
+		case noderole.Replica:
 			return n.DSN
-		case "primary":
+		case noderole.Primary:
 			primary = n.DSN
 		}
 	}

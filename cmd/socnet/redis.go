@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -29,69 +27,6 @@ func redisBinary() string {
 		return p
 	}
 	return "/usr/bin/redis-server"
-}
-
-// prepareRedis creates the home's Redis directory (0700), its password
-// (0600, made once) and its config (0600: it holds the password), for a
-// Redis on addr.
-func prepareRedis(h stack.Home, addr string) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("up: redis address %q: %w", addr, err)
-	}
-	if err := os.MkdirAll(h.Redis(), 0o700); err != nil {
-		return fmt.Errorf("up: %w", err)
-	}
-	pw, err := stack.ReadFile(h.RedisPassword())
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		pw = []byte(randomPassword())
-		if err := stack.WriteFile(h.RedisPassword(), append(pw, '\n'), 0o600); err != nil {
-			return fmt.Errorf("up: %w", err)
-		}
-	case err != nil:
-		return fmt.Errorf("up: %w", err)
-	}
-	conf := strings.Join([]string{
-		"bind " + host,
-		"port " + port,
-		"protected-mode yes",
-		"requirepass " + strings.TrimSpace(string(pw)),
-		`save ""`,
-		"appendonly no",
-		"dir " + h.Redis(),
-		"pidfile " + redisPidFile(h),
-		`logfile ""`,
-		"daemonize no",
-		"loglevel notice",
-	}, "\n") + "\n"
-	if err := stack.WriteFile(h.RedisConf(), []byte(conf), 0o600); err != nil {
-		return fmt.Errorf("up: %w", err)
-	}
-	return nil
-}
-
-// redisPidFile is where redis-server writes its pid.
-func redisPidFile(h stack.Home) string { return h.RedisConf() + ".pid" }
-
-// feedServices are the feed's services in the stack: Redis (through `feed
-// redis`) and the feed worker; redisEnv connects the API to Redis.
-func feedServices(h stack.Home, p upPorts, mainDB, common []string) (svcs []*service, redisEnv []string) {
-	redisEnv = []string{envName("redis-addr") + "=" + p.Redis, envName("redis-password-file") + "=" + h.RedisPassword()}
-	return []*service{{
-		Name:    "redis",
-		Args:    []string{"feed", "redis", "--home", h.Dir, "--redis-addr", p.Redis, "--http", p.RedisHealth},
-		Env:     common,
-		Addr:    p.RedisHealth,
-		LogPath: h.Log("redis"),
-		Called:  true,
-	}, {
-		Name:    "feed-worker",
-		Args:    []string{"feed", "work", "--http", p.Feed},
-		Env:     append(append([]string{"SOCNET_MAIN_DB=" + strings.Join(mainDB, " ")}, redisEnv...), common...),
-		Addr:    p.Feed,
-		LogPath: h.Log("feed-worker"),
-	}}, redisEnv
 }
 
 // cmdFeedRedis runs the stack's redis-server (config written by `up`) as a
@@ -121,7 +56,7 @@ func cmdFeedRedis(ctx context.Context, e *env, args []string) error {
 	cmd.Stdout, cmd.Stderr = e.stdout, e.stderr
 	// Redis dies with this process, whatever kills it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := startChild(cmd); err != nil {
+	if err := stack.StartChild(cmd); err != nil {
 		return fmt.Errorf("feed redis: start %s: %w", cmd.Path, err)
 	}
 	exited := make(chan error, 1)
@@ -168,3 +103,6 @@ func cmdFeedRedis(ctx context.Context, e *env, args []string) error {
 	<-served
 	return nil
 }
+
+// redisPidFile is where redis-server writes its pid.
+func redisPidFile(h stack.Home) string { return h.RedisPidFile() }

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/pprof"
 	"path/filepath"
@@ -19,7 +18,9 @@ import (
 	"socnet/internal/counter"
 	"socnet/internal/dbroute"
 	"socnet/internal/httpapi"
+	"socnet/internal/httpserve"
 	"socnet/internal/postgres"
+	"socnet/internal/stack"
 )
 
 // serveConfig is the configuration of the API process.
@@ -180,45 +181,20 @@ func serve(ctx context.Context, e *env, c serveConfig) error {
 }
 
 // listenAndServe serves h on addr until ctx ends and then shuts down within
-// grace. It prints the bound address (useful with port 0) and, when addrFile
-// is set, writes it there.
+// grace (httpserve, the one path of every socnet HTTP server). It prints the
+// bound address (useful with port 0) and, when addrFile is set, writes it
+// there.
 func listenAndServe(ctx context.Context, e *env, name, addr, addrFile string, h http.Handler, grace time.Duration) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("%s: listen: %w", name, err)
-	}
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-	}
-	bound := ln.Addr().String()
-	if addrFile != "" {
-		if err := writeFileAtomic(addrFile, []byte(bound+"\n"), 0o644); err != nil {
-			ln.Close()
-			return fmt.Errorf("%s: %w", name, err)
-		}
-	}
-	e.log.Info("listening", "service", name, "addr", bound)
-	fmt.Fprintf(e.stdout, "%s listening on http://%s\n", name, bound)
-
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("%s: %w", name, err)
-	case <-ctx.Done():
-	}
-	e.log.Info("shutting down", "service", name)
-	sctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("%s: shutdown: %w", name, err)
-	}
-	return nil
+	return httpserve.ListenAndServe(ctx, e.log, httpserve.Server{Name: name, Addr: addr, Handler: h, Grace: grace,
+		Listening: func(bound string) error {
+			if addrFile != "" {
+				if err := stack.WriteFile(addrFile, []byte(bound+"\n"), 0o644); err != nil {
+					return err
+				}
+			}
+			fmt.Fprintf(e.stdout, "%s listening on http://%s\n", name, bound)
+			return nil
+		}})
 }
 
 // defaultRequestTimeout is the deadline of an API request by default: above

@@ -9,8 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"socnet/internal/cluster"
-	"socnet/internal/counter"
 	"socnet/internal/dbroute"
 	"socnet/internal/stack"
 )
@@ -37,96 +35,30 @@ func cmdStatus(ctx context.Context, e *env, args []string) error {
 }
 
 // stackStatus gathers the state of everything `up` runs in home: from the
-// running supervisor when there is one, else from the persisted clusters.
+// running `up` when there is one, else through the engine recorded there.
 func stackStatus(ctx context.Context, home string) (stack.Status, error) {
-	var doc stack.Status
 	h, err := stack.NewHome(home)
 	if err != nil {
-		return doc, fmt.Errorf("status: %w", err)
+		return stack.Status{}, fmt.Errorf("status: %w", err)
 	}
-	home = h.Dir
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	client := cluster.NewClient(cluster.ControlSocket(home))
-	if client.Ping(ctx) == nil {
-		st, err := client.Status(ctx)
-		if err != nil {
-			return doc, fmt.Errorf("status: %w", err)
+	var opened stack.Engine
+	defer func() {
+		if opened != nil {
+			closeEngine(opened)
 		}
-		doc.Clusters = st
-	} else {
-		names, err := cluster.List(home)
-		if err != nil {
-			return doc, err
-		}
-		if len(names) == 0 {
-			return doc, fmt.Errorf("status: no clusters in %s: start them with `socnet up --home %s`", home, home)
-		}
-		for _, name := range names {
-			cl, err := cluster.Load(cluster.Dir(home, name), discardLogger(), cluster.Options{})
-			if err != nil {
-				return doc, err
-			}
-			st, err := cl.Status(ctx)
-			if err != nil {
-				return doc, fmt.Errorf("status %s: %w", name, err)
-			}
-			doc.Clusters = append(doc.Clusters, st)
-		}
-	}
-	if err := withoutPasswords(h, doc.Clusters); err != nil {
-		return doc, fmt.Errorf("status: %w", err)
-	}
-	recs, err := readServices(h.Services())
-	if err != nil {
-		return doc, err
-	}
-	for _, r := range recs {
-		if processAlive(r.Pid) {
-			doc.Services = append(doc.Services, r)
-		}
-	}
-	if doc.Services == nil {
-		doc.Services = []stack.Service{}
-	}
-	if r, err := readRouting(routingPath(home)); err == nil && time.Since(r.At) < 30*time.Second {
-		doc.Reads = &r
-	}
-	if st, err := readStack(home); err == nil {
-		if b, err := counter.OutboxBacklogAt(ctx, st.MainAdmin); err == nil {
-			doc.Outbox = &b
-		}
-	}
-	return doc, nil
-}
-
-// withoutPasswords replaces the nodes' administrator DSNs with ones that
-// carry no password but name the home's 0600 passfile, which holds it: the
-// status document is printed and passed around, the passfile stays in the
-// home, readable only by the stack's user.
-func withoutPasswords(h stack.Home, clusters []cluster.Status) error {
-	var dsns []string
-	for _, c := range clusters {
-		for _, n := range c.Nodes {
-			dsns = append(dsns, n.DSN)
-		}
-	}
-	out, err := stack.PassfileDSNs(h.PassFile(), dsns)
-	if err != nil {
-		return err
-	}
-	i := 0
-	for ci := range clusters {
-		for ni := range clusters[ci].Nodes {
-			clusters[ci].Nodes[ni].DSN = out[i]
-			i++
-		}
-	}
-	return nil
+	}()
+	return stack.ReadStatus(ctx, h, func() (stack.Engine, error) {
+		eng, err := recordedEngine(h, discardLogger())
+		opened = eng
+		return eng, err
+	})
 }
 
 func printStatus(w io.Writer, doc stack.Status) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	if doc.Engine != "" {
+		fmt.Fprintf(tw, "engine %s\t\n", doc.Engine)
+	}
 	for _, c := range doc.Clusters {
 		fmt.Fprintf(tw, "cluster %s\tprimary %s\tsynchronous_standby_names = %s\n", c.Name, c.Primary, c.SynchronousStandbyNames)
 		if c.Waiting != "" {
@@ -172,20 +104,6 @@ func dash(s string) string {
 	return s
 }
 
-func routingPath(home string) string { return stack.Home{Dir: home}.Routing() }
-
-func readRouting(path string) (stack.Routing, error) {
-	var r stack.Routing
-	data, err := stack.ReadFile(path)
-	if err != nil {
-		return r, err
-	}
-	if err := json.Unmarshal(data, &r); err != nil {
-		return r, fmt.Errorf("read %s: %w", path, err)
-	}
-	return r, nil
-}
-
 // reportRouting writes the router's snapshot to path every interval until
 // ctx ends, so that `socnet status` can show where reads go.
 func reportRouting(ctx context.Context, log *slog.Logger, db *dbroute.DB, path string, interval time.Duration) {
@@ -194,7 +112,7 @@ func reportRouting(ctx context.Context, log *slog.Logger, db *dbroute.DB, path s
 	for {
 		data, err := json.Marshal(stack.Routing{At: time.Now(), Nodes: db.Snapshot()})
 		if err == nil {
-			err = writeFileAtomic(path, data, 0o644)
+			err = stack.WriteFile(path, data, 0o644)
 		}
 		if err != nil {
 			// A status file that cannot be written must not stop the API.

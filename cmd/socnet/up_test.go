@@ -54,13 +54,26 @@ func TestUpFailoverAndResume(t *testing.T) {
 	alice := c.register("Осип", "Мандельштам", "pw-alice")
 
 	doc := mustStatus(t, home, getenv)
+	if doc.Engine != stack.EngineSocnet {
+		t.Errorf("status engine %q, want %q", doc.Engine, stack.EngineSocnet)
+	}
+	for _, c := range doc.Clusters {
+		for _, n := range c.Nodes {
+			if n.AgentPid != nil {
+				t.Errorf("%s: agent_pid %d under the socnet engine, want null", n.Name, *n.AgentPid)
+			}
+		}
+	}
+	if info, err := readStack(home); err != nil || info.Engine != stack.EngineSocnet {
+		t.Errorf("stack.json engine %q, %v; want %q", info.Engine, err, stack.EngineSocnet)
+	}
 	main := findCluster(t, doc, mainCluster)
 	if got := syncStates(main); got["sync"] != 1 || got["potential"] != 1 {
 		t.Fatalf("main replicas' sync states = %v, want one sync and one potential", got)
 	}
 	running := map[string]bool{}
 	for _, s := range doc.Services {
-		running[s.Name] = processAlive(s.Pid)
+		running[s.Name] = stack.ProcessAlive(s.Pid)
 	}
 	if !running["api"] || !running["counter"] || !running["relay"] {
 		t.Fatalf("services = %+v, want a live api, counter and relay", doc.Services)
@@ -635,50 +648,6 @@ func TestUpRefusesUntrustedHome(t *testing.T) {
 	}
 }
 
-// TestStopLeftovers runs processes recorded in services.json as a previous
-// `up` that died would leave them: the one marked as a child of this home is
-// stopped, the ones marked for another home or not at all (a pid reused by
-// an unrelated process) are left alone.
-func TestStopLeftovers(t *testing.T) {
-	dir := t.TempDir()
-	home := filepath.Join(dir, "home")
-	if err := os.Mkdir(home, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	start := func(env ...string) (*exec.Cmd, chan error) {
-		cmd := exec.Command("sleep", "300")
-		cmd.Env = append(os.Environ(), env...)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		t.Cleanup(func() { cmd.Process.Kill() })
-		return cmd, done
-	}
-	ours, oursDone := start(stackHomeEnv + "=" + home)
-	other, otherDone := start(stackHomeEnv + "=" + filepath.Join(dir, "other"))
-	unmarked, unmarkedDone := start()
-	recs := []stack.Service{{Name: "relay", Pid: ours.Process.Pid}, {Name: "api", Pid: other.Process.Pid},
-		{Name: "counter", Pid: unmarked.Process.Pid}}
-	data, _ := json.Marshal(recs)
-	writeTestFile(t, servicesPath(home), string(data))
-
-	stopLeftovers(stack.Home{Dir: home}, discardLogger(), 10*time.Second)
-	select {
-	case <-oursDone:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("the leftover of this home (pid %d) still runs", ours.Process.Pid)
-	}
-	for name, done := range map[string]chan error{"another home's": otherDone, "an unmarked": unmarkedDone} {
-		select {
-		case err := <-done:
-			t.Errorf("%s process was stopped: %v", name, err)
-		default:
-		}
-	}
-}
-
 func lookupNobody(t *testing.T) int {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -850,9 +819,9 @@ func (p *upProcess) kill(t *testing.T) {
 	<-p.exited
 }
 
-func readPortsFile(t *testing.T, home string) upPorts {
+func readPortsFile(t *testing.T, home string) stack.Ports {
 	t.Helper()
-	var p upPorts
+	var p stack.Ports
 	mustReadJSON(t, stack.Home{Dir: home}.Ports(), &p)
 	return p
 }
@@ -917,7 +886,7 @@ func homeProcesses(home string) map[int]string {
 		}
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		environ, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-		if strings.Contains(string(cmdline), home+"/") || strings.Contains(string(environ), stackHomeEnv+"="+home+"\x00") {
+		if strings.Contains(string(cmdline), home+"/") || strings.Contains(string(environ), stack.HomeEnv+"="+home+"\x00") {
 			procs[pid] = strings.ReplaceAll(string(cmdline), "\x00", " ")
 		}
 		if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
@@ -1005,5 +974,19 @@ func TestUpRefusesBusyPort(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(home, "clusters")); !os.IsNotExist(err) {
 		t.Errorf("up created clusters before refusing the address: %v", err)
+	}
+}
+
+// TestUpRefusesAnUnknownEngine checks that --engine names a known engine
+// before anything is made in the home.
+func TestUpRefusesAnUnknownEngine(t *testing.T) {
+	home := filepath.Join(t.TempDir(), "home")
+	var out syncBuffer
+	err := run(context.Background(), []string{"socnet", "up", "--home", home, "--engine", "pg_auto_failover"}, warnLogs, &out, &out)
+	if exitCode(err) != 2 || !strings.Contains(err.Error(), `--engine "pg_auto_failover"`) {
+		t.Fatalf("up --engine pg_auto_failover: %v (exit %d), want a usage error naming the flag", err, exitCode(err))
+	}
+	if _, err := os.Stat(home); !os.IsNotExist(err) {
+		t.Errorf("the refused up made %s: %v", home, err)
 	}
 }

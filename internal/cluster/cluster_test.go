@@ -1,7 +1,6 @@
 package cluster_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"net"
@@ -180,33 +179,14 @@ func TestMainCluster(t *testing.T) {
 		}
 	})
 
-	t.Run("switchover over the control socket", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		served := make(chan error, 1)
-		go func() {
-			served <- cluster.ServeControl(ctx, h.socket(), map[string]*cluster.Cluster{"main": h.c})
-		}()
-		defer func() {
-			cancel()
-			if err := <-served; err != nil {
-				t.Errorf("serve control: %v", err)
-			}
-		}()
-		cl := cluster.NewClient(h.socket())
-		waitFor(t, 5*time.Second, "control socket", func() (bool, string) {
-			err := cl.Ping(ctx)
-			return err == nil, errString(err)
-		})
-		if fi, err := os.Stat(h.socket()); err != nil || fi.Mode().Perm() != 0o600 {
-			t.Errorf("control socket mode %v, %v", fi.Mode(), err)
-		}
+	t.Run("switchover", func(t *testing.T) {
 		old := h.c.Primary()
 		target := "main-3"
 		if old == target {
 			target = "main-1"
 		}
 		l.waitAcks(t, 20, 10*time.Second)
-		out, err := cl.Switchover(testCtx(t, 2*time.Minute), "main", target)
+		out, err := h.c.Switchover(testCtx(t, 2*time.Minute), target)
 		if err != nil {
 			t.Fatalf("switchover: %v", err)
 		}
@@ -214,13 +194,13 @@ func TestMainCluster(t *testing.T) {
 		if out.Record == nil || out.Record.Kind != "switchover" || out.Record.RejoinMS == 0 {
 			t.Errorf("record %+v", out.Record)
 		}
-		_, err = cl.Switchover(testCtx(t, time.Minute), "main", target)
+		_, err = h.c.Switchover(testCtx(t, time.Minute), target)
 		refused(t, err, target+" is already primary")
 		h.waitHealthy(t, target, 30*time.Second)
 		l.waitAcks(t, 20, 10*time.Second)
-		sts, err := cl.Status(ctx)
-		if err != nil || len(sts) != 1 || sts[0].Primary != target {
-			t.Fatalf("status over the socket: %v %+v", err, sts)
+		st, err := h.c.Status(testCtx(t, time.Minute))
+		if err != nil || st.Primary != target {
+			t.Fatalf("status: %v %+v", err, st)
 		}
 		l.verify(t, testCtx(t, time.Minute), target)
 	})

@@ -7,8 +7,8 @@
 // replica that holds every acknowledged commit is promoted (Decide, a pure
 // function), the others follow it and the old primary rejoins after a
 // rewind. Operators switch over, promote, rejoin, stop and start through
-// the methods of Cluster, directly or over the control socket of a running
-// supervisor (ServeControl, Client).
+// the methods of Cluster; internal/stack serves them on the control socket
+// of a running `socnet up`.
 //
 // It knows topologies and roles; one node's process and files belong to
 // internal/pgnode. It holds no domain logic and never reads social data.

@@ -520,3 +520,7 @@ func redactDSN(s string) string {
 	s = passwordParam.ReplaceAllString(s, "password=***")
 	return passwordURL.ReplaceAllString(s, "${1}***@")
 }
+
+// RedactDSN removes passwords from connection strings quoted in s (an
+// error's text), for messages that leave the process.
+func RedactDSN(s string) string { return redactDSN(s) }

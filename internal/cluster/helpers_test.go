@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -465,4 +464,3 @@ func refused(t *testing.T, err error, want string) {
 }
 
 // home returns the directory layout's control socket path.
-func (h *harness) socket() string { return filepath.Join(h.home, "control.sock") }

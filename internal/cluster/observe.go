@@ -310,3 +310,23 @@ func (c *Cluster) Status(ctx context.Context) (Status, error) {
 	}
 	return s, nil
 }
+
+// PrimaryNode returns the node whose observed role is primary.
+func (s Status) PrimaryNode() (NodeStatus, bool) {
+	for _, n := range s.Nodes {
+		if n.Role == RolePrimary {
+			return n, true
+		}
+	}
+	return NodeStatus{}, false
+}
+
+// Node returns the node named name.
+func (s Status) Node(name string) (NodeStatus, bool) {
+	for _, n := range s.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return NodeStatus{}, false
+}

@@ -210,7 +210,3 @@ func randomHex(n int) string {
 
 // Dir returns the directory of cluster name under a socnet home.
 func Dir(home, name string) string { return filepath.Join(home, "clusters", name) }
-
-// ControlSocket returns the path of the supervisor's control socket under a
-// socnet home.
-func ControlSocket(home string) string { return filepath.Join(home, "control.sock") }

@@ -8,14 +8,16 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"socnet/internal/noderole"
 )
 
-// Roles a node is assigned in state.json.
+// Roles a node is assigned in state.json (noderole's).
 const (
-	RolePrimary = "primary"
-	RoleReplica = "replica"
+	RolePrimary = noderole.Primary
+	RoleReplica = noderole.Replica
 	// RoleDown is reported by Status for a node that does not answer.
-	RoleDown = "down"
+	RoleDown = noderole.Down
 )
 
 const (
@@ -256,4 +258,9 @@ func loadOrCreateSecrets(dir string) (secrets, error) {
 		return sec, err
 	}
 	return sec, nil
+}
+
+// Promoted returns when the new primary accepted writes.
+func (r FailoverRecord) Promoted() time.Time {
+	return r.At.Add(time.Duration(r.PromotionMS) * time.Millisecond)
 }

@@ -5,14 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"socnet/internal/dbroute"
+	"socnet/internal/httpserve"
 )
 
 // Counterd defaults, applied by RunCounterd to zero fields.
@@ -128,36 +127,18 @@ func RunCounterd(ctx context.Context, cfg CounterdConfig, log *slog.Logger) erro
 		}
 	}
 
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("counterd: listen: %w", err)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	log.Info("counterd listening", "addr", ln.Addr().String())
-
+	jctx, stopJobs := context.WithCancel(ctx)
+	defer stopJobs()
 	jobs := make(chan struct{})
 	go func() {
 		defer close(jobs)
-		runJobs(ctx, store, rc, cfg, log)
+		runJobs(jctx, store, rc, cfg, log)
 	}()
-
-	select {
-	case err = <-served:
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
-	defer cancel()
-	if serr := srv.Shutdown(sctx); serr != nil && err == nil {
-		err = serr
-	}
+	err = httpserve.ListenAndServe(ctx, log, httpserve.Server{Name: "counterd", Addr: cfg.HTTPAddr, Handler: h, Grace: shutdownTimeout})
+	stopJobs()
 	<-jobs
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
-	}
 	if err != nil {
-		return fmt.Errorf("counterd: serve: %w", err)
+		return err // named "counterd: " by httpserve
 	}
 	log.Info("counterd stopped")
 	return nil

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"socnet/internal/dbroute"
+	"socnet/internal/httpserve"
 	"socnet/internal/social"
 )
 
@@ -183,35 +184,10 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// statusOf maps a social error code to its HTTP status, as the API does.
-func statusOf(code string) int {
-	switch code {
-	case social.EINVALID:
-		return http.StatusBadRequest
-	case social.EUNAUTHORIZED:
-		return http.StatusUnauthorized
-	case social.EFORBIDDEN:
-		return http.StatusForbidden
-	case social.ENOTFOUND:
-		return http.StatusNotFound
-	case social.ETOOLARGE:
-		return http.StatusRequestEntityTooLarge
-	case social.EUNAVAILABLE:
-		return http.StatusServiceUnavailable
-	case social.ECONFLICT:
-		return http.StatusConflict
-	default:
-		return http.StatusInternalServerError
-	}
-}
-
 // writeError answers with err's code and message; internals of other
 // errors stay out of the answer (the access log has them).
 func writeError(w http.ResponseWriter, err error) {
-	code := social.ErrorCode(err)
-	if code == social.EINTERNAL && dbroute.IsUnavailable(err) {
-		code = social.EUNAVAILABLE
-	}
+	code := httpserve.ErrorCode(err)
 	body := errorJSON{Code: code, Message: social.ErrorMessage(err)}
 	var e *social.Error
 	if errors.As(err, &e) && len(e.Fields) > 0 {
@@ -222,10 +198,10 @@ func writeError(w http.ResponseWriter, err error) {
 	if code == social.EUNAVAILABLE {
 		w.Header().Set("Retry-After", "1")
 	}
-	if rw, ok := w.(*statusWriter); ok && statusOf(code) >= 500 {
+	if rw, ok := w.(*statusWriter); ok && httpserve.Status(code) >= 500 {
 		rw.err = err
 	}
-	writeJSON(w, statusOf(code), body)
+	writeJSON(w, httpserve.Status(code), body)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

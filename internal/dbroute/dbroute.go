@@ -11,13 +11,16 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"socnet/internal/noderole"
 )
 
-// Roles of a node in Snapshot and in the role label of the metrics.
+// Roles of a node in Snapshot and in the role label of the metrics
+// (noderole's).
 const (
-	RolePrimary = "primary"
-	RoleReplica = "replica"
-	RoleDown    = "down"
+	RolePrimary = noderole.Primary
+	RoleReplica = noderole.Replica
+	RoleDown    = noderole.Down
 )
 
 // maxTxAttempts bounds how often Transact runs fn after serialization

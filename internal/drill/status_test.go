@@ -36,7 +36,7 @@ func TestParseStatus(t *testing.T) {
 	if !ok {
 		t.Fatal("no main cluster")
 	}
-	p, ok := main.Primary()
+	p, ok := main.PrimaryNode()
 	if !ok || p.Name != "main-1" || p.Pid != 1234 {
 		t.Errorf("primary %+v", p)
 	}

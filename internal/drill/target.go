@@ -160,7 +160,7 @@ func (s *StackCluster) WaitPromoted(ctx context.Context, old string, killed time
 	var found string
 	var seen time.Time
 	err := s.poll(ctx, func(c ClusterStatus) bool {
-		p, ok := c.Primary()
+		p, ok := c.PrimaryNode()
 		if !ok || p.Name == old {
 			return false
 		}

@@ -111,7 +111,7 @@ func Judge(attempts []Attempt, nodes []NodeRows) Verdict {
 
 	ref := -1
 	for i, n := range nodes {
-		if n.Err == "" && (ref < 0 || (n.Role == "primary" && nodes[ref].Role != "primary")) {
+		if n.Err == "" && (ref < 0 || (n.Role == RolePrimary && nodes[ref].Role != RolePrimary)) {
 			ref = i
 		}
 	}

@@ -5,7 +5,8 @@
 // serve.
 //
 // It decodes and checks input, limits the routes that hash passwords, calls
-// the social stores and maps social.Error codes to HTTP statuses and the
-// course's numeric codes in one place (errorKinds). It must not
+// the social stores and maps social.Error codes to HTTP statuses (the
+// statuses of internal/httpserve, shared with counterd) and the course's
+// numeric codes in one place (errorKindOf). It must not
 // hold SQL or domain rules: those live in internal/postgres and internal/social.
 package httpapi

@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,7 +13,7 @@ import (
 	"sync"
 	"unicode/utf8"
 
-	"socnet/internal/dbroute"
+	"socnet/internal/httpserve"
 	"socnet/internal/social"
 )
 
@@ -26,45 +25,43 @@ const MaxBodyBytes = 1 << 20
 const codeMethodNotAllowed = "method_not_allowed"
 
 // errorKind is what the API tells a client about one kind of error: its
-// HTTP status and its stable numeric code (the course contract's integer
-// "code"; docs/API.md lists them). Numbers are never reused or changed.
+// HTTP status (httpserve.Status, the one mapping every service shares) and
+// its stable numeric code (the course contract's integer "code"; docs/API.md
+// lists them). Numbers are never reused or changed.
 type errorKind struct {
 	status int
 	number int
 }
 
-// errorKinds is the one mapping from error codes to statuses and numbers.
-var errorKinds = map[string]errorKind{
-	social.EINVALID:      {http.StatusBadRequest, 4000},
-	social.EUNAUTHORIZED: {http.StatusUnauthorized, 4010},
-	social.EFORBIDDEN:    {http.StatusForbidden, 4030},
-	social.ENOTFOUND:     {http.StatusNotFound, 4040},
-	codeMethodNotAllowed: {http.StatusMethodNotAllowed, 4050},
-	social.ECONFLICT:     {http.StatusConflict, 4090},
-	social.ETOOLARGE:     {http.StatusRequestEntityTooLarge, 4130},
-	social.ETOOMANY:      {http.StatusTooManyRequests, 4290},
-	social.EINTERNAL:     {http.StatusInternalServerError, 5000},
-	social.EUNAVAILABLE:  {http.StatusServiceUnavailable, 5030},
+// errorNumbers are the stable numbers of the error codes.
+var errorNumbers = map[string]int{
+	social.EINVALID:      4000,
+	social.EUNAUTHORIZED: 4010,
+	social.EFORBIDDEN:    4030,
+	social.ENOTFOUND:     4040,
+	codeMethodNotAllowed: 4050,
+	social.ECONFLICT:     4090,
+	social.ETOOLARGE:     4130,
+	social.ETOOMANY:      4290,
+	social.EINTERNAL:     5000,
+	social.EUNAVAILABLE:  5030,
 }
 
 // errorKindOf returns the kind of code; an unknown code is internal.
 func errorKindOf(code string) errorKind {
-	if k, ok := errorKinds[code]; ok {
-		return k
+	n, ok := errorNumbers[code]
+	switch {
+	case !ok:
+		return errorKind{http.StatusInternalServerError, errorNumbers[social.EINTERNAL]}
+	case code == codeMethodNotAllowed:
+		return errorKind{http.StatusMethodNotAllowed, n}
 	}
-	return errorKinds[social.EINTERNAL]
+	return errorKind{httpserve.Status(code), n}
 }
 
-// errorCode is social.ErrorCode that also recognizes database errors that
-// reached the API unclassified: an unreachable or failing-over database is
-// EUNAVAILABLE (the client may retry), not a bug.
-func errorCode(err error) string {
-	code := social.ErrorCode(err)
-	if code == social.EINTERNAL && (dbroute.IsUnavailable(err) || errors.Is(err, context.Canceled)) {
-		return social.EUNAVAILABLE
-	}
-	return code
-}
+// errorCode is httpserve.ErrorCode: an unclassified database error is
+// EUNAVAILABLE, not a bug.
+func errorCode(err error) string { return httpserve.ErrorCode(err) }
 
 // errorBody is the JSON of every error response.
 type errorBody struct {

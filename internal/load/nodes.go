@@ -6,6 +6,8 @@ import (
 	"io"
 	"regexp"
 	"strings"
+
+	"socnet/internal/stack"
 )
 
 // Node is a PostgreSQL node whose load is sampled during a run.
@@ -41,26 +43,12 @@ func (s Stack) ServiceAddr(name string) string {
 	return ""
 }
 
-type statusDoc struct {
-	Clusters *[]struct {
-		Name  string `json:"name"`
-		Nodes []struct {
-			Name      string `json:"name"`
-			Role      string `json:"role"`
-			SyncState string `json:"sync_state"`
-			PID       int    `json:"pid"`
-			DSN       string `json:"dsn"`
-		} `json:"nodes"`
-	} `json:"clusters"`
-	Services []Service `json:"services"`
-}
-
 // ParseStatusJSON reads the document of `socnet status --json`: every node
 // of every cluster, with its cluster, role, postmaster pid and DSN, and the
 // services. It fails on a document without clusters or with a node that has
 // no name or no DSN.
 func ParseStatusJSON(r io.Reader) (Stack, error) {
-	var doc statusDoc
+	var doc stack.Status
 	dec := json.NewDecoder(r)
 	if err := dec.Decode(&doc); err != nil {
 		return Stack{}, fmt.Errorf("parse status: %w", err)
@@ -70,7 +58,7 @@ func ParseStatusJSON(r io.Reader) (Stack, error) {
 	}
 	var st Stack
 	seen := map[string]bool{}
-	for _, c := range *doc.Clusters {
+	for _, c := range doc.Clusters {
 		for _, n := range c.Nodes {
 			switch {
 			case n.Name == "":
@@ -79,15 +67,17 @@ func ParseStatusJSON(r io.Reader) (Stack, error) {
 				return Stack{}, fmt.Errorf("parse status: node %s has no dsn", n.Name)
 			case seen[n.Name]:
 				return Stack{}, fmt.Errorf("parse status: node %s listed twice", n.Name)
-			case n.PID < 0:
-				return Stack{}, fmt.Errorf("parse status: node %s has pid %d", n.Name, n.PID)
+			case n.Pid < 0:
+				return Stack{}, fmt.Errorf("parse status: node %s has pid %d", n.Name, n.Pid)
 			}
 			seen[n.Name] = true
 			st.Nodes = append(st.Nodes, Node{Name: n.Name, Cluster: c.Name, Role: n.Role,
-				SyncState: n.SyncState, PID: n.PID, DSN: n.DSN})
+				SyncState: n.SyncState, PID: n.Pid, DSN: n.DSN})
 		}
 	}
-	st.Services = doc.Services
+	for _, sv := range doc.Services {
+		st.Services = append(st.Services, Service{Name: sv.Name, PID: sv.Pid, Addr: sv.Addr})
+	}
 	return st, nil
 }
 

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"socnet/internal/noderole"
 )
 
 // clockTicks is USER_HZ, the unit of CPU times in /proc: 100 on Linux.
@@ -240,9 +242,9 @@ func delta(cur, prev int64) int64 { return max(0, cur-prev) }
 
 func roleOf(s *rawSample) string {
 	if s.recovery {
-		return "replica"
+		return noderole.Replica
 	}
-	return "primary"
+	return noderole.Primary
 }
 
 // read takes one reading of node n, connecting first when needed.

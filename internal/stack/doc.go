@@ -1,9 +1,16 @@
-// Package stack is the local stack's home directory: where `socnet up` keeps
-// its state (Home), the rules that decide whether that state can be trusted
-// (CheckHome), the one way to replace a state file (WriteFile), the
-// passfile that keeps passwords out of DSNs (PassfileDSNs), and the document
-// of `socnet status --json` (Status).
+// Package stack is the local stack that `socnet up` runs: what happens on
+// `up` (Up, in up.go), the engine seam the clusters plug into (Engine,
+// Operator; the socnet engine in socnet_engine.go), the child services and
+// their supervision, the control socket that serves any engine to
+// `socnet cluster` and `socnet status` (ServeControl, Client, Offline), and
+// the home directory: its layout (Home), the rules that decide whether its
+// state can be trusted (CheckHome), the one way to replace a state file
+// (WriteFile), the passfile that keeps passwords out of DSNs
+// (PassfileDSNs), stack.json (Info) and the document of
+// `socnet status --json` (Status, ReadStatus).
 //
-// It must not start anything: the clusters and services that live in a home
-// are run by their own packages.
+// It must not know any engine but its own default: other engines (Patroni)
+// live in their own packages, import this one and are chosen by the
+// command, so that adding one touches neither this package nor the
+// services.
 package stack

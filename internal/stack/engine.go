@@ -10,7 +10,8 @@ import (
 // socnet's own supervisor (internal/cluster) or Patroni with etcd
 // (internal/patroni). Everything else `up` does (databases, roles, the
 // services, status) is the same for every engine; a third engine
-// implements this interface and touches nothing else.
+// implements this interface and touches nothing else. An engine that also
+// takes promote, rejoin, stop and start implements Operator.
 type Engine interface {
 	// Name is the engine's name as status reports it: "socnet", "patroni".
 	Name() string
@@ -20,7 +21,8 @@ type Engine interface {
 	Up(ctx context.Context) error
 	// Supervise keeps the clusters running until ctx ends: failover, and
 	// restarting whatever the engine runs beside PostgreSQL (agents, etcd).
-	// It also serves the operator's commands while the stack runs.
+	// It also serves the operator's commands while the stack runs: it runs
+	// ServeControl(ctx, home.Control(), engine) beside its supervision.
 	Supervise(ctx context.Context) error
 	// Stop stops the clusters and everything the engine runs, in order.
 	Stop(ctx context.Context) error

@@ -85,3 +85,12 @@ func (h Home) RedisConf() string { return filepath.Join(h.Redis(), "redis.conf")
 // RedisPassword is the path of the Redis password (0600), which the API,
 // the feed worker and `feed check` read.
 func (h Home) RedisPassword() string { return filepath.Join(h.Redis(), "password") }
+
+// Control is the path of the control socket of the running `up`.
+func (h Home) Control() string { return h.Path(ControlFile) }
+
+// Cluster is the directory of the cluster name.
+func (h Home) Cluster(name string) string { return filepath.Join(h.Clusters(), name) }
+
+// RedisPidFile is where redis-server writes its pid.
+func (h Home) RedisPidFile() string { return h.RedisConf() + ".pid" }

@@ -1,4 +1,4 @@
-package main
+package stack
 
 import (
 	"context"
@@ -17,8 +17,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"socnet/internal/stack"
 )
 
 // service is a socnet process that `up` runs as a child (the API, the
@@ -40,10 +38,10 @@ type service struct {
 }
 
 // record returns the service's entry for services.json.
-func (s *service) record() stack.Service {
+func (s *service) record() Service {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return stack.Service{Name: s.Name, Pid: s.pid, Addr: s.Addr, Restarts: s.restarts}
+	return Service{Name: s.Name, Pid: s.pid, Addr: s.Addr, Restarts: s.restarts}
 }
 
 // supervise runs the service until ctx ends, restarting it with backoff when
@@ -91,7 +89,7 @@ func (s *service) runOnce(ctx context.Context, self string, log *slog.Logger, gr
 	// which then stops its children in order. If `up` dies without that
 	// (SIGKILL, OOM), the kernel sends the child SIGTERM.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := startChild(cmd); err != nil {
+	if err := StartChild(cmd); err != nil {
 		return fmt.Errorf("start %s: %w", s.Name, err)
 	}
 	s.setPid(cmd.Process.Pid)
@@ -133,8 +131,8 @@ type spawnRequest struct {
 	done chan error
 }
 
-// startChild starts cmd from the spawner's thread.
-func startChild(cmd *exec.Cmd) error {
+// StartChild starts cmd from the spawner's thread.
+func StartChild(cmd *exec.Cmd) error {
 	spawner.once.Do(func() {
 		spawner.reqs = make(chan spawnRequest)
 		go func() {
@@ -157,7 +155,7 @@ func (s *service) setPid(pid int) {
 
 // writeServices persists the services' pids and addresses for `socnet status`.
 func writeServices(path string, svcs []*service) error {
-	recs := make([]stack.Service, 0, len(svcs))
+	recs := make([]Service, 0, len(svcs))
 	for _, s := range svcs {
 		recs = append(recs, s.record())
 	}
@@ -165,32 +163,29 @@ func writeServices(path string, svcs []*service) error {
 	if err != nil {
 		return err
 	}
-	return stack.WriteFile(path, data, 0o644)
+	return WriteFile(path, data, 0o644)
 }
 
-// readServices reads services.json; a missing file means none run.
-func readServices(path string) ([]stack.Service, error) {
-	data, err := stack.ReadFile(path)
+// ReadServices reads services.json; a missing file means none run.
+func ReadServices(path string) ([]Service, error) {
+	data, err := ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	var recs []stack.Service
+	var recs []Service
 	if err := json.Unmarshal(data, &recs); err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	return recs, nil
 }
 
-// processAlive reports whether pid names a live process.
-func processAlive(pid int) bool {
+// ProcessAlive reports whether pid names a live process.
+func ProcessAlive(pid int) bool {
 	return pid > 0 && syscall.Kill(pid, 0) == nil
 }
-
-// servicesPath is where `up` keeps services.json under home.
-func servicesPath(home string) string { return stack.Home{Dir: home}.Services() }
 
 // maxStartFailures is how many times a service may exit before it answered
 // its first health check, before `up` gives up on it.
@@ -272,12 +267,12 @@ func indent(lines []string) string {
 	return "    " + strings.Join(lines, "\n    ")
 }
 
-// stopLeftovers stops the services a previous `up` of the same home left
+// StopLeftovers stops the services a previous `up` of the same home left
 // running (it died before stopping them): the pids recorded in services.json
 // that still carry this home's mark in their environment. Anything else
 // with a recorded pid (the pid reused by an unrelated process) is left alone.
-func stopLeftovers(h stack.Home, log *slog.Logger, grace time.Duration) {
-	recs, err := readServices(h.Services())
+func StopLeftovers(h Home, log *slog.Logger, grace time.Duration) {
+	recs, err := ReadServices(h.Services())
 	if err != nil {
 		log.Warn("read services.json", "err", err)
 		return
@@ -302,7 +297,7 @@ func stopLeftovers(h stack.Home, log *slog.Logger, grace time.Duration) {
 }
 
 // isStackChild reports whether pid is a live process that `up` started for
-// the home at dir: its environment holds stackHomeEnv=dir. A zombie (already
+// the home at dir: its environment holds HomeEnv=dir. A zombie (already
 // dead) process has no environment left and does not count.
 func isStackChild(pid int, dir string) bool {
 	if pid <= 0 {
@@ -312,7 +307,7 @@ func isStackChild(pid int, dir string) bool {
 	if err != nil {
 		return false
 	}
-	mark := stackHomeEnv + "=" + dir
+	mark := HomeEnv + "=" + dir
 	for _, kv := range strings.Split(string(data), "\x00") {
 		if kv == mark {
 			return true

@@ -1,0 +1,4 @@
+package stack
+
+// RecordEngine exposes recordEngine to the external tests.
+var RecordEngine = recordEngine
