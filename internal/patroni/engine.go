@@ -30,9 +30,10 @@ type EngineConfig struct {
 	Home stack.Home
 	// Logger receives the engine's events; nil discards them.
 	Logger *slog.Logger
-	// Timing is the leader-lease timing (FastTiming when zero; see
-	// TimingByName). It is written at bootstrap and, on a later Up, set on
-	// the running clusters through PATCH /config when it differs.
+	// Timing is the leader-lease timing (see TimingByName). It is written
+	// at bootstrap and, on a later Up, set on the running clusters through
+	// PATCH /config when it differs. Zero keeps the timing the home's
+	// clusters run with (FastTiming at first start).
 	Timing Timing
 	// MainSharedBuffers is shared_buffers of the main cluster's nodes; ""
 	// keeps cluster.MainSpec's.
@@ -44,11 +45,14 @@ type EngineConfig struct {
 	BinDir string
 }
 
-// TimingByName returns the timing called name: "fast" (FastTiming, also
-// for "") or "default" (Patroni's own defaults).
+// TimingByName returns the timing called name: "fast" (FastTiming) or
+// "default" (Patroni's own defaults); "" is the zero Timing, which keeps
+// the home's (FastTiming at first start).
 func TimingByName(name string) (Timing, error) {
 	switch name {
-	case "", "fast":
+	case "":
+		return Timing{}, nil
+	case "fast":
 		return FastTiming, nil
 	case "default", "patroni":
 		return DefaultTiming, nil
@@ -74,6 +78,9 @@ type Engine struct {
 	etcdProc *Process
 	agents   map[string]*agent // by node name
 	stopping bool
+	// unsaved and newSecrets mark state and secrets chosen by NewEngine
+	// that Up must save.
+	unsaved, newSecrets bool
 }
 
 // agent is one node's Patroni process as the engine runs it.
@@ -103,10 +110,6 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
-	}
-	timing := cfg.Timing
-	if timing == (Timing{}) {
-		timing = FastTiming
 	}
 	specs := slices.Clone(cfg.Clusters) // their settings are replaced below
 	if specs == nil {
@@ -138,26 +141,34 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 			return nil, fmt.Errorf("patroni engine: %w", err)
 		}
 	}
-	e := &Engine{cfg: cfg, log: log, dir: cfg.Home.Path(homeDirName), timing: timing,
+	e := &Engine{cfg: cfg, log: log, dir: cfg.Home.Path(homeDirName),
 		osUser: pgnode.OSUser(), agents: map[string]*agent{}}
 	acct, err := pgnode.LookupAccount(e.osUser)
 	if err != nil {
 		return nil, fmt.Errorf("patroni engine: %w", err)
 	}
 	e.acct = acct
-	if err := os.MkdirAll(e.dir, 0o700); err != nil {
-		return nil, fmt.Errorf("patroni engine: %w", err)
-	}
 	var names []string
 	for _, s := range specs {
 		names = append(names, s.NodeNames()...)
 	}
-	if e.st, err = loadState(e.dir, names); err != nil {
+	// What a first start chooses is saved by Up, so that an engine made
+	// only to read a home (status) writes nothing.
+	if e.st, e.unsaved, err = loadState(e.dir, names); err != nil {
 		return nil, fmt.Errorf("patroni engine: %w", err)
 	}
-	if e.sec, err = loadSecrets(e.dir); err != nil {
+	if e.sec, e.newSecrets, err = loadSecrets(e.dir); err != nil {
 		return nil, fmt.Errorf("patroni engine: %w", err)
 	}
+	switch {
+	case cfg.Timing != (Timing{}):
+		e.timing = cfg.Timing
+	case e.st.Timing != nil:
+		e.timing = *e.st.Timing
+	default:
+		e.timing = FastTiming
+	}
+	timing := e.timing
 	e.etcd = EtcdSpec{Dir: filepath.Join(e.dir, "etcd"), ClientPort: e.st.EtcdClientPort,
 		PeerPort: e.st.EtcdPeerPort, Log: cfg.Home.Log("etcd")}
 	rest := e.sec.REST
@@ -289,6 +300,25 @@ func (e *Engine) Up(ctx context.Context) (err error) {
 		}
 	}
 	if err := os.MkdirAll(e.cfg.Home.Logs(), 0o700); err != nil {
+		return fmt.Errorf("patroni engine: %w", err)
+	}
+	if err := os.MkdirAll(e.dir, 0o700); err != nil {
+		return fmt.Errorf("patroni engine: %w", err)
+	}
+	e.mu.Lock()
+	if e.newSecrets {
+		if err := saveSecrets(e.dir, e.sec); err != nil {
+			e.mu.Unlock()
+			return fmt.Errorf("patroni engine: %w", err)
+		}
+		e.newSecrets = false
+	}
+	t := e.timing
+	e.st.Timing = &t
+	err = saveState(e.dir, e.st)
+	e.unsaved = false
+	e.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf("patroni engine: %w", err)
 	}
 	for _, s := range e.specs {

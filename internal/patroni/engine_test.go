@@ -382,6 +382,14 @@ func TestEngine(t *testing.T) {
 				t.Errorf("%s: status DSN carries a password", n.Name)
 			}
 		}
+		// The operator's commands reach the engine through the control socket.
+		engine, sts, err := stack.NewClient(home.Control()).Status(ctx)
+		if err != nil {
+			t.Fatalf("status through the control socket: %v", err)
+		}
+		if engine != stack.EnginePatroni || len(sts) != 2 || sts[0].Primary != "main-1" {
+			t.Errorf("control socket status: engine %q, %d clusters, main primary %q; want patroni, 2, main-1", engine, len(sts), sts[0].Primary)
+		}
 		// Passwords stay in files only their owner reads.
 		for _, p := range []string{home.Path("patroni/secrets.json"), home.Path("patroni/main/main-1/patroni.yml")} {
 			fi, err := os.Stat(p)

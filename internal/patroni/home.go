@@ -64,6 +64,9 @@ type engineState struct {
 	// starts that node's agent first.
 	Leaders     map[string]string `json:"leaders"`
 	Switchovers []switchoverLog   `json:"switchovers"`
+	// Timing is the timing the clusters run with, kept so that a later
+	// start without a choice keeps it.
+	Timing *Timing `json:"timing,omitempty"`
 }
 
 // engineSecrets is HOME/patroni/secrets.json.
@@ -74,23 +77,24 @@ type engineSecrets struct {
 	REST        Credential `json:"rest"`
 }
 
-// loadState reads state.json, choosing and saving the ports of nodes that
-// have none (every node at first start).
-func loadState(dir string, nodes []string) (*engineState, error) {
+// loadState reads state.json, choosing the ports of nodes that have none
+// (every node at first start); changed says whether it must be saved.
+func loadState(dir string, nodes []string) (st *engineState, changed bool, err error) {
 	path := filepath.Join(dir, stateFileName)
-	st := &engineState{Version: engineStateVer}
+	st = &engineState{Version: engineStateVer}
 	b, err := stack.ReadFile(path)
 	switch {
 	case err == nil:
 		if err := json.Unmarshal(b, st); err != nil {
-			return nil, fmt.Errorf("read %s: %w", path, err)
+			return nil, false, fmt.Errorf("read %s: %w", path, err)
 		}
 		if st.Version != engineStateVer {
-			return nil, fmt.Errorf("read %s: version %d, want %d", path, st.Version, engineStateVer)
+			return nil, false, fmt.Errorf("read %s: version %d, want %d", path, st.Version, engineStateVer)
 		}
 	case errors.Is(err, fs.ErrNotExist):
+		changed = true
 	default:
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil, false, fmt.Errorf("read %s: %w", path, err)
 	}
 	if st.Nodes == nil {
 		st.Nodes = map[string]nodePorts{}
@@ -98,7 +102,6 @@ func loadState(dir string, nodes []string) (*engineState, error) {
 	if st.Leaders == nil {
 		st.Leaders = map[string]string{}
 	}
-	changed := false
 	free := func(p *int) error {
 		if *p != 0 {
 			return nil
@@ -110,28 +113,22 @@ func loadState(dir string, nodes []string) (*engineState, error) {
 		*p, changed = port, true
 		return nil
 	}
-	if err := free(&st.EtcdClientPort); err != nil {
-		return nil, err
-	}
-	if err := free(&st.EtcdPeerPort); err != nil {
-		return nil, err
+	for _, p := range []*int{&st.EtcdClientPort, &st.EtcdPeerPort} {
+		if err := free(p); err != nil {
+			return nil, false, err
+		}
 	}
 	for _, n := range nodes {
 		np := st.Nodes[n]
 		if err := free(&np.Port); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if err := free(&np.RESTPort); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		st.Nodes[n] = np
 	}
-	if changed {
-		if err := saveState(dir, st); err != nil {
-			return nil, err
-		}
-	}
-	return st, nil
+	return st, changed, nil
 }
 
 func saveState(dir string, st *engineState) error {
@@ -142,40 +139,41 @@ func saveState(dir string, st *engineState) error {
 	return stack.WriteFile(filepath.Join(dir, stateFileName), append(b, '\n'), 0o600)
 }
 
-// loadSecrets reads secrets.json, generating the passwords once.
-func loadSecrets(dir string) (engineSecrets, error) {
+// loadSecrets reads secrets.json, or generates the passwords (created
+// true: saveSecrets must keep them).
+func loadSecrets(dir string) (sec engineSecrets, created bool, err error) {
 	path := filepath.Join(dir, secretsFileName)
-	var sec engineSecrets
 	b, err := stack.ReadFile(path)
 	switch {
 	case err == nil:
 		if err := json.Unmarshal(b, &sec); err != nil {
-			return sec, fmt.Errorf("read %s: %w", path, err)
+			return sec, false, fmt.Errorf("read %s: %w", path, err)
 		}
 		for _, c := range []Credential{sec.Superuser, sec.Replication, sec.Rewind, sec.REST} {
 			if c.Username == "" || c.Password == "" {
-				return sec, fmt.Errorf("read %s: a role or password is missing", path)
+				return sec, false, fmt.Errorf("read %s: a role or password is missing", path)
 			}
 		}
-		return sec, nil
+		return sec, false, nil
 	case errors.Is(err, fs.ErrNotExist):
 	default:
-		return sec, fmt.Errorf("read %s: %w", path, err)
+		return sec, false, fmt.Errorf("read %s: %w", path, err)
 	}
-	sec = engineSecrets{
+	return engineSecrets{
 		Superuser:   Credential{Username: "postgres", Password: randomHex(16)},
 		Replication: Credential{Username: "replicator", Password: randomHex(16)},
 		Rewind:      Credential{Username: "rewinder", Password: randomHex(16)},
 		REST:        Credential{Username: "socnet", Password: randomHex(16)},
-	}
-	b, err = json.MarshalIndent(sec, "", "  ")
+	}, true, nil
+}
+
+// saveSecrets writes secrets.json (0600).
+func saveSecrets(dir string, sec engineSecrets) error {
+	b, err := json.MarshalIndent(sec, "", "  ")
 	if err != nil {
-		return sec, fmt.Errorf("encode patroni secrets: %w", err)
+		return fmt.Errorf("encode patroni secrets: %w", err)
 	}
-	if err := stack.WriteFile(path, append(b, '\n'), 0o600); err != nil {
-		return sec, err
-	}
-	return sec, nil
+	return stack.WriteFile(filepath.Join(dir, secretsFileName), append(b, '\n'), 0o600)
 }
 
 // randomHex returns 2n hex characters from crypto/rand.

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"socnet/internal/pgnode"
+	"socnet/internal/stack"
 )
 
 // superviseInterval is how often Supervise looks at etcd, the agents and
@@ -20,7 +21,26 @@ const superviseInterval = time.Second
 // whose PostgreSQL died too is a lost host: it is restarted (the host
 // returns) once the cluster has another leader or after two TTLs, so that a
 // quick local restart never stands in for the failover a lost host needs.
-func (e *Engine) Supervise(ctx context.Context) error {
+//
+// Beside it, the operator's commands are served on the home's control
+// socket (stack.ServeControl).
+func (e *Engine) Supervise(ctx context.Context) (err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	controlErr := make(chan error, 1)
+	go func() {
+		err := stack.ServeControl(ctx, e.cfg.Home.Control(), e)
+		if err != nil && ctx.Err() == nil {
+			e.log.Error("control socket stopped", "err", err)
+		} else {
+			err = nil
+		}
+		controlErr <- err
+	}()
+	defer func() {
+		cancel()
+		err = <-controlErr
+	}()
 	tick := time.NewTicker(superviseInterval)
 	defer tick.Stop()
 	for {
