@@ -32,16 +32,17 @@ type nodeObservation struct {
 	inRecovery bool
 	lsn        pglsn.LSN // flush LSN of a primary, replay LSN of a standby
 	syncNames  string    // synchronous_standby_names of a primary
-	timeline   int       // of a primary
+	timeline   int       // the primary's, or the one a standby receives
 	repl       map[string]walSender
 }
 
 // selfQuery: a primary's timeline is the one of the WAL file it writes,
-// which is right from the moment of a promotion.
+// which is right from the moment of a promotion; a standby's is the one
+// it receives.
 const selfQuery = `SELECT pg_is_in_recovery(),
 	coalesce(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END::text, ''),
 	current_setting('synchronous_standby_names'),
-	CASE WHEN pg_is_in_recovery() THEN 0
+	CASE WHEN pg_is_in_recovery() THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), 0)
 	  ELSE ('x' || substr(pg_walfile_name(pg_current_wal_flush_lsn()), 1, 8))::bit(32)::int END`
 
 const replQuery = `SELECT coalesce(application_name, ''), coalesce(state, ''), coalesce(sync_state, ''),
@@ -234,6 +235,9 @@ func (e *Engine) clusterStatus(ctx context.Context, s Spec) cluster.Status {
 		default:
 			ns.Role = cluster.RolePrimary
 			ns.LSN = o.lsn
+		}
+		if ns.Timeline == 0 && o.err == nil {
+			ns.Timeline = o.timeline // Patroni has not published it yet
 		}
 		cs.Nodes = append(cs.Nodes, ns)
 	}
