@@ -78,23 +78,22 @@ type engineSecrets struct {
 }
 
 // loadState reads state.json, choosing the ports of nodes that have none
-// (every node at first start); changed says whether it must be saved.
-func loadState(dir string, nodes []string) (st *engineState, changed bool, err error) {
+// (every node at first start); Up saves them.
+func loadState(dir string, nodes []string) (*engineState, error) {
 	path := filepath.Join(dir, stateFileName)
-	st = &engineState{Version: engineStateVer}
+	st := &engineState{Version: engineStateVer}
 	b, err := stack.ReadFile(path)
 	switch {
 	case err == nil:
 		if err := json.Unmarshal(b, st); err != nil {
-			return nil, false, fmt.Errorf("read %s: %w", path, err)
+			return nil, fmt.Errorf("read %s: %w", path, err)
 		}
 		if st.Version != engineStateVer {
-			return nil, false, fmt.Errorf("read %s: version %d, want %d", path, st.Version, engineStateVer)
+			return nil, fmt.Errorf("read %s: version %d, want %d", path, st.Version, engineStateVer)
 		}
 	case errors.Is(err, fs.ErrNotExist):
-		changed = true
 	default:
-		return nil, false, fmt.Errorf("read %s: %w", path, err)
+		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	if st.Nodes == nil {
 		st.Nodes = map[string]nodePorts{}
@@ -110,25 +109,25 @@ func loadState(dir string, nodes []string) (st *engineState, changed bool, err e
 		if err != nil {
 			return err
 		}
-		*p, changed = port, true
+		*p = port
 		return nil
 	}
 	for _, p := range []*int{&st.EtcdClientPort, &st.EtcdPeerPort} {
 		if err := free(p); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 	}
 	for _, n := range nodes {
 		np := st.Nodes[n]
 		if err := free(&np.Port); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 		if err := free(&np.RESTPort); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 		st.Nodes[n] = np
 	}
-	return st, changed, nil
+	return st, nil
 }
 
 func saveState(dir string, st *engineState) error {

@@ -146,14 +146,14 @@ func (e *Engine) superviseAgent(node, leader string) {
 	if !pgAlive && (leader == "" || leader == node) && time.Since(died) < lease {
 		return // a lost host: wait for the failover before it returns
 	}
-	e.log.Info("restarting patroni agent", "node", node, "down_for", time.Since(died).Round(time.Millisecond))
-	if err := e.startAgent(node); err != nil {
-		e.log.Error("restart patroni agent", "node", node, "err", err)
-		return
-	}
 	e.mu.Lock()
 	a.restarts++
+	restarts := a.restarts
 	e.mu.Unlock()
+	e.log.Info("restarting patroni agent", "node", node, "down_for", time.Since(died).Round(time.Millisecond), "restarts", restarts)
+	if err := e.startAgent(node); err != nil {
+		e.log.Error("restart patroni agent", "node", node, "err", err)
+	}
 }
 
 // guardSync applies NoSyncTags to the cluster's designated asynchronous
