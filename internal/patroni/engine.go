@@ -93,6 +93,9 @@ type agent struct {
 	designatedAsync bool
 	// held keeps a dead agent from being restarted (a lost host, in tests).
 	held bool
+	// releaseWanted is since when NoSyncTags asks to release the node's
+	// nosync tag, zero while it does not.
+	releaseWanted time.Time
 	// diedAt is when the engine saw the agent dead, zero while it runs.
 	diedAt   time.Time
 	restarts int

@@ -439,9 +439,10 @@ func TestEngine(t *testing.T) {
 	})
 
 	t.Run("dead replica", func(t *testing.T) {
+		leader, syncStandby := f.settled(t)
 		w := f.startWriter(t)
 		f.killHost(t, "main", "main-3")
-		st := f.waitTopology(t, "main", map[string]string{"main-1": "primary", "main-2": "replica/sync", "main-3": "down"}, 60*time.Second)
+		st := f.waitTopology(t, "main", map[string]string{leader: "primary", syncStandby: "replica/sync", "main-3": "down"}, 60*time.Second)
 		if n := nodeOf(st, "main-3"); n.AgentPid != nil || n.Error == "" {
 			t.Errorf("main-3: agent pid %v, error %q: want no agent and an error", n.AgentPid, n.Error)
 		}
@@ -453,44 +454,49 @@ func TestEngine(t *testing.T) {
 			return nil
 		})
 		f.eng.Hold("main-3", false) // the host returns: the engine restarts its agent
-		f.waitTopology(t, "main", map[string]string{"main-1": "primary", "main-2": "replica/sync", "main-3": "replica/async"}, 3*time.Minute)
+		f.settled(t)
 		t.Logf("dead replica: %d rows acknowledged, none lost", w.checkNoneLost(t))
 	})
 
 	t.Run("postmaster SIGKILL", func(t *testing.T) {
+		leader, _ := f.settled(t)
 		w := f.startWriter(t)
-		n := nodeOf(f.status(t, "main"), "main-1")
+		n := nodeOf(f.status(t, "main"), leader)
 		if n.AgentPid == nil {
-			t.Fatal("main-1 has no agent")
+			t.Fatalf("%s has no agent", leader)
 		}
 		at, err := pgnode.KillServer(n.Pid, 10*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
 		back := w.waitAfter(t, at, 3*time.Minute)
-		st := f.waitTopology(t, "main", map[string]string{"main-1": "primary", "main-2": "replica/sync", "main-3": "replica/async"}, 3*time.Minute)
-		if a := nodeOf(st, "main-1").AgentPid; a == nil || *a != *n.AgentPid {
-			t.Errorf("main-1's agent is %v, want the same agent %d restarting PostgreSQL in place", a, *n.AgentPid)
+		// Patroni restarts PostgreSQL in place; on a machine too busy for
+		// the agent to renew its key within retry_timeout, the sync standby
+		// takes over instead. Either way nothing acknowledged is lost.
+		now, _ := f.settled(t)
+		if a := nodeOf(f.status(t, "main"), leader).AgentPid; a == nil || *a != *n.AgentPid {
+			t.Errorf("%s's agent is %v, want the same agent %d", leader, a, *n.AgentPid)
 		}
-		t.Logf("postmaster SIGKILL of the leader: restarted in place by its agent, writes back after %v; %d rows acknowledged, none lost",
-			back.Round(time.Millisecond), w.checkNoneLost(t))
+		t.Logf("postmaster SIGKILL of the leader %s: writes back after %v, leader now %s; %d rows acknowledged, none lost",
+			leader, back.Round(time.Millisecond), now, w.checkNoneLost(t))
 	})
 
 	t.Run("switchover", func(t *testing.T) {
+		leader, syncStandby := f.settled(t)
 		w := f.startWriter(t)
 		out, err := f.eng.Switchover(ctx, "main", "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if out.Record == nil || out.Record.OldPrimary != "main-1" || out.Record.NewPrimary != "main-2" || out.Record.Kind != "switchover" {
-			t.Fatalf("outcome %+v: want a switchover record main-1 -> main-2 (the sync standby)", out)
+		if out.Record == nil || out.Record.OldPrimary != leader || out.Record.NewPrimary != syncStandby || out.Record.Kind != "switchover" {
+			t.Fatalf("outcome %+v: want a switchover record %s -> %s (the sync standby)", out, leader, syncStandby)
 		}
-		if p, err := f.eng.Primary(ctx, "main"); err != nil || p != "main-2" {
-			t.Fatalf("primary %q (%v), want main-2", p, err)
+		if p, err := f.eng.Primary(ctx, "main"); err != nil || p != syncStandby {
+			t.Fatalf("primary %q (%v), want %s", p, err, syncStandby)
 		}
-		st := f.waitTopology(t, "main", map[string]string{"main-2": "primary", "main-1": "replica/sync", "main-3": "replica/async"}, 3*time.Minute)
-		if len(st.Failovers) == 0 || st.Failovers[len(st.Failovers)-1].Kind != "switchover" || st.Failovers[len(st.Failovers)-1].NewPrimary != "main-2" {
-			t.Errorf("failover history %+v: want the switchover to main-2 last", st.Failovers)
+		st := f.waitTopology(t, "main", map[string]string{syncStandby: "primary", leader: "replica/sync", "main-3": "replica/async"}, 3*time.Minute)
+		if len(st.Failovers) == 0 || st.Failovers[len(st.Failovers)-1].Kind != "switchover" || st.Failovers[len(st.Failovers)-1].NewPrimary != syncStandby {
+			t.Errorf("failover history %+v: want the switchover to %s last", st.Failovers, syncStandby)
 		}
 		if _, err := f.eng.Switchover(ctx, "main", "main-3"); err == nil {
 			t.Error("switchover to the asynchronous main-3 was accepted")
@@ -501,8 +507,7 @@ func TestEngine(t *testing.T) {
 	t.Run("host loss", func(t *testing.T) {
 		// One of main-1 and main-2 leads, the other is its sync standby;
 		// main-3 (nosync) is asynchronous.
-		st := f.waitTopology(t, "main", map[string]string{"main-2": "primary", "main-1": "replica/sync", "main-3": "replica/async"}, time.Minute)
-		lost, heir := st.Primary, "main-1"
+		lost, heir := f.settled(t)
 		f.waitSyncKey(t, "main", heir)
 		w := f.startWriter(t)
 		at := f.killHost(t, "main", lost)
@@ -510,7 +515,7 @@ func TestEngine(t *testing.T) {
 		// The lost host stays lost. The engine releases main-3's nosync tag,
 		// so Patroni names it the synchronous standby: it may be promoted
 		// if the new leader is lost too.
-		st = f.waitTopology(t, "main", map[string]string{heir: "primary", "main-3": "replica/sync", lost: "down"}, time.Minute)
+		st := f.waitTopology(t, "main", map[string]string{heir: "primary", "main-3": "replica/sync", lost: "down"}, time.Minute)
 		f.waitSyncKey(t, "main", "main-3")
 		total := w.checkNoneLost(t)
 		t.Logf("host loss of the leader (lost host not restarted): writes back after %v on %s; %d rows acknowledged, none lost",

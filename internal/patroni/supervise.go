@@ -180,9 +180,32 @@ func (e *Engine) guardSync(ctx context.Context, s Spec, leader string) {
 			v.Streaming = append(v.Streaming, name)
 		}
 	}
+	grace := e.releaseGrace()
 	for node, nosync := range NoSyncTags(v) {
+		e.mu.Lock()
+		a := e.agents[node]
+		release := !nosync && a.cfg.Tags.NoSync
+		if !release {
+			a.releaseWanted = time.Time{}
+		} else if a.releaseWanted.IsZero() {
+			a.releaseWanted = time.Now()
+		}
+		wanted := a.releaseWanted
+		e.mu.Unlock()
+		if release && time.Since(wanted) < grace {
+			continue
+		}
 		e.setNoSync(ctx, node, nosync)
 	}
+}
+
+// releaseGrace is how long NoSyncTags must keep asking for a release
+// before it is applied: a leader restarted in place, or one just switched
+// to, has no streaming standby for a moment, and releasing then would only
+// move the synchronous role back and forth. Meanwhile commits still need a
+// standby (Patroni's '*'), so the wait costs no acknowledged write.
+func (e *Engine) releaseGrace() time.Duration {
+	return time.Duration(2*e.timing.LoopWait)*time.Second + 3*time.Second
 }
 
 // setNoSync rewrites node's nosync tag and has its agent reload it.
