@@ -560,6 +560,10 @@ func TestEngine(t *testing.T) {
 			t.Fatalf("main primary %q (%v)", leader, err)
 		}
 		f.stop(t)
+		// The next `up` checks the home before anything else.
+		if err := stack.CheckHome(home, stack.HomeOwners()); err != nil {
+			t.Errorf("up would refuse the home the engine left: %v", err)
+		}
 		f.start(t)
 		if p, err := f.eng.Primary(ctx, "main"); err != nil || p != leader {
 			t.Fatalf("main primary %q (%v) after resume, want %s as before the stop", p, err, leader)
