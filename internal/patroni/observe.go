@@ -201,7 +201,7 @@ func (e *Engine) clusterStatus(ctx context.Context, s Spec) cluster.Status {
 		o := obs[i]
 		m, known := members[n.Name]
 		ns := cluster.NodeStatus{Name: n.Name, Role: cluster.RoleDown, AssignedRole: cluster.RoleReplica,
-			Host: cluster.Host, Port: n.Port, DSN: e.dsn(n, "", false), Timeline: m.Timeline}
+			Host: cluster.Host, Port: n.Port, DSN: e.dsn(n, "", true), Timeline: m.Timeline}
 		if known && m.Role == "leader" {
 			ns.AssignedRole = cluster.RolePrimary
 		}
