@@ -19,6 +19,8 @@
 # failed runs here. Every run still verifies every write on every node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/stack-lib.sh
+. scripts/stack-lib.sh
 
 BIN=${BIN:-bin/socnet}
 ENGINES=${ENGINES:-socnet patroni}
@@ -35,11 +37,7 @@ COMMAND="scripts/bench.sh engines (ENGINES=\"$ENGINES\" N=$N DUR=$DUR SESSIONS=$
 up_pid=
 home=
 stop_stack() {
-	if [ -n "$up_pid" ]; then
-		kill -INT "$up_pid" 2>/dev/null || true
-		wait "$up_pid" 2>/dev/null || true
-		up_pid=
-	fi
+	stop_stack_process
 	if [ -n "$home" ]; then
 		if [ -n "${KEEP_HOMES:-}" ]; then
 			echo "kept the home $home"
@@ -80,19 +78,7 @@ for engine in $ENGINES; do
 	home=$(mktemp -d "/tmp/socnet-engines-$engine.XXXXXX")
 	log "stack: socnet up $flags --home $home --http 127.0.0.1:0"
 	# shellcheck disable=SC2086 # flags is empty or two words
-	"$BIN" up $flags --home "$home" --http 127.0.0.1:0 >"$OUT/up-$engine.log" 2>&1 &
-	up_pid=$!
-	# Ready when up says so (it prints the API's address once every
-	# service answers); an up that exits first has failed.
-	for _ in $(seq 1 1500); do
-		grep -q '^socnet is up' "$OUT/up-$engine.log" && break
-		if ! kill -0 "$up_pid" 2>/dev/null; then
-			tail -n 20 "$OUT/up-$engine.log" >&2
-			echo "socnet up --engine $engine exited before it was up" >&2
-			exit 1
-		fi
-		sleep 0.2
-	done
+	start_stack "$OUT/up-$engine.log" $flags --home "$home" --http 127.0.0.1:0
 	grep '^socnet is up' "$OUT/up-$engine.log" | tee -a "$OUT/summary.txt"
 	for fault in $FAULTS; do
 		log "$engine: socnet drill failover --fault $fault --repeat $N --duration $DUR --kill-after random --sessions $SESSIONS"
