@@ -22,6 +22,7 @@ func cmdUp(ctx context.Context, e *env, args []string) error {
 	fs := newFlags("up", e)
 	home := fs.HomeDir()
 	engine := fs.String("engine", stack.EngineSocnet, "what runs the PostgreSQL clusters: socnet (its own supervisor) or patroni (Patroni with etcd); a home keeps the engine that made it")
+	hosts := fs.String("hosts", stack.HostsLocal, "where the nodes and services run: local (the machine's own network) or netns (each on its own network namespace, behind HAProxy on --http; needs root)")
 	httpAddr := fs.String("http", "127.0.0.1:8080", "address of the API (port 0: a free port, printed once up)")
 	counterAddr := fs.String("counter-http", "", "address of the counter service (default: a free port chosen at first start and kept in the home)")
 	relayAddr := fs.String("relay-http", "", "address of the outbox relay's /metrics and /healthz (default: a free port chosen at first start and kept in the home)")
@@ -29,6 +30,9 @@ func cmdUp(ctx context.Context, e *env, args []string) error {
 	sharedBuffers := fs.String("main-shared-buffers", cluster.MainSpec().Settings["shared_buffers"], "shared_buffers of the main cluster's nodes, when it is created")
 	if err := fs.parse(args); err != nil {
 		return err
+	}
+	if *hosts != stack.HostsLocal && *hosts != stack.HostsNetns {
+		return usageError{fmt.Errorf("--hosts %q: want %s or %s", *hosts, stack.HostsLocal, stack.HostsNetns)}
 	}
 	h, err := stack.NewHome(*home)
 	if err != nil {
@@ -39,7 +43,7 @@ func cmdUp(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	return stack.Up(ctx, stack.Config{Home: h, HTTP: *httpAddr, CounterHTTP: *counterAddr, RelayHTTP: *relayAddr,
-		Self: e.self, Log: e.log, Out: e.stdout}, eng)
+		Hosts: *hosts, Self: e.self, Log: e.log, Out: e.stdout}, eng)
 }
 
 // engineOptions tune the engine `up` runs; zero values are the defaults.
