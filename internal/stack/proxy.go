@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"time"
 
@@ -42,13 +41,9 @@ func apiBackends(svcs []*service) []haproxy.Backend {
 // record for services.json (nil once it stopped).
 func runProxy(ctx, startCtx context.Context, h Home, bind string, backends []haproxy.Backend,
 	log *slog.Logger, started chan<- error, changed func(*Service)) {
+	// No Config.User: a process that changes its user loses its
+	// parent-death signal, and HAProxy must stop with a SIGKILLed `up`.
 	cfg := haproxy.Config{Bind: bind, Backends: backends, CheckInterval: ProxyCheckInterval}
-	if os.Geteuid() == 0 {
-		// Debian's package makes the user; HAProxy drops to it once bound.
-		if u, err := user.Lookup("haproxy"); err == nil {
-			cfg.User = u.Username
-		}
-	}
 	opts := haproxy.Options{Dir: proxyDir(h), Config: cfg, Logger: log,
 		// From the spawner's thread (Pdeathsig), with the home's mark so
 		// that the next `up` stops a leftover.
@@ -74,6 +69,10 @@ func runProxy(ctx, startCtx context.Context, h Home, bind string, backends []hap
 				_ = p.Stop(ServiceGrace)
 			}
 		}
+		if err == nil {
+			// Recorded before `up` reports the start.
+			changed(&Service{Name: ProxyService, Pid: p.Pid(), Addr: bind, Restarts: restarts})
+		}
 		if first {
 			started <- err
 			first = false
@@ -84,7 +83,6 @@ func runProxy(ctx, startCtx context.Context, h Home, bind string, backends []hap
 		if err != nil {
 			log.Error("haproxy did not start; retrying", "err", err)
 		} else {
-			changed(&Service{Name: ProxyService, Pid: p.Pid(), Addr: bind, Restarts: restarts})
 			select {
 			case <-ctx.Done():
 				_ = p.Stop(ServiceGrace)

@@ -1,0 +1,360 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"socnet/internal/haproxy"
+	"socnet/internal/netns"
+	"socnet/internal/stack"
+)
+
+// requireHosts skips a test that needs network namespaces and HAProxy
+// when the machine has neither, with the reason; under CI=true, which
+// runs as root with both installed, it fails instead.
+func requireHosts(t *testing.T) {
+	t.Helper()
+	fail := t.Skip
+	if os.Getenv("CI") == "true" && os.Geteuid() == 0 {
+		fail = t.Fatal
+	}
+	if err := netns.Check(context.Background()); err != nil {
+		fail(err)
+	}
+	for _, bin := range []string{"haproxy", "setpriv"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			fail(bin + " not found: install the Debian packages haproxy and util-linux")
+		}
+	}
+}
+
+// startHostsUp runs `socnet up --hosts netns` as a process of its own
+// (this test binary acting as socnet), so that it can be SIGKILLed, and
+// waits until the API answers through HAProxy on apiAddr.
+func startHostsUp(t *testing.T, home, apiAddr string) *upProcess {
+	t.Helper()
+	p := &upProcess{exited: make(chan struct{}), out: &syncBuffer{}}
+	p.cmd = exec.Command(os.Args[0], "up", "--hosts", "netns", "--home", home, "--http", apiAddr,
+		"--main-shared-buffers", "32MB")
+	p.cmd.Env = append(os.Environ(), beMainEnv+"=1", "SOCNET_LOG_LEVEL=warn")
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() { p.stop(t) })
+	deadline := time.After(4 * time.Minute)
+	for {
+		if ok, _ := healthy("http://" + apiAddr); ok {
+			return p
+		}
+		select {
+		case <-p.exited:
+			t.Fatalf("up exited early:\n%s", p.out.String())
+		case <-deadline:
+			t.Fatalf("up not ready after 4m:\n%s", p.out.String())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// stop stops `up` as Ctrl-C does and waits for it; a no-op once it exited.
+func (p *upProcess) stop(t *testing.T) {
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-p.exited:
+	case <-time.After(2 * time.Minute):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		t.Errorf("up did not stop within 2m:\n%s", p.out.String())
+	}
+}
+
+// hostsLeft lists the namespaces and links of the machine named after home.
+func hostsLeft(t *testing.T, home string) []string {
+	t.Helper()
+	n, err := netns.Plan(home, []string{"x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	nss, err := netns.Namespaces(ctx, n.Prefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	links, err := netns.Links(ctx, n.Prefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(nss, links...)
+}
+
+// TestUpOnHosts runs the stack with every node and service on its own
+// network host (one stack shared by the subtests): the API answers
+// through HAProxy, status names every host, a post reaches every main
+// node, HAProxy takes a cut API host out of rotation, a cut primary is
+// failed over and rejoins as a replica once healed. Then `up` is
+// SIGKILLed: the next one removes what it left and starts; stopped, it
+// leaves no namespace or link behind.
+func TestUpOnHosts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts five PostgreSQL nodes on eleven network namespaces")
+	}
+	requireHosts(t)
+	t.Setenv(beMainEnv, "1")
+	getenv := warnLogs
+	home := filepath.Join(t.TempDir(), "home")
+	t.Cleanup(func() { _ = netns.Cleanup(context.Background(), home) })
+	apiAddr := freeAddr(t)
+	base := "http://" + apiAddr
+	up := startHostsUp(t, home, apiAddr)
+	ctx := context.Background()
+
+	t.Run("status", func(t *testing.T) {
+		doc := mustStatus(t, home, getenv)
+		for _, c := range doc.Clusters {
+			for _, n := range c.Nodes {
+				if n.Netns == "" || n.Host == "" || n.Host == "127.0.0.1" || !strings.Contains(n.DSN, "@"+n.Host+":") {
+					t.Errorf("node %s: netns %q, host %q, dsn %s: want its own host", n.Name, n.Netns, n.Host, n.DSN)
+				}
+			}
+		}
+		hosts := map[string]bool{}
+		for _, name := range []string{"api-1", "api-2", "counter", "relay", "redis", "feed-worker"} {
+			s, ok := doc.Service(name)
+			if !ok || s.Netns == "" || s.Host == "" || !strings.HasPrefix(s.Addr, s.Host+":") || hosts[s.Host] {
+				t.Errorf("service %s: %+v (found %v): want its own netns and host, listening there", name, s, ok)
+			}
+			hosts[s.Host] = true
+		}
+		if s, ok := doc.Service(stack.ProxyService); !ok || s.Addr != apiAddr || s.Netns != "" {
+			t.Errorf("service haproxy: %+v (found %v): want it on %s in the machine's namespace", s, ok, apiAddr)
+		}
+		checkStatusDSNs(t, home, doc)
+	})
+
+	t.Run("post on every main node", func(t *testing.T) {
+		c := &client{t: t, base: base}
+		id := c.register("Анна", "Ахматова", "pw-anna")
+		tok := c.login(id, "pw-anna")
+		var post string
+		c.do("POST", "/post/create", tok, map[string]any{"text": "через HAProxy"}, 200, &post)
+		doc := mustStatus(t, home, getenv)
+		for _, n := range findCluster(t, doc, mainCluster).Nodes {
+			dsn := strings.Replace(n.DSN, "/postgres?", "/"+mainDBName+"?", 1)
+			waitFor(t, 30*time.Second, "the post on "+n.Name, func() bool {
+				conn, err := pgx.Connect(ctx, dsn)
+				if err != nil {
+					return false
+				}
+				defer conn.Close(ctx)
+				var found bool
+				return conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM posts WHERE id = $1)", post).Scan(&found) == nil && found
+			})
+		}
+	})
+
+	t.Run("API host cut", func(t *testing.T) {
+		n, err := netns.Attach(ctx, home)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sock := stack.ProxySocket(stack.Home{Dir: home})
+		states := func() map[string]string {
+			s, _ := haproxy.ServerStates(ctx, sock)
+			return s
+		}
+		waitFor(t, 30*time.Second, "api-1 and api-2 UP", func() bool {
+			s := states()
+			return s["api-1"] == "UP" && s["api-2"] == "UP"
+		})
+		client := &http.Client{Timeout: 10 * time.Second}
+		get := func() bool {
+			resp, err := client.Get(base + "/healthz")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		}
+		if err := n.Cut(ctx, "api-1"); err != nil {
+			t.Fatal(err)
+		}
+		healed := false
+		defer func() {
+			if !healed {
+				_ = n.Heal(ctx, "api-1")
+			}
+		}()
+		cut := time.Now()
+		errorsBefore, requests := 0, 0
+		for states()["api-1"] != "DOWN" {
+			if time.Since(cut) > time.Minute {
+				t.Fatalf("HAProxy did not mark the cut api-1 down within a minute: %v", states())
+			}
+			requests++
+			if !get() {
+				errorsBefore++
+			}
+		}
+		down := time.Since(cut)
+		errorsAfter := 0
+		for range 200 {
+			if !get() {
+				errorsAfter++
+			}
+		}
+		t.Logf("api-1 cut: marked down after %v; %d of %d requests failed before, %d of 200 after",
+			down.Round(time.Millisecond), errorsBefore, requests, errorsAfter)
+		if errorsAfter != 0 {
+			t.Errorf("%d of 200 requests through %s failed once HAProxy had marked the cut api-1 down", errorsAfter, apiAddr)
+		}
+		if err := n.Heal(ctx, "api-1"); err != nil {
+			t.Fatal(err)
+		}
+		healed = true
+		waitFor(t, 30*time.Second, "api-1 UP again after the heal", func() bool { return states()["api-1"] == "UP" })
+	})
+
+	t.Run("primary host cut", func(t *testing.T) {
+		n, err := netns.Attach(ctx, home)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old := findCluster(t, mustStatus(t, home, getenv), mainCluster).Primary
+		w := startWriters(base, 4)
+		defer w.stop()
+		waitFor(t, 30*time.Second, "acknowledged writes", func() bool { return len(w.acked()) >= 10 })
+		if err := n.Cut(ctx, old); err != nil {
+			t.Fatal(err)
+		}
+		healed := false
+		defer func() {
+			if !healed {
+				_ = n.Heal(ctx, old)
+			}
+		}()
+		cut := time.Now()
+		var primary string
+		waitFor(t, 2*time.Minute, "a new primary of main", func() bool {
+			primary = findCluster(t, mustStatus(t, home, getenv), mainCluster).Primary
+			return primary != "" && primary != old
+		})
+		before := len(w.acked())
+		waitFor(t, 2*time.Minute, "writes through the API after the failover", func() bool { return len(w.acked()) > before+10 })
+		t.Logf("primary %s cut: %s primary, 10 more writes acknowledged through the API %v after the cut",
+			old, primary, time.Since(cut).Round(time.Millisecond))
+		if err := n.Heal(ctx, old); err != nil {
+			t.Fatal(err)
+		}
+		healed = true
+		waitFor(t, 3*time.Minute, old+" streaming as a replica", func() bool {
+			for _, nd := range findCluster(t, mustStatus(t, home, getenv), mainCluster).Nodes {
+				if nd.Name == old {
+					return nd.Role == "replica" && !nd.NeedsRejoin && nd.ReplicationState == "streaming"
+				}
+			}
+			return false
+		})
+		ids := w.stop()
+		doc := mustStatus(t, home, getenv)
+		mc := findCluster(t, doc, mainCluster)
+		if mc.Primary != primary {
+			t.Errorf("primary after the heal is %s, want %s: two primaries, or a second failover", mc.Primary, primary)
+		}
+		for _, nd := range mc.Nodes {
+			if nd.Name == mc.Primary {
+				if missing := missingUsers(t, nd.DSN, ids); len(missing) > 0 {
+					t.Errorf("%d of %d acknowledged users missing on the primary %s: %v", len(missing), len(ids), nd.Name, missing)
+				}
+			}
+		}
+	})
+
+	t.Run("drill partition", func(t *testing.T) {
+		dir := t.TempDir()
+		for _, target := range []string{"primary", "api"} {
+			var out, errOut syncBuffer
+			report := filepath.Join(dir, target+".json")
+			err := run(ctx, []string{"socnet", "drill", "partition", "--home", home, "--target", target,
+				"--cut-after", "1500ms", "--cut-for", "3s", "--duration", "5s", "--writers", "2",
+				"--json", report, "--html", filepath.Join(dir, target+".html")}, getenv, &out, &errOut)
+			if err != nil {
+				t.Fatalf("drill partition --target %s: %v\n%s\n%s", target, err, out.String(), errOut.String())
+			}
+			var rep struct {
+				OK        bool  `json:"ok"`
+				TotalLost int64 `json:"total_lost"`
+				Runs      []struct {
+					CutHost       string   `json:"cut_host"`
+					UnavailableMS *float64 `json:"unavailable_ms"`
+					Problems      []string `json:"problems"`
+					Partition     *struct {
+						Problems []string `json:"problems"`
+					} `json:"partition"`
+				} `json:"runs"`
+			}
+			mustReadJSON(t, report, &rep)
+			if !rep.OK || rep.TotalLost != 0 || len(rep.Runs) != 1 || rep.Runs[0].UnavailableMS == nil {
+				t.Fatalf("drill partition --target %s: ok=%v lost=%d runs=%+v\n%s", target, rep.OK, rep.TotalLost, rep.Runs, out.String())
+			}
+			r := rep.Runs[0]
+			if target == "primary" && (r.Partition == nil || !strings.HasPrefix(r.CutHost, "main-")) {
+				t.Errorf("drill partition --target primary: cut %q, partition verdict %v: want a main node judged", r.CutHost, r.Partition)
+			}
+			if target == "api" && r.CutHost != "api-1" {
+				t.Errorf("drill partition --target api: cut %q, want api-1", r.CutHost)
+			}
+			t.Logf("drill partition --target %s: cut %s, write unavailability %.0f ms", target, r.CutHost, *r.UnavailableMS)
+		}
+		var out, errOut syncBuffer
+		err := run(ctx, []string{"socnet", "drill", "partition", "--home", home, "--target", "etcd"}, getenv, &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), "etcd") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("drill partition --target etcd under the socnet engine: %v, want a one-line refusal", err)
+		}
+	})
+
+	// SIGKILL: the namespaces stay; the next `up` removes them and starts.
+	procs := homeProcesses(home)
+	up.kill(t)
+	if left := hostsLeft(t, home); len(left) == 0 {
+		t.Fatal("no namespace left after the SIGKILL of up: nothing for the next up to remove")
+	}
+	waitFor(t, time.Minute, "the processes of the killed up gone", func() bool {
+		for pid := range procs {
+			if running(pid) {
+				return false
+			}
+		}
+		return true
+	})
+	t.Log("up SIGKILLed; starting it again")
+	up2 := startHostsUp(t, home, apiAddr)
+	c := &client{t: t, base: base}
+	id := c.register("Марина", "Цветаева", "pw-marina")
+	if id == "" {
+		t.Fatal("no user id after the restart")
+	}
+	up2.stop(t)
+	t.Log("up restarted after the SIGKILL, served, and stopped")
+	if left := hostsLeft(t, home); len(left) > 0 {
+		t.Errorf("after up stopped, these remain: %v", left)
+	}
+	if procs := homeProcesses(home); len(procs) > 0 {
+		t.Errorf("after up stopped, these processes remain: %v", procs)
+	}
+}
