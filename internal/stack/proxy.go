@@ -63,15 +63,16 @@ func runProxy(ctx, startCtx context.Context, h Home, bind string, backends []hap
 			sctx = startCtx
 		}
 		p, err := haproxy.Start(sctx, opts)
+		if err == nil {
+			// Recorded as soon as it answers on bind.
+			changed(&Service{Name: ProxyService, Pid: p.Pid(), Addr: bind, Restarts: restarts})
+		}
 		if err == nil && first {
 			err = p.WaitStates(startCtx, "UP", names...)
 			if err != nil {
 				_ = p.Stop(ServiceGrace)
+				changed(nil)
 			}
-		}
-		if err == nil {
-			// Recorded before `up` reports the start.
-			changed(&Service{Name: ProxyService, Pid: p.Pid(), Addr: bind, Restarts: restarts})
 		}
 		if first {
 			started <- err
