@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -236,7 +239,7 @@ func TestUpOnHosts(t *testing.T) {
 			t.Fatal(err)
 		}
 		old := findCluster(t, mustStatus(t, home, getenv), mainCluster).Primary
-		w := startWriters(base, 4)
+		w := startTimedWriters(base, 4)
 		defer w.stop()
 		waitFor(t, 30*time.Second, "acknowledged writes", func() bool { return len(w.acked()) >= 10 })
 		if err := n.Cut(ctx, old); err != nil {
@@ -254,10 +257,14 @@ func TestUpOnHosts(t *testing.T) {
 			primary = findCluster(t, mustStatus(t, home, getenv), mainCluster).Primary
 			return primary != "" && primary != old
 		})
-		before := len(w.acked())
-		waitFor(t, 2*time.Minute, "writes through the API after the failover", func() bool { return len(w.acked()) > before+10 })
-		t.Logf("primary %s cut: %s primary, 10 more writes acknowledged through the API %v after the cut",
-			old, primary, time.Since(cut).Round(time.Millisecond))
+		var back time.Duration
+		waitFor(t, 2*time.Minute, "a write through the API started after the cut and acknowledged", func() bool {
+			at, ok := w.firstAckedAfter(cut)
+			back = at.Sub(cut)
+			return ok
+		})
+		t.Logf("primary %s cut: %s primary; through the API the first write started after the cut was acknowledged %v after it; %d writes failed",
+			old, primary, back.Round(time.Millisecond), w.failed())
 		if err := n.Heal(ctx, old); err != nil {
 			t.Fatal(err)
 		}
@@ -271,6 +278,9 @@ func TestUpOnHosts(t *testing.T) {
 			return false
 		})
 		ids := w.stop()
+		if len(ids) == 0 {
+			t.Fatal("no write acknowledged")
+		}
 		doc := mustStatus(t, home, getenv)
 		mc := findCluster(t, doc, mainCluster)
 		if mc.Primary != primary {
@@ -356,5 +366,136 @@ func TestUpOnHosts(t *testing.T) {
 	}
 	if procs := homeProcesses(home); len(procs) > 0 {
 		t.Errorf("after up stopped, these processes remain: %v", procs)
+	}
+}
+
+// timedWriters register users through the API and keep, for each
+// acknowledged one, when its request started.
+type timedWriters struct {
+	mu     sync.Mutex
+	ids    []string
+	starts []time.Time
+	acks   []time.Time
+	fails  int
+	done   chan struct{}
+	wg     sync.WaitGroup
+}
+
+func startTimedWriters(base string, n int) *timedWriters {
+	w := &timedWriters{done: make(chan struct{})}
+	for i := range n {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			for j := 0; j < 5000; j++ { // bounded in count as well as by stop
+				select {
+				case <-w.done:
+					return
+				default:
+				}
+				start := time.Now()
+				id, ok := tryRegister(base, "Писатель", fmt.Sprintf("Хост%d-%d", i, j))
+				w.mu.Lock()
+				if ok {
+					w.ids = append(w.ids, id)
+					w.starts = append(w.starts, start)
+					w.acks = append(w.acks, time.Now())
+				} else {
+					w.fails++
+				}
+				w.mu.Unlock()
+				if !ok {
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	return w
+}
+
+func (w *timedWriters) acked() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.ids)
+}
+
+func (w *timedWriters) failed() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.fails
+}
+
+// firstAckedAfter is when the first write that started after t was
+// acknowledged.
+func (w *timedWriters) firstAckedAfter(t time.Time) (time.Time, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var first time.Time
+	for i, s := range w.starts {
+		if s.After(t) && (first.IsZero() || w.acks[i].Before(first)) {
+			first = w.acks[i]
+		}
+	}
+	return first, !first.IsZero()
+}
+
+// stop stops the writers and returns every acknowledged id.
+func (w *timedWriters) stop() []string {
+	select {
+	case <-w.done:
+	default:
+		close(w.done)
+	}
+	w.wg.Wait()
+	return w.acked()
+}
+
+// TestUpOnHostsNeedsRoot checks that `up --hosts netns` without root fails
+// in one line that says so, before it creates the home. As root, this test
+// binary is copied where user nobody can run it and run as nobody.
+func TestUpOnHostsNeedsRoot(t *testing.T) {
+	dir, err := os.MkdirTemp("", "socnet-notroot-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	home := filepath.Join(dir, "home")
+	args := []string{"up", "--hosts", "netns", "--home", home, "--http", "127.0.0.1:0"}
+	var msg string
+	if os.Geteuid() != 0 {
+		var out syncBuffer
+		err := run(context.Background(), append([]string{"socnet"}, args...), func(string) string { return "" }, &out, &out)
+		if err == nil {
+			t.Fatalf("up --hosts netns as uid %d started:\n%s", os.Geteuid(), out.String())
+		}
+		msg = err.Error()
+	} else {
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		bin := filepath.Join(dir, "socnet.test")
+		data, err := os.ReadFile(os.Args[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(bin, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, args...)
+		cmd.Dir = dir
+		cmd.Env = []string{beMainEnv + "=1", "PATH=" + os.Getenv("PATH")}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			t.Fatalf("up --hosts netns as nobody succeeded: %s", out)
+		}
+		msg = strings.TrimSpace(string(out))
+	}
+	t.Logf("refused: %s", msg)
+	if strings.Contains(msg, "\n") || !strings.Contains(msg, "need root") {
+		t.Errorf("up --hosts netns without root: %q, want one line saying root is needed", msg)
+	}
+	if _, err := os.Stat(home); err == nil {
+		t.Errorf("up --hosts netns without root created %s", home)
 	}
 }

@@ -166,3 +166,27 @@ func upHosts(ctx context.Context, h Home, eng Engine, log *slog.Logger) (*Hosts,
 	he.Place(hosts)
 	return hosts, down, nil
 }
+
+// hostsRecord is the hosts mode as stack.json records it.
+func hostsRecord(mode string) string {
+	if mode == HostsNetns {
+		return HostsNetns
+	}
+	return ""
+}
+
+// checkHostsMode refuses to start on the machine's own network a home
+// whose nodes were last on hosts of their own: their pg_hba.conf admits
+// the bridge's network only (it is rewritten at each start on hosts, not
+// on loopback). The other way round is fine.
+func checkHostsMode(h Home, mode string) error {
+	info, err := ReadInfo(h)
+	if err != nil || !clustersExist(h) {
+		return nil
+	}
+	if info.Hosts == HostsNetns && hostsRecord(mode) == "" {
+		return fmt.Errorf("up: %s last ran with --hosts %s (its nodes admit logins from the hosts' network only): start it with --hosts %s, or use another --home",
+			h.Dir, HostsNetns, HostsNetns)
+	}
+	return nil
+}

@@ -109,6 +109,9 @@ func Up(ctx context.Context, c Config, eng Engine) error {
 		return fmt.Errorf("up: %w", err)
 	}
 	StopLeftovers(h, log, ServiceGrace)
+	if err := checkHostsMode(h, c.Hosts); err != nil {
+		return err
+	}
 	sec, err := loadSecrets(h)
 	if err != nil {
 		return fmt.Errorf("up: %w", err)
@@ -297,6 +300,7 @@ func stackInfo(h Home, c Config, eng Engine, sec secrets, ports Ports) (Info, er
 		CounterDB:    appDSNs(eng.Nodes(CounterCluster), CounterAppRole, sec.CounterApp, CounterDB),
 		CounterAdmin: counterAdmin,
 		Redis:        ports.Redis,
+		Hosts:        hostsRecord(c.Hosts),
 	}, nil
 }
 
