@@ -3,6 +3,9 @@ GO        ?= go
 BIN       := bin/socnet
 HOME_DIR  ?= $(HOME)/.socnet
 HTTP      ?= 127.0.0.1:8080
+# What runs the PostgreSQL clusters: socnet (its own supervisor) or patroni
+# (Patroni + etcd, installed by `make run ENGINE=patroni` when missing).
+ENGINE    ?= socnet
 PKGS      := ./...
 # Packages that run goroutines, for the race detector.
 RACE_PKGS ?= ./internal/load/ ./internal/dbroute/ ./internal/counter/ ./internal/cluster/ ./internal/httpapi/ \
@@ -16,18 +19,19 @@ build:
 	$(GO) build -o $(BIN) ./cmd/socnet
 
 # Install the servers when they are missing and we can (root or sudo):
-# PostgreSQL for everything, Redis for the feed (the stack and its tests).
+# PostgreSQL for everything, Redis for the feed (the stack and its tests),
+# Patroni and etcd for ENGINE=patroni and the tests, HAProxy for the tests.
 deps-postgres:
 	@scripts/ensure-deps.sh postgres
 
 deps-run:
-	@scripts/ensure-deps.sh postgres redis
+	@scripts/ensure-deps.sh postgres redis $(if $(filter patroni,$(ENGINE)),patroni etcd)
 
 deps-test:
 	@scripts/ensure-deps.sh postgres redis patroni etcd haproxy
 
 run: deps-run build
-	$(BIN) up --home $(HOME_DIR) --http $(HTTP)
+	$(BIN) up --home $(HOME_DIR) --http $(HTTP) --engine $(ENGINE)
 
 # Unit and integration tests against real PostgreSQL processes started by internal/pgtest.
 test: deps-test

@@ -10,6 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # scripts/bench.sh feed: the feed's figures alone (scripts/bench-feed.sh).
 if [ "${1:-}" = feed ]; then exec scripts/bench-feed.sh; fi
+# scripts/bench.sh engines: the failover drill on each engine, side by side
+# (scripts/bench-engines.sh).
+if [ "${1:-}" = engines ]; then exec scripts/bench-engines.sh; fi
 
 BIN=${BIN:-bin/socnet}
 USERS=${USERS:-1000000}

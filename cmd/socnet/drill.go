@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -28,14 +32,19 @@ it: no acknowledged write lost, no read staler than --max-replica-lag,
 read-your-writes in each session.
 
 drills:
-  failover   SIGKILL a cluster's primary under write load, its asynchronous
-             replica held back; verify every node (--cluster counter: dialog
-             messages and read marks, then the unread counters)
+  failover   SIGKILL a cluster's primary (--fault postmaster) or its host
+             (--fault host: the postmaster and the node's agent) under write
+             load, its asynchronous replica held back; verify every node
+             (--cluster counter: dialog messages and read marks, then the
+             unread counters)
   fill       SIGKILL the primary part-way through a bulk load of users; verify
   replica    SIGKILL the sync replica, the async one, then both, under load
   partition  cut a host off the network under write load (a stack of
              'socnet up --hosts netns'), heal it; verify every node, and that
              there were never two primaries
+  compare    group failover reports (--json files) by engine and fault into
+             one table: write unavailability, promotion, rejoin, writes lost
+             and in doubt (scripts/bench.sh engines runs it)
 
 Run 'socnet drill DRILL -h' for the flags of a drill. docs/DRILLS.md explains
 what each drill proves and how to read its report.
@@ -58,6 +67,8 @@ func cmdDrill(ctx context.Context, e *env, args []string) error {
 		return drillReplica(ctx, e, args[1:])
 	case drill.DrillPartition:
 		return drillPartition(ctx, e, args[1:])
+	case "compare":
+		return drillCompare(e, args[1:])
 	}
 	fmt.Fprint(e.stderr, drillUsage)
 	return usageError{fmt.Errorf("drill: unknown drill %q", args[0])}
@@ -104,12 +115,17 @@ func drillFailover(ctx context.Context, e *env, args []string) error {
 	writers := fs.Int("writers", drill.DefaultWriters, "concurrent writers")
 	repeat := fs.Int("repeat", 1, "runs; each kills the primary of the moment")
 	hold := fs.Bool("hold-async", true, "hold the asynchronous replica back from the WAL from half-way to the kill, so that promoting it would lose writes")
+	faultName := fs.String("fault", string(drill.FaultPostmaster), "what is done to the primary: postmaster (SIGKILL to the postmaster and its children) or host (the postmaster and the node's agent at once, the node kept down until another is primary)")
 	hf := addHistoryFlags(fs)
 	rf := addReportFlags(fs)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	opt := drill.FailoverOptions{Duration: *duration, Writers: *writers, Log: e.log, NoHold: !*hold}
+	fault, err := drill.ParseFault(*faultName)
+	if err != nil {
+		return usageError{fmt.Errorf("drill failover: --fault: %w", err)}
+	}
+	opt := drill.FailoverOptions{Duration: *duration, Writers: *writers, Log: e.log, NoHold: !*hold, Fault: fault}
 	if *killAfter == "random" {
 		opt.RandomKill = true
 	} else {
@@ -146,6 +162,74 @@ func drillFailover(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("drill failover: %w", err)
 	}
 	return nil
+}
+
+// drillCompare groups the failover runs of report files by engine and
+// fault, prints the table, and writes it as JSON, HTML and into a Markdown
+// document between its markers. Its exit status is 3 when a run failed.
+func drillCompare(e *env, args []string) error {
+	fs := newFlags("drill compare", e)
+	jsonOut := fs.String("json", "", "write the comparison as JSON to this file")
+	htmlOut := fs.String("html", "", "write the comparison as an HTML page to this file")
+	mdInto := fs.String("markdown-into", "", "put the table between the markers "+drill.CompareBegin+" and "+drill.CompareEnd+" of this Markdown file (added at its end when absent)")
+	command := fs.String("command", "socnet drill compare", "the command that produced the reports, for the record")
+	files, err := parseInterspersed(fs.FlagSet, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return errHelp
+	}
+	if err != nil {
+		return usageError{err}
+	}
+	if len(files) == 0 {
+		return usageError{errors.New("drill compare: name the failover reports (socnet drill failover --json FILE)")}
+	}
+	var reports []drill.Report
+	for _, f := range files {
+		r, err := drill.ReadReport(f)
+		if err != nil {
+			return fmt.Errorf("drill compare: %w", err)
+		}
+		reports = append(reports, r)
+	}
+	c := drill.Compare(reports, drill.Machine(), *command)
+	if len(c.Rows) == 0 {
+		return fmt.Errorf("drill compare: the reports hold no failover run")
+	}
+	if err := c.WriteText(e.stdout); err != nil {
+		return err
+	}
+	if *jsonOut != "" {
+		if err := writeFileWith(*jsonOut, c.WriteJSON); err != nil {
+			return fmt.Errorf("drill compare: %w", err)
+		}
+	}
+	if *htmlOut != "" {
+		if err := writeFileWith(*htmlOut, c.WriteHTML); err != nil {
+			return fmt.Errorf("drill compare: %w", err)
+		}
+	}
+	if *mdInto != "" {
+		if err := c.WriteMarkdownInto(*mdInto); err != nil {
+			return fmt.Errorf("drill compare: %w", err)
+		}
+	}
+	if !c.OK {
+		return drill.CompareError(c)
+	}
+	return nil
+}
+
+// writeFileWith creates path and writes it with write.
+func writeFileWith(path string, write func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func drillReplica(ctx context.Context, e *env, args []string) error {

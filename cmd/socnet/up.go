@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"socnet/internal/cluster"
+	"socnet/internal/patroni"
 	"socnet/internal/stack"
 )
 
@@ -28,17 +29,25 @@ func cmdUp(ctx context.Context, e *env, args []string) error {
 	relayAddr := fs.String("relay-http", "", "address of the outbox relay's /metrics and /healthz (default: a free port chosen at first start and kept in the home)")
 	deadAfter := fs.Duration("dead-after", time.Second, "a primary failing its probes this long is failed over")
 	sharedBuffers := fs.String("main-shared-buffers", cluster.MainSpec().Settings["shared_buffers"], "shared_buffers of the main cluster's nodes, when it is created")
+	patroniTiming := fs.String("patroni-timing", "", "the Patroni engine's leader-lease timing: fast (ttl 10, loop_wait 1, retry_timeout 4) or default (Patroni's 30, 10, 10); empty keeps the home's (fast at first start); see docs/CLUSTER.md")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
 	if *hosts != stack.HostsLocal && *hosts != stack.HostsNetns {
 		return usageError{fmt.Errorf("--hosts %q: want %s or %s", *hosts, stack.HostsLocal, stack.HostsNetns)}
 	}
+	timing, err := patroni.TimingByName(*patroniTiming)
+	if err != nil {
+		return usageError{fmt.Errorf("up: --patroni-timing: %w", err)}
+	}
+	if *patroniTiming != "" && *engine != stack.EnginePatroni {
+		return usageError{fmt.Errorf("up: --patroni-timing is for --engine %s", stack.EnginePatroni)}
+	}
 	h, err := stack.NewHome(*home)
 	if err != nil {
 		return fmt.Errorf("up: %w", err)
 	}
-	eng, err := newEngine(*engine, h, e.log, engineOptions{DeadAfter: *deadAfter, MainSharedBuffers: *sharedBuffers})
+	eng, err := newEngine(*engine, h, e.log, engineOptions{DeadAfter: *deadAfter, MainSharedBuffers: *sharedBuffers, PatroniTiming: timing})
 	if err != nil {
 		return err
 	}
@@ -50,6 +59,9 @@ func cmdUp(ctx context.Context, e *env, args []string) error {
 type engineOptions struct {
 	DeadAfter         time.Duration // socnet: a primary failing its probes this long is failed over
 	MainSharedBuffers string        // shared_buffers of the main nodes at creation
+	// PatroniTiming is the Patroni engine's leader-lease timing; zero keeps
+	// the home's (fast at first start).
+	PatroniTiming patroni.Timing
 }
 
 // newEngine returns the engine name for the home: the one place that knows
@@ -60,9 +72,12 @@ func newEngine(name string, h stack.Home, log *slog.Logger, o engineOptions) (st
 		return stack.NewSocnetEngine(h, log, stack.SocnetOptions{
 			Cluster: cluster.Options{DeadAfter: o.DeadAfter}, MainSharedBuffers: o.MainSharedBuffers}), nil
 	case stack.EnginePatroni:
-		// MERGE: the patroni engine (internal/patroni/engine.go) plugs in here:
-		// return patroni.NewEngine(h, log, ...)
-		return nil, fmt.Errorf("engine %q: not wired into this build yet", name)
+		pe, err := patroni.NewEngine(patroni.EngineConfig{Home: h, Logger: log,
+			Timing: o.PatroniTiming, MainSharedBuffers: o.MainSharedBuffers})
+		if err != nil {
+			return nil, err // not a typed nil *patroni.Engine
+		}
+		return pe, nil
 	}
 	return nil, usageError{fmt.Errorf("--engine %q: want %s or %s", name, stack.EngineSocnet, stack.EnginePatroni)}
 }

@@ -106,7 +106,7 @@ func mustPlacedCluster(t testing.TB, supervise bool, place func(node string) clu
 		}
 		// The JSON of a cluster's status is what `socnet status --json`
 		// lists under "clusters".
-		b, err := json.Marshal(map[string]any{"clusters": []cluster.Status{cs}})
+		b, err := json.Marshal(map[string]any{"engine": "socnet", "clusters": []cluster.Status{cs}})
 		if err != nil {
 			return drill.Status{}, err
 		}
@@ -222,6 +222,43 @@ func TestDrillsOnRealCluster(t *testing.T) {
 		}
 	})
 
+	// Under the socnet engine a host loss is the postmaster's kill: no
+	// agent runs on the node, and the supervisor fences a dead primary and
+	// never restarts it in place; it rejoins as a replica.
+	t.Run("host fault", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+		defer cancel()
+		run, err := drill.RunFailover(ctx, s.target, drill.FailoverOptions{
+			Duration: 4 * time.Second, KillAfter: time.Second, Writers: 4, Log: testLog(t), Fault: drill.FaultHost,
+		})
+		if err != nil {
+			t.Fatalf("RunFailover: %v", err)
+		}
+		logReport(t, drill.NewReport(drill.DrillFailover, "main", []drill.Run{run}))
+		checkFailoverHistory(t, run)
+		if run.Fault != "host" || run.Engine != "socnet" {
+			t.Errorf("fault %q, engine %q", run.Fault, run.Engine)
+		}
+		if run.NewPrimary == "" || run.NewPrimary == run.OldPrimary || run.RestartedInPlace {
+			t.Errorf("new primary %q, old %q, restarted in place %v", run.NewPrimary, run.OldPrimary, run.RestartedInPlace)
+		}
+		if run.UnavailableMS == nil || run.PromotionMS == nil || run.RejoinMS == nil || run.Verdict.Lost != 0 {
+			t.Fatalf("unavailable %v, promotion %v, rejoin %v, lost %d", run.UnavailableMS, run.PromotionMS, run.RejoinMS, run.Verdict.Lost)
+		}
+		kills := 0
+		for _, e := range run.Events {
+			if e.Kind == drill.EventKill {
+				kills++
+				if !strings.Contains(e.Detail, "no agent runs on the node") {
+					t.Errorf("kill event %q does not say that no agent runs", e.Detail)
+				}
+			}
+		}
+		if kills != 1 {
+			t.Errorf("%d kills, want 1: the supervisor started nothing of the lost host before the promotion", kills)
+		}
+	})
+
 	t.Run("verification finds a lost write", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -286,6 +323,53 @@ func TestDrillsOnRealCluster(t *testing.T) {
 			t.Errorf("verdict: %d acknowledged, %d lost", run.Verdict.Acknowledged, run.Verdict.Lost)
 		}
 	})
+}
+
+// TestFailoverRestartedInPlace plays Patroni's agent after a postmaster
+// fault on a cluster without a supervisor: the killed primary is started
+// again as it was, and nothing is promoted. The run must pass, with the
+// writes back, no rejoin expected, and every acknowledged write on every
+// node.
+func TestFailoverRestartedInPlace(t *testing.T) {
+	s := mustCluster(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	old := s.c.Primary()
+	n := s.c.Node(old)
+	restarted := make(chan error, 1)
+	go func() {
+		// Wait for the kill, then start the server in place.
+		for n.Running() {
+			if ctx.Err() != nil {
+				restarted <- ctx.Err()
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		restarted <- n.Start(ctx)
+	}()
+	run, err := drill.RunFailover(ctx, s.target, drill.FailoverOptions{
+		Duration: 4 * time.Second, KillAfter: time.Second, Writers: 4, Log: testLog(t),
+	})
+	if err != nil {
+		t.Fatalf("RunFailover: %v", err)
+	}
+	if err := <-restarted; err != nil {
+		t.Fatalf("restart in place: %v", err)
+	}
+	logReport(t, drill.NewReport(drill.DrillFailover, "main", []drill.Run{run}))
+	if !run.OK() {
+		t.Fatalf("a postmaster restarted in place failed the run: %q", run.Problems)
+	}
+	if !run.RestartedInPlace || run.OldPrimary != old || run.NewPrimary != old || run.Fault != "postmaster" {
+		t.Errorf("restarted in place %v, old %q, new %q (want %s), fault %q", run.RestartedInPlace, run.OldPrimary, run.NewPrimary, old, run.Fault)
+	}
+	if run.RejoinMS != nil || run.PromotionMS == nil || run.UnavailableMS == nil || run.PromotionFrom != drill.PromotionPolled {
+		t.Errorf("rejoin %v (want none), promotion %v from %q, unavailable %v", run.RejoinMS, run.PromotionMS, run.PromotionFrom, run.UnavailableMS)
+	}
+	if v := run.Verdict; v.Lost != 0 || v.Acknowledged == 0 || len(v.Nodes) != 3 {
+		t.Errorf("verdict: %d acknowledged, %d lost, %d nodes", v.Acknowledged, v.Lost, len(v.Nodes))
+	}
 }
 
 // logReport writes the report's text to the test log, and checks that the

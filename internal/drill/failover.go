@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
+
+	"socnet/internal/stack"
 )
 
 // Defaults of the drills' options.
@@ -18,6 +21,7 @@ const (
 	DefaultRejoinTimeout   = 120 * time.Second
 	DefaultReplayTimeout   = 30 * time.Second
 	DefaultHealthyTimeout  = 120 * time.Second
+	DefaultSettle          = 5 * time.Second
 	DefaultBucket          = 100 * time.Millisecond
 )
 
@@ -47,12 +51,20 @@ type FailoverOptions struct {
 	// HealthyTimeout bounds the wait, before the run, for a primary and
 	// every replica streaming.
 	HealthyTimeout time.Duration
+	// Settle is how long the healthy cluster must keep its primary and
+	// each replica's sync state before the run starts: an engine may move
+	// the synchronous role once every replica streams again (Patroni's
+	// does), and a run that began meanwhile would hold back and measure a
+	// cluster in transition.
+	Settle time.Duration
 	// Bucket is the width of the timeline's buckets.
 	Bucket time.Duration
 	// Log receives progress; nil discards it.
 	Log *slog.Logger
 	// Rand draws the random kill moment in [0, 1); nil uses math/rand/v2.
 	Rand func() float64
+	// Fault is what is done to the primary; default FaultPostmaster.
+	Fault Fault
 	// NoHold leaves the asynchronous replica alone. By default the drill
 	// holds it back (HoldBack) from half-way to the kill until the kill, so
 	// that promoting it would lose the writes acknowledged meanwhile.
@@ -66,9 +78,13 @@ func (o FailoverOptions) withDefaults() FailoverOptions {
 	setDefault(&o.RejoinTimeout, DefaultRejoinTimeout)
 	setDefault(&o.ReplayTimeout, DefaultReplayTimeout)
 	setDefault(&o.HealthyTimeout, DefaultHealthyTimeout)
+	setDefault(&o.Settle, DefaultSettle)
 	setDefault(&o.Bucket, DefaultBucket)
 	if o.Writers <= 0 {
 		o.Writers = DefaultWriters
+	}
+	if o.Fault == "" {
+		o.Fault = FaultPostmaster
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -86,12 +102,13 @@ func setDefault(d *time.Duration, def time.Duration) {
 }
 
 // RunFailover runs the failover drill once: it writes with opt.Writers
-// concurrent writers, SIGKILLs the cluster's primary at the chosen moment,
-// keeps writing while the supervisor fails over (at least opt.Duration in
-// all, and until a write is acknowledged after the kill or
-// opt.FailoverTimeout passes), stops, waits for the old primary to stream
-// again as a replica, and verifies every write on every node once the
-// replicas have replayed up to the new primary.
+// concurrent writers, breaks the cluster's primary with opt.Fault at the
+// chosen moment, keeps writing while the engine repairs the cluster (at
+// least opt.Duration in all, and until a write is acknowledged after the
+// kill or opt.FailoverTimeout passes), stops, waits for the old primary to
+// stream again as a replica (unless the engine restarted it in place), and
+// verifies every write on every node once the replicas have replayed up to
+// the primary.
 //
 // The error is for a drill that could not run (no healthy cluster, the
 // kill failed, ctx ended); what the drill found, a loss or a repair that
@@ -99,7 +116,7 @@ func setDefault(d *time.Duration, def time.Duration) {
 func RunFailover(ctx context.Context, t Target, opt FailoverOptions) (Run, error) {
 	opt = opt.withDefaults()
 	log := opt.Log
-	nodes, err := WaitHealthy(ctx, t.Cluster, opt.HealthyTimeout)
+	nodes, err := WaitSettled(ctx, t.Cluster, opt.HealthyTimeout, opt.Settle)
 	if err != nil {
 		return Run{}, fmt.Errorf("failover drill: %w", err)
 	}
@@ -111,6 +128,13 @@ func RunFailover(ctx context.Context, t Target, opt FailoverOptions) (Run, error
 
 	run := newRun(DrillFailover, t, opt.Writers, opt.Bucket)
 	run.OldPrimary = old
+	run.Fault = string(opt.Fault)
+	if run.Engine, err = t.Cluster.Engine(ctx); err != nil {
+		return Run{}, fmt.Errorf("failover drill: %w", err)
+	}
+	if err := checkHostFault(opt.Fault, run.Engine, nodes, old); err != nil {
+		return Run{}, fmt.Errorf("failover drill: %w", err)
+	}
 	ledger := NewLedger(run.RunID)
 	log.Info("drill: writing", "run", run.RunID, "cluster", run.Cluster, "writers", opt.Writers, "kill_after", killAfter)
 	pool := startWriters(ctx, t, ledger, opt.Writers, &run)
@@ -118,11 +142,18 @@ func RunFailover(ctx context.Context, t Target, opt FailoverOptions) (Run, error
 
 	var hold *Hold
 	defer func() { _ = hold.Release() }()
-	if victim := first(pickVictims(PhaseAsync, nodes)); !opt.NoHold && len(victim) == 1 {
+	if !opt.NoHold && len(first(pickVictims(PhaseAsync, nodes))) == 1 {
 		if err := sleepCtx(ctx, time.Until(run.Started.Add(killAfter/2))); err != nil {
 			pool.stop()
 			return Run{}, fmt.Errorf("failover drill: %w", err)
 		}
+		// The engine may have moved the synchronous role since the cluster
+		// was healthy (Patroni's does while a replica reconnects): the
+		// replica to hold is the asynchronous one of now.
+		if fresh, err := t.Cluster.Nodes(ctx); err == nil && primaryOf(fresh) == old && len(first(pickVictims(PhaseAsync, fresh))) == 1 {
+			nodes = fresh
+		}
+		victim := first(pickVictims(PhaseAsync, nodes))
 		if hold, err = HoldBack(ctx, nodes, victim[0]); err != nil {
 			run.Problems = append(run.Problems, err.Error())
 		} else {
@@ -143,18 +174,27 @@ func RunFailover(ctx context.Context, t Target, opt FailoverOptions) (Run, error
 			run.Problems = append(run.Problems, err.Error())
 		}
 	}
-	log.Info("drill: killing the primary", "node", old)
-	killedAt, err := t.Cluster.Kill(ctx, old)
+	log.Info("drill: killing the primary", "node", old, "fault", opt.Fault)
+	var killedAt time.Time
+	detail := "SIGKILL to the postmaster and its children"
+	if opt.Fault == FaultHost {
+		killedAt, detail, err = t.Cluster.KillHost(ctx, old)
+	} else {
+		killedAt, err = t.Cluster.Kill(ctx, old)
+	}
 	if err != nil {
 		pool.stop()
 		return Run{}, fmt.Errorf("failover drill: %w", err)
 	}
-	run.Events = append(run.Events, Event{Kind: EventKill, Node: old, At: killedAt, Detail: "SIGKILL to the postmaster and its children"})
+	if opt.Fault == FaultHost && run.Engine == stack.EngineSocnet {
+		detail += "; no agent runs on the node under this engine"
+	}
+	run.Events = append(run.Events, Event{Kind: EventKill, Node: old, At: killedAt, Detail: detail})
 	if err := hold.Release(); err != nil {
 		run.Problems = append(run.Problems, err.Error())
 	}
 
-	repaired := watchRepair(ctx, t.Cluster, old, killedAt, opt.FailoverTimeout, opt.RejoinTimeout)
+	repaired := watchRepair(ctx, t.Cluster, old, killedAt, opt, log)
 
 	// Keep writing for the rest of the duration, and until writes work again.
 	end := run.Started.Add(opt.Duration)
@@ -195,58 +235,101 @@ func RunFailover(ctx context.Context, t Target, opt FailoverOptions) (Run, error
 	return run, ctx.Err()
 }
 
-// repair is what the supervisor did after a kill of the primary, as the
-// drill saw it.
+// repair is what the engine did after a kill of the primary, as the drill
+// saw it.
 type repair struct {
-	promoted     string
-	promotedAt   time.Time
-	detail       string
-	promoteErr   error
-	rejoinedAt   time.Time
-	rejoinErr    error
+	fault Fault
+	// promoted is the node that accepted writes first (old itself when it
+	// was restarted in place); writableAt when it first answered as a
+	// primary; promotedAt the promotion's time, from the failover history
+	// when it has the entry, else writableAt.
+	promoted   string
+	writableAt time.Time
+	promotedAt time.Time
+	detail     string
+	fromRecord bool
+	promoteErr error
+	rejoinedAt time.Time
+	rejoinErr  error
+	// keptDown are the kills of processes of a lost host that came back
+	// before the promotion.
+	keptDown     []Event
 	failoverWait time.Duration
 	rejoinWait   time.Duration
 }
 
 // watchRepair waits, from the kill on and while the drill goes on, for a
-// new primary and then for the old primary to stream as a replica, so that
-// both moments are seen when they happen.
-func watchRepair(ctx context.Context, c Cluster, old string, killedAt time.Time, failoverTimeout, rejoinTimeout time.Duration) <-chan repair {
+// node to accept writes, then for the failover history's record of the
+// promotion and for the old primary to stream as a replica, both at once,
+// so that every moment is seen when it happens. After a host fault it keeps
+// the old primary's node down until a node accepts writes.
+func watchRepair(ctx context.Context, c Cluster, old string, killedAt time.Time, opt FailoverOptions, log *slog.Logger) <-chan repair {
 	out := make(chan repair, 1)
 	go func() {
-		r := repair{failoverWait: failoverTimeout, rejoinWait: rejoinTimeout}
-		pctx, cancel := context.WithTimeout(ctx, failoverTimeout)
-		r.promoted, r.promotedAt, r.detail, r.promoteErr = c.WaitPromoted(pctx, old, killedAt)
+		r := repair{fault: opt.Fault, failoverWait: opt.FailoverTimeout, rejoinWait: opt.RejoinTimeout}
+		pctx, cancel := context.WithTimeout(ctx, opt.FailoverTimeout)
+		var kept <-chan []Event
+		if opt.Fault == FaultHost {
+			kept = keepDown(pctx, c, old, log)
+		}
+		r.promoted, r.writableAt, r.promoteErr = c.WaitWritable(pctx, old, killedAt)
 		cancel()
-		if r.promoteErr != nil {
+		if kept != nil {
+			r.keptDown = <-kept
+		}
+		r.promotedAt, r.detail = r.writableAt, "first answered as a primary"
+		if r.promoteErr != nil || r.promoted == old {
 			out <- r
 			return
 		}
-		rctx, cancel := context.WithTimeout(ctx, rejoinTimeout)
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			hctx, cancel := context.WithTimeout(ctx, historyWait)
+			defer cancel()
+			if rec, err := c.FailoverRecord(hctx, old, r.promoted, killedAt); err == nil {
+				r.promotedAt, r.detail, r.fromRecord = rec.Promoted(), "failover history "+rec.ID, true
+			}
+		})
+		rctx, cancel := context.WithTimeout(ctx, opt.RejoinTimeout)
 		r.rejoinedAt, r.rejoinErr = c.WaitStreaming(rctx, old)
 		cancel()
+		wg.Wait()
 		out <- r
 	}()
 	return out
 }
 
-// record adds the repair's events, figures and problems to run; killedAt
-// is the moment of the fault (a kill, or a cut in the partition drill).
+// historyWait bounds the wait, once a new primary answers, for the
+// failover history to record its promotion: the socnet engine gives the
+// record its promotion time after the other replicas are re-pointed.
+const historyWait = 10 * time.Second
+
+// record adds the repair's events, figures and problems to run.
 func (r repair) record(run *Run, old string, killedAt time.Time, log *slog.Logger) {
-	fault := "kill"
-	if run.Drill == DrillPartition {
-		fault = "cut"
-	}
+	run.Events = append(run.Events, r.keptDown...)
+	seen := RepairSeen{Fault: r.fault, Writable: r.promoteErr == nil, InPlace: r.promoteErr == nil && r.promoted == old,
+		Rejoined: r.rejoinErr == nil, FailoverWait: r.failoverWait, RejoinWait: r.rejoinWait, Old: old, New: r.promoted}
+	run.Problems = append(run.Problems, JudgeRepair(seen)...)
 	if r.promoteErr != nil {
-		run.Problems = append(run.Problems, fmt.Sprintf("no new primary within %v of the %s: %v", r.failoverWait, fault, r.promoteErr))
+		run.Problems = append(run.Problems, r.promoteErr.Error())
 		return
 	}
 	run.NewPrimary = r.promoted
-	run.Events = append(run.Events, Event{Kind: EventPromotion, Node: r.promoted, At: r.promotedAt, Detail: r.detail})
 	run.PromotionMS = msPtr(r.promotedAt.Sub(killedAt))
+	run.PromotionFrom = PromotionPolled
+	if r.fromRecord {
+		run.PromotionFrom = PromotionHistory
+	}
+	if seen.InPlace {
+		run.RestartedInPlace = true
+		run.Events = append(run.Events, Event{Kind: EventPromotion, Node: r.promoted, At: r.promotedAt, Detail: "restarted in place; " + r.detail})
+		log.Info("drill: the old primary was restarted in place", "node", old, "after", r.promotedAt.Sub(killedAt))
+		return
+	}
+	run.Events = append(run.Events, Event{Kind: EventPromotion, Node: r.promoted, At: r.promotedAt, Detail: r.detail})
 	log.Info("drill: promoted", "node", r.promoted, "after", r.promotedAt.Sub(killedAt))
 	if r.rejoinErr != nil {
-		run.Problems = append(run.Problems, fmt.Sprintf("the old primary %s did not stream as a replica within %v of the promotion: %v", old, r.rejoinWait, r.rejoinErr))
+		log.Warn("drill: the old primary did not rejoin", "node", old, "err", r.rejoinErr)
 		return
 	}
 	run.Events = append(run.Events, Event{Kind: EventRejoin, Node: old, At: r.rejoinedAt, Detail: "streams as a replica"})
@@ -359,6 +442,50 @@ func WaitHealthy(ctx context.Context, c Cluster, timeout time.Duration) ([]Node,
 		case <-t.C:
 		}
 	}
+}
+
+// WaitSettled waits until the cluster is healthy (WaitHealthy) and has kept
+// the same primary and the same sync state of every replica for settle,
+// and returns the nodes then. timeout bounds the whole wait.
+func WaitSettled(ctx context.Context, c Cluster, timeout, settle time.Duration) ([]Node, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	var shape string
+	var since time.Time
+	why := "not asked yet"
+	for {
+		nodes, err := c.Nodes(ctx)
+		switch {
+		case err != nil:
+			why, shape = err.Error(), ""
+		case unhealthy(nodes) != "":
+			why, shape = unhealthy(nodes), ""
+		default:
+			if s := topology(nodes); s != shape {
+				shape, since = s, time.Now()
+			}
+			if time.Since(since) >= settle {
+				return nodes, nil
+			}
+			why = "healthy, settling: " + shape
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cluster %s not healthy and settled for %v within %v: %s", c.Name(), settle, timeout, why)
+		case <-t.C:
+		}
+	}
+}
+
+// topology names the roles and sync states of nodes, in their order.
+func topology(nodes []Node) string {
+	var b strings.Builder
+	for _, n := range nodes {
+		fmt.Fprintf(&b, "%s %s %s; ", n.Name, n.Role, n.SyncState)
+	}
+	return strings.TrimSuffix(b.String(), "; ")
 }
 
 // unhealthy says what keeps nodes from being a healthy cluster, "" if

@@ -153,7 +153,8 @@ func RunFill(ctx context.Context, db *dbroute.DB, c Cluster, opt FillOptions) (R
 			return Run{}, fmt.Errorf("fill drill: %w", err)
 		}
 		run.Events = append(run.Events, Event{Kind: EventKill, Node: old, At: killedAt, Detail: "SIGKILL to the postmaster and its children"})
-		repaired = watchRepair(ctx, c, old, killedAt, opt.FailoverTimeout, opt.RejoinTimeout)
+		repaired = watchRepair(ctx, c, old, killedAt, FailoverOptions{Fault: FaultPostmaster,
+			FailoverTimeout: opt.FailoverTimeout, RejoinTimeout: opt.RejoinTimeout}, log)
 		lr = <-loaded
 	}
 	run.Stopped = time.Now()

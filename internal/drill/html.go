@@ -54,14 +54,14 @@ func (r Report) WriteHTML(w io.Writer) error {
 
 var pageTemplate = template.Must(template.New("drill").Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<title>socnet drill {{.Report.Drill}} ({{.Report.Cluster}})</title>
+<title>socnet drill {{.Report.Drill}} ({{.Report.Cluster}}{{with .Report.Engine}}, {{.}}{{end}}{{with .Report.Fault}}, fault {{.}}{{end}})</title>
 <style>
 body { font-family: sans-serif; margin: 2em; color: #222; }
 pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
 .pass { color: #1a7f37; } .fail { color: #c62828; }
 svg text { font-family: sans-serif; }
 </style></head><body>
-<h1>socnet drill {{.Report.Drill}} on cluster {{.Report.Cluster}}:
+<h1>socnet drill {{.Report.Drill}} on cluster {{.Report.Cluster}}{{with .Report.Engine}}, engine {{.}}{{end}}{{with .Report.Fault}}, fault {{.}}{{end}}:
 {{if .Report.OK}}<span class="pass">PASS</span>{{else}}<span class="fail">FAIL</span>{{end}}</h1>
 {{range $i, $r := .Runs}}
 <h2>Run {{$r.Run.RunID}}</h2>

@@ -146,7 +146,8 @@ func RunPartition(ctx context.Context, t Target, p Partitioner, opt PartitionOpt
 	run.Events = append(run.Events, Event{Kind: EventCut, Node: host, At: cutAt, Detail: "its links set down"})
 	var repaired <-chan repair
 	if host == old {
-		repaired = watchRepair(ctx, t.Cluster, old, cutAt, opt.FailoverTimeout, opt.RejoinTimeout)
+		repaired = watchRepair(ctx, t.Cluster, old, cutAt, FailoverOptions{Fault: FaultCut,
+			FailoverTimeout: opt.FailoverTimeout, RejoinTimeout: opt.RejoinTimeout}, log)
 	}
 
 	if err := sleepCtx(ctx, time.Until(cutAt.Add(opt.HealAfter))); err != nil {

@@ -37,15 +37,28 @@ type Run struct {
 	Started time.Time `json:"started"`
 	Stopped time.Time `json:"stopped"`
 	Ended   time.Time `json:"ended"`
-	// OldPrimary was killed; NewPrimary was promoted (failover and fill).
-	OldPrimary string  `json:"old_primary,omitempty"`
-	NewPrimary string  `json:"new_primary,omitempty"`
-	Events     []Event `json:"events"`
+	// Engine runs the cluster, as the status says ("socnet", "patroni").
+	Engine string `json:"engine,omitempty"`
+	// Fault is what the failover drill did to the primary: "postmaster"
+	// or "host".
+	Fault string `json:"fault,omitempty"`
+	// OldPrimary was killed; NewPrimary accepted writes after it (failover
+	// and fill): another node, or OldPrimary itself when RestartedInPlace.
+	OldPrimary string `json:"old_primary,omitempty"`
+	NewPrimary string `json:"new_primary,omitempty"`
+	// RestartedInPlace is set when the engine restarted the killed primary
+	// as the primary instead of promoting another node (Patroni's agent
+	// does after a postmaster fault); RejoinMS is null then.
+	RestartedInPlace bool    `json:"restarted_in_place,omitempty"`
+	Events           []Event `json:"events"`
 	// UnavailableMS is from the kill to the first acknowledged write that
 	// started after it; null when writes never came back.
 	UnavailableMS *float64 `json:"unavailable_ms"`
-	// PromotionMS is from the kill to the promotion of the new primary.
-	PromotionMS *float64 `json:"promotion_ms"`
+	// PromotionMS is from the kill to the new primary accepting writes
+	// (the old one, restarted in place); PromotionFrom says where the time
+	// comes from: PromotionHistory or PromotionPolled.
+	PromotionMS   *float64 `json:"promotion_ms"`
+	PromotionFrom string   `json:"promotion_from,omitempty"`
 	// RejoinMS is from the kill to the old primary streaming as a replica.
 	RejoinMS *float64 `json:"rejoin_ms"`
 	// LongestStallMS is the longest time without an acknowledgement while
@@ -83,6 +96,16 @@ type Run struct {
 	// problems and the supervisor's repairs that did not happen in time.
 	Problems []string `json:"problems"`
 }
+
+// Sources of Run.PromotionMS.
+const (
+	// PromotionHistory: the cluster's failover history (the socnet
+	// engine's record of when the new primary accepted writes).
+	PromotionHistory = "history"
+	// PromotionPolled: the drill's own poll of every node, every 50 ms,
+	// for the first that answers as a primary.
+	PromotionPolled = "polled"
+)
 
 // OK reports whether the run passed.
 func (r Run) OK() bool { return len(r.Problems) == 0 }
@@ -141,10 +164,14 @@ type Report struct {
 	Schema  string `json:"schema"`
 	Drill   string `json:"drill"`
 	Cluster string `json:"cluster"`
-	Runs    []Run  `json:"runs"`
-	// Unavailability and Rejoin summarize UnavailableMS and RejoinMS over
-	// the runs that measured them.
+	// Engine and Fault are the runs' when they all share one.
+	Engine string `json:"engine,omitempty"`
+	Fault  string `json:"fault,omitempty"`
+	Runs   []Run  `json:"runs"`
+	// Unavailability, Promotion and Rejoin summarize UnavailableMS,
+	// PromotionMS and RejoinMS over the runs that measured them.
 	Unavailability Distribution `json:"unavailability"`
+	Promotion      Distribution `json:"promotion"`
 	Rejoin         Distribution `json:"rejoin"`
 	// TotalLost sums Lost over the runs; must be 0.
 	TotalLost int64 `json:"total_lost"`
@@ -156,10 +183,22 @@ type Report struct {
 // NewReport summarizes runs of one drill.
 func NewReport(drill, cluster string, runs []Run) Report {
 	r := Report{Schema: SchemaVersion, Drill: drill, Cluster: cluster, Runs: runs, OK: len(runs) > 0}
-	var unav, rejoin []time.Duration
+	if len(runs) > 0 {
+		r.Engine, r.Fault = runs[0].Engine, runs[0].Fault
+	}
+	var unav, promotion, rejoin []time.Duration
 	for _, run := range runs {
+		if run.Engine != r.Engine {
+			r.Engine = ""
+		}
+		if run.Fault != r.Fault {
+			r.Fault = ""
+		}
 		if run.UnavailableMS != nil {
 			unav = append(unav, msDuration(*run.UnavailableMS))
+		}
+		if run.PromotionMS != nil {
+			promotion = append(promotion, msDuration(*run.PromotionMS))
 		}
 		if run.RejoinMS != nil {
 			rejoin = append(rejoin, msDuration(*run.RejoinMS))
@@ -169,6 +208,7 @@ func NewReport(drill, cluster string, runs []Run) Report {
 		r.OK = r.OK && run.OK()
 	}
 	r.Unavailability = Distribute(unav)
+	r.Promotion = Distribute(promotion)
 	r.Rejoin = Distribute(rejoin)
 	return r
 }
@@ -222,6 +262,10 @@ func (r Report) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, "write unavailability: min %s, median %s, p90 %s, max %s (%d runs)\n",
 				formatMillis(d.Min), formatMillis(d.Median), formatMillis(d.P90), formatMillis(d.Max), d.Count)
 		}
+		if d := r.Promotion; d.Count > 0 {
+			fmt.Fprintf(&b, "promotion: min %s, median %s, p90 %s, max %s (%d runs)\n",
+				formatMillis(d.Min), formatMillis(d.Median), formatMillis(d.P90), formatMillis(d.Max), d.Count)
+		}
 		if d := r.Rejoin; d.Count > 0 {
 			fmt.Fprintf(&b, "old primary back as replica: min %s, median %s, p90 %s, max %s (%d runs)\n",
 				formatMillis(d.Min), formatMillis(d.Median), formatMillis(d.P90), formatMillis(d.Max), d.Count)
@@ -242,6 +286,9 @@ func (r Report) WriteText(w io.Writer) error {
 
 func writeRunText(b *strings.Builder, run Run) {
 	fmt.Fprintf(b, "drill %s on cluster %s, run %s\n", run.Drill, run.Cluster, run.RunID)
+	if run.Engine != "" || run.Fault != "" {
+		fmt.Fprintf(b, "engine: %s; fault: %s\n", orUnknown(run.Engine), orUnknown(run.Fault))
+	}
 	writers := fmt.Sprintf("%d writers", run.Writers)
 	if run.Writers == 1 {
 		writers = "one writer"
@@ -260,6 +307,9 @@ func writeRunText(b *strings.Builder, run Run) {
 	if v := run.Verdict; v != nil {
 		fmt.Fprintf(b, "attempts: %d; acknowledged %d, failed %d, in doubt %d\n", v.Attempts, v.Acknowledged, v.Failed, v.Unknown)
 		fmt.Fprintf(b, "lost (acknowledged, absent from a node): %d\n", v.Lost)
+		if v.LostEverywhere != v.Lost {
+			fmt.Fprintf(b, "  of which absent from every node read: %d\n", v.LostEverywhere)
+		}
 		fmt.Fprintf(b, "present but unacknowledged: %d\n", v.PresentUnacknowledged)
 		fmt.Fprintf(b, "duplicates: %d\n", v.Duplicates)
 		for _, n := range v.Nodes {
@@ -294,8 +344,11 @@ func writeRunText(b *strings.Builder, run Run) {
 	if run.UnavailableMS != nil {
 		fmt.Fprintf(b, "write unavailability (%s -> first acknowledged write after it): %s\n", fault, formatMillis(*run.UnavailableMS))
 	}
-	if run.PromotionMS != nil {
-		fmt.Fprintf(b, "promotion (%s -> new primary): %s\n", fault, formatMillis(*run.PromotionMS))
+	switch {
+	case run.PromotionMS != nil && run.RestartedInPlace:
+		fmt.Fprintf(b, "restarted in place (%s -> %s a primary again, %s): %s\n", fault, run.NewPrimary, run.PromotionFrom, formatMillis(*run.PromotionMS))
+	case run.PromotionMS != nil:
+		fmt.Fprintf(b, "promotion (%s -> new primary, %s): %s\n", fault, run.PromotionFrom, formatMillis(*run.PromotionMS))
 	}
 	if run.RejoinMS != nil {
 		who := "old primary back as replica"
@@ -406,6 +459,13 @@ func writeCountersText(b *strings.Builder, c CounterVerdict) {
 	}
 }
 
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
 func formatCounts(m map[string]int) string {
 	if len(m) == 0 {
 		return "none"
@@ -458,6 +518,21 @@ func VerdictError(r Report) error {
 		}
 	}
 	return &errExit{msg: msg, code: ExitCodeFailed}
+}
+
+// CompareError returns an error whose ExitCode is ExitCodeFailed, naming
+// the engines and faults whose runs failed; nil when every run passed.
+func CompareError(c Comparison) error {
+	if c.OK {
+		return nil
+	}
+	var failed []string
+	for _, r := range c.Rows {
+		if r.Passed < r.Runs {
+			failed = append(failed, fmt.Sprintf("%s/%s %d of %d runs failed", r.Engine, r.Fault, r.Runs-r.Passed, r.Runs))
+		}
+	}
+	return &errExit{msg: "drill compare: " + strings.Join(failed, ", "), code: ExitCodeFailed}
 }
 
 var _ interface{ ExitCode() int } = (*errExit)(nil)

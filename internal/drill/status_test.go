@@ -14,11 +14,11 @@ import (
 
 // designStatus is the example of `socnet status --json` in DESIGN.md, with
 // a failover history.
-const designStatus = `{"clusters": [
+const designStatus = `{"engine": "patroni", "clusters": [
    {"name": "main", "nodes": [
       {"name": "main-1", "role": "primary", "sync_state": "", "pid": 1234, "host": "127.0.0.1",
        "port": 25432, "dsn": "postgres://postgres:pw@127.0.0.1:25432/postgres?sslmode=disable", "lsn": "0/3000148", "lag_bytes": 0},
-      {"name": "main-2", "role": "replica", "sync_state": "sync", "pid": 1235, "dsn": "host=127.0.0.1 port=25433 user=postgres"},
+      {"name": "main-2", "role": "replica", "sync_state": "sync", "pid": 1235, "agent_pid": 1240, "dsn": "host=127.0.0.1 port=25433 user=postgres"},
       {"name": "main-3", "role": "replica", "sync_state": "async", "pid": 1236}],
     "failovers": [{"id": "f1", "kind": "failover", "at": "2025-01-01T00:00:01Z", "old_primary": "main-2",
        "new_primary": "main-1", "promotion_ms": 250, "lsn": "0/3000000"}]},
@@ -78,6 +78,23 @@ func TestStackClusterNodesUseTheDatabase(t *testing.T) {
 	if _, err := c.Kill(context.Background(), "main-9"); err == nil || !strings.Contains(err.Error(), "no such node") {
 		t.Errorf("killing an unknown node: %v", err)
 	}
+	if _, _, err := c.KillHost(context.Background(), "main-9"); err == nil || !strings.Contains(err.Error(), "no such node") {
+		t.Errorf("killing the host of an unknown node: %v", err)
+	}
+	agents := map[string]int{}
+	for _, n := range nodes {
+		agents[n.Name] = n.AgentPid
+	}
+	if diff := cmp.Diff(map[string]int{"main-1": 0, "main-2": 1240, "main-3": 0}, agents); diff != "" {
+		t.Errorf("agent pids (-want +got):\n%s", diff)
+	}
+	if e, err := c.Engine(context.Background()); err != nil || e != "patroni" {
+		t.Errorf("engine %q, %v", e, err)
+	}
+	old := &drill.StackCluster{Cluster: "main", Status: func(context.Context) (drill.Status, error) { return drill.Status{}, nil }}
+	if e, _ := old.Engine(context.Background()); e != "socnet" {
+		t.Errorf("a status without an engine: %q, want socnet", e)
+	}
 }
 
 // scripted returns the statuses in order, repeating the last.
@@ -120,12 +137,12 @@ func TestStackClusterWaits(t *testing.T) {
 	c := &drill.StackCluster{Cluster: "main", Status: s.status, Poll: time.Millisecond}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	node, at, detail, err := c.WaitPromoted(ctx, "main-1", killed)
+	got, err := c.FailoverRecord(ctx, "main-1", "main-2", killed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if node != "main-2" || !at.Equal(rec.Promoted()) || detail != "failover history f9" {
-		t.Errorf("WaitPromoted = %s at %v (%s), want main-2 at %v from the history", node, at, detail, rec.Promoted())
+	if got.ID != "f9" || !got.Promoted().Equal(rec.Promoted()) {
+		t.Errorf("FailoverRecord = %+v, want f9 promoted at %v", got, rec.Promoted())
 	}
 	if _, err := c.WaitStreaming(ctx, "main-1"); err != nil {
 		t.Fatal(err)
@@ -138,5 +155,55 @@ func TestStackClusterWaits(t *testing.T) {
 	defer cancel2()
 	if _, err := c.WaitStreaming(short, "main-3"); err == nil {
 		t.Error("WaitStreaming for a node that never streams returned no error")
+	}
+}
+
+// TestWaitWritableSaysWhy: when no node answers as a primary in time, the
+// error names each node's last failure.
+func TestWaitWritableSaysWhy(t *testing.T) {
+	st := clusterOf(nil,
+		drill.NodeStatus{Name: "main-1", Role: drill.RoleDown, DSN: "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=1"},
+		drill.NodeStatus{Name: "main-2", Role: drill.RoleDown})
+	c := &drill.StackCluster{Cluster: "main", Status: func(context.Context) (drill.Status, error) { return st, nil }}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	_, _, err := c.WaitWritable(ctx, "main-1", time.Now())
+	if err == nil || !strings.Contains(err.Error(), "main-1: ") || strings.Contains(err.Error(), "main-2") {
+		t.Errorf("WaitWritable with no reachable node: %v, want the last failure of main-1 (main-2 has no DSN)", err)
+	}
+}
+
+// TestWaitSettled: a healthy cluster whose synchronous role moves is
+// waited for until the new shape has held for the settle time.
+func TestWaitSettled(t *testing.T) {
+	p := drill.NodeStatus{Name: "main-1", Role: drill.RolePrimary}
+	r := func(name, sync string) drill.NodeStatus {
+		return drill.NodeStatus{Name: name, Role: drill.RoleReplica, SyncState: sync}
+	}
+	before := clusterOf(nil, p, r("main-2", "sync"), r("main-3", "async"))
+	after := clusterOf(nil, p, r("main-2", "async"), r("main-3", "sync"))
+	s := &scripted{steps: []drill.Status{before, before, after}}
+	c := &drill.StackCluster{Cluster: "main", Status: s.status}
+	ctx := context.Background()
+	start := time.Now()
+	nodes, err := drill.WaitSettled(ctx, c, 30*time.Second, 500*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nodes[2].SyncState != "sync" || nodes[1].SyncState != "async" {
+		t.Errorf("settled on %+v, want main-3 synchronous (the shape after the move)", nodes)
+	}
+	// Two polls before the move, then the settle time on the new shape.
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Errorf("returned after %v, before the new shape held for the settle time", d)
+	}
+
+	flapping := &scripted{}
+	for range 100 {
+		flapping.steps = append(flapping.steps, before, after)
+	}
+	c = &drill.StackCluster{Cluster: "main", Status: flapping.status}
+	if _, err := drill.WaitSettled(ctx, c, time.Second, 500*time.Millisecond); err == nil || !strings.Contains(err.Error(), "settling") {
+		t.Errorf("a cluster whose sync role keeps moving: %v, want an error saying it was settling", err)
 	}
 }

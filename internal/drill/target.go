@@ -2,15 +2,18 @@ package drill
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"socnet/internal/pgnode"
+	"socnet/internal/stack"
 )
 
 // Writer performs the writes of a drill and finds them again.
@@ -31,6 +34,9 @@ type Node struct {
 	Name string
 	// Role is RolePrimary, RoleReplica or RoleDown.
 	Role string
+	// AssignedRole is the role the engine gives the node, which may run
+	// ahead of Role (a leader not yet promoted).
+	AssignedRole string
 	// SyncState is the node's sync_state as a standby of the primary; ""
 	// when it does not stream.
 	SyncState string
@@ -38,21 +44,34 @@ type Node struct {
 	// WAL positions.
 	DSN string
 	Pid int
+	// AgentPid is the pid of the engine's agent of the node (Patroni's),
+	// 0 under an engine without one.
+	AgentPid int
 }
 
 // Cluster is the database cluster a drill breaks: it lists the nodes, kills
-// one, and waits for the supervisor to repair what the kill broke.
+// one, and waits for the engine to repair what the kill broke.
 type Cluster interface {
 	// Name names the cluster in reports.
 	Name() string
+	// Engine names what runs the cluster, as the status says: "socnet",
+	// "patroni"; "" when the status does not say.
+	Engine(ctx context.Context) (string, error)
 	// Nodes lists every node of the cluster with its current role.
 	Nodes(ctx context.Context) ([]Node, error)
 	// Kill sends SIGKILL to the node's server and returns when it was sent.
 	Kill(ctx context.Context, node string) (time.Time, error)
-	// WaitPromoted waits until a node other than old runs as the primary,
-	// and returns it and when it became the primary (killed is when old was
-	// killed; detail says where the time comes from).
-	WaitPromoted(ctx context.Context, old string, killed time.Time) (node string, at time.Time, detail string, err error)
+	// KillHost sends SIGKILL to the node's server and to its agent at once
+	// (FaultHost), and returns when it was sent and what was killed.
+	KillHost(ctx context.Context, node string) (time.Time, string, error)
+	// WaitWritable waits until a node accepts writes after old was killed
+	// at killed: another node promoted, or old itself restarted in place.
+	// It returns the node and when it first answered as a primary.
+	WaitWritable(ctx context.Context, old string, killed time.Time) (node string, at time.Time, err error)
+	// FailoverRecord waits until the cluster's failover history records
+	// the promotion of node after old was killed at killed, with its
+	// promotion time, and returns the record.
+	FailoverRecord(ctx context.Context, old, node string, killed time.Time) (FailoverStatus, error)
 	// WaitStreaming waits until the node runs as a replica that streams
 	// from the primary, and returns when that was first seen.
 	WaitStreaming(ctx context.Context, node string) (time.Time, error)
@@ -126,7 +145,11 @@ func (s *StackCluster) Nodes(ctx context.Context) ([]Node, error) {
 				return nil, fmt.Errorf("node %s: %w", n.Name, err)
 			}
 		}
-		nodes = append(nodes, Node{Name: n.Name, Role: n.Role, SyncState: n.SyncState, DSN: dsn, Pid: n.Pid})
+		node := Node{Name: n.Name, Role: n.Role, AssignedRole: n.AssignedRole, SyncState: n.SyncState, DSN: dsn, Pid: n.Pid}
+		if n.AgentPid != nil {
+			node.AgentPid = *n.AgentPid
+		}
+		nodes = append(nodes, node)
 	}
 	return nodes, nil
 }
@@ -147,37 +170,162 @@ func (s *StackCluster) Kill(ctx context.Context, node string) (time.Time, error)
 	return pgnode.KillServer(n.Pid, 10*time.Second)
 }
 
-// historyWait bounds how long WaitPromoted waits, once it sees the new
-// primary, for the failover history to record the promotion: the record is
-// written after the other replicas are re-pointed.
-const historyWait = 10 * time.Second
-
-// WaitPromoted polls the status until a node other than old is the
-// primary. The promotion time comes from the cluster's failover history
-// when the status carries a matching entry within historyWait, else it is
-// when the poll first saw the new primary.
-func (s *StackCluster) WaitPromoted(ctx context.Context, old string, killed time.Time) (string, time.Time, string, error) {
-	var found string
-	var seen time.Time
-	err := s.poll(ctx, func(c ClusterStatus) bool {
-		p, ok := c.PrimaryNode()
-		if !ok || p.Name == old {
-			return false
-		}
-		found, seen = p.Name, time.Now()
-		return true
-	})
+// Engine returns the status' engine; a status without one is from a stack
+// that had the socnet engine only.
+func (s *StackCluster) Engine(ctx context.Context) (string, error) {
+	st, err := s.Status(ctx)
 	if err != nil {
-		return "", time.Time{}, "", fmt.Errorf("wait for a new primary of %s: %w", s.Cluster, err)
+		return "", err
 	}
-	// The record appears when the new primary is installed and gets its
-	// promotion time when the others follow it.
-	var rec FailoverStatus
-	hctx, cancel := context.WithTimeout(ctx, historyWait)
+	if st.Engine == "" {
+		return stack.EngineSocnet, nil
+	}
+	return st.Engine, nil
+}
+
+// KillHost SIGKILLs the node's postmaster, its children and the node's
+// agent at once (pgnode.KillHost). A node without an agent (the socnet
+// engine) loses its postmaster and children only: its supervisor runs in
+// `socnet up` for every node, not on the node's machine.
+func (s *StackCluster) KillHost(ctx context.Context, node string) (time.Time, string, error) {
+	c, err := s.cluster(ctx)
+	if err != nil {
+		return time.Time{}, "", err
+	}
+	n, ok := c.Node(node)
+	if !ok {
+		return time.Time{}, "", fmt.Errorf("kill host %s: no such node in cluster %s", node, s.Cluster)
+	}
+	pm, agent := n.Pid, 0
+	if n.AgentPid != nil {
+		agent = *n.AgentPid
+	}
+	at, err := pgnode.KillHost(pm, agent, 10*time.Second)
+	if err != nil {
+		return at, "", fmt.Errorf("kill host %s: %w", node, err)
+	}
+	var parts []string
+	if pm != 0 {
+		parts = append(parts, fmt.Sprintf("the postmaster %d and its children", pm))
+	}
+	if agent != 0 {
+		parts = append(parts, fmt.Sprintf("the agent %d and its children", agent))
+	}
+	return at, "SIGKILL to " + strings.Join(parts, " and ") + " at once", nil
+}
+
+// writablePoll is how often WaitWritable asks each node whether it is a
+// primary.
+const writablePoll = 50 * time.Millisecond
+
+// WaitWritable asks every node of the cluster (their DSNs from the status
+// of the moment) every 50 ms whether it runs as a primary, on a connection
+// made after the kill, and returns the first that does. That is what a
+// client sees, whatever the engine and whatever its status says.
+func (s *StackCluster) WaitWritable(ctx context.Context, old string, killed time.Time) (string, time.Time, error) {
+	nodes, err := s.Nodes(ctx)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("wait for a writable primary of %s: %w", s.Cluster, err)
+	}
+	node, at, err := waitWritable(ctx, nodes, writablePoll)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("wait for a writable primary of %s: %w", s.Cluster, err)
+	}
+	return node, at, nil
+}
+
+// waitWritable polls every node with a DSN, each on a connection of its own
+// kept between polls, until one answers pg_is_in_recovery() = false. When
+// ctx ends first, the error names each node's last failure.
+func waitWritable(ctx context.Context, nodes []Node, every time.Duration) (string, time.Time, error) {
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	err = s.poll(hctx, func(c ClusterStatus) bool {
+	type found struct {
+		node string
+		at   time.Time
+	}
+	out := make(chan found, len(nodes))
+	var mu sync.Mutex
+	lastErr := map[string]string{}
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		if n.DSN == "" {
+			continue
+		}
+		wg.Go(func() {
+			var conn *pgx.Conn
+			defer func() {
+				if conn != nil {
+					_ = conn.Close(context.Background())
+				}
+			}()
+			t := time.NewTicker(every)
+			defer t.Stop()
+			for {
+				var err error
+				if conn == nil {
+					cctx, ccancel := context.WithTimeout(ctx, time.Second)
+					conn, err = pgx.Connect(cctx, n.DSN)
+					ccancel()
+				}
+				if conn != nil {
+					var inRecovery bool
+					qctx, qcancel := context.WithTimeout(ctx, time.Second)
+					err = conn.QueryRow(qctx, `SELECT pg_is_in_recovery()`).Scan(&inRecovery)
+					qcancel()
+					switch {
+					case err != nil:
+						_ = conn.Close(context.Background())
+						conn = nil
+					case !inRecovery:
+						out <- found{n.Name, time.Now()}
+						return
+					default:
+						err = errors.New("in recovery")
+					}
+				}
+				if err != nil && ctx.Err() == nil {
+					mu.Lock()
+					lastErr[n.Name] = err.Error()
+					mu.Unlock()
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+			}
+		})
+	}
+	go func() { wg.Wait(); close(out) }()
+	select {
+	case f, ok := <-out:
+		if ok {
+			return f.node, f.at, nil
+		}
+		return "", time.Time{}, errors.New("no node has a DSN")
+	case <-ctx.Done():
+		cancel()
+		wg.Wait()
+		var why []string
+		for _, n := range nodes {
+			if e, ok := lastErr[n.Name]; ok {
+				why = append(why, n.Name+": "+e)
+			}
+		}
+		return "", time.Time{}, fmt.Errorf("%w (last answers: %s)", ctx.Err(), strings.Join(why, "; "))
+	}
+}
+
+// FailoverRecord polls the status until its failover history has an entry
+// from old to node declared after killed, with its promotion time (the
+// socnet engine writes the entry when the new primary is installed and its
+// promotion time once the others follow it).
+func (s *StackCluster) FailoverRecord(ctx context.Context, old, node string, killed time.Time) (FailoverStatus, error) {
+	var rec FailoverStatus
+	err := s.poll(ctx, func(c ClusterStatus) bool {
 		for _, f := range c.Failovers {
-			if f.NewPrimary == found && f.OldPrimary == old && !f.At.Before(killed) {
+			if f.NewPrimary == node && f.OldPrimary == old && !f.At.Before(killed) {
 				rec = f
 				return f.PromotionMS > 0
 			}
@@ -185,9 +333,9 @@ func (s *StackCluster) WaitPromoted(ctx context.Context, old string, killed time
 		return false
 	})
 	if err != nil {
-		return found, seen, "first seen in status; no failover history", nil
+		return FailoverStatus{}, fmt.Errorf("wait for the failover history of %s: %w", s.Cluster, err)
 	}
-	return found, rec.Promoted(), "failover history " + rec.ID, nil
+	return rec, nil
 }
 
 // WaitStreaming polls the status until the node is a replica with a

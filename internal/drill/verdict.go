@@ -69,6 +69,11 @@ type Verdict struct {
 	Unknown      int `json:"unknown"`
 	// Lost counts acknowledged writes absent from at least one node.
 	Lost int `json:"lost"`
+	// LostEverywhere counts acknowledged writes absent from every node
+	// that was read. It is below Lost when a node lacks writes another
+	// has: a replica that could not replay them because the cluster had no
+	// primary to replay from, or a node that truly lost them.
+	LostEverywhere int `json:"lost_everywhere"`
 	// PresentUnacknowledged counts writes in doubt found on the reference
 	// node: they were applied although the client never heard so.
 	PresentUnacknowledged int `json:"present_unacknowledged"`
@@ -122,6 +127,8 @@ func Judge(attempts []Attempt, nodes []NodeRows) Verdict {
 	}
 
 	lost := map[string]bool{}
+	seen := map[string]bool{} // tags found on some node
+	verified := 0
 	dups := map[string]bool{}
 	for _, n := range nodes {
 		nv := NodeVerdict{Node: n.Node, Role: n.Role, Err: n.Err}
@@ -131,7 +138,11 @@ func Judge(attempts []Attempt, nodes []NodeRows) Verdict {
 			continue
 		}
 		nv.Rows = len(n.Rows)
+		verified++
 		tags := countTags(n.Rows)
+		for tag := range tags {
+			seen[tag] = true
+		}
 		ids := map[string][]string{}
 		for _, r := range n.Rows {
 			ids[r.Tag] = append(ids[r.Tag], r.ID)
@@ -178,6 +189,13 @@ func Judge(attempts []Attempt, nodes []NodeRows) Verdict {
 		v.Problems = append(v.Problems, nodeProblems(nv, v.Reference)...)
 	}
 	v.Lost = len(lost)
+	if verified > 0 {
+		for tag := range lost {
+			if !seen[tag] {
+				v.LostEverywhere++
+			}
+		}
+	}
 	v.Duplicates = len(dups)
 	if ref >= 0 {
 		for _, nv := range v.Nodes {

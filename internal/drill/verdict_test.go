@@ -3,6 +3,7 @@ package drill_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -379,5 +380,35 @@ func TestDistribute(t *testing.T) {
 	}
 	if diff := cmp.Diff(drill.Distribution{}, drill.Distribute(nil)); diff != "" {
 		t.Errorf("Distribute(nil) (-want +got):\n%s", diff)
+	}
+}
+
+// TestJudgeLostEverywhere: a write one node lacks and another holds is
+// lost (on that node) but not lost everywhere; one that no node holds is
+// both.
+func TestJudgeLostEverywhere(t *testing.T) {
+	t0 := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	ack := func(seq int64) drill.Attempt {
+		tag := fmt.Sprintf("drill r #%d", seq)
+		return drill.Attempt{Seq: seq, Tag: tag, Outcome: drill.Acknowledged, Start: t0, End: t0}
+	}
+	attempts := []drill.Attempt{ack(1), ack(2), ack(3)}
+	rows := func(seqs ...int) []drill.Row {
+		var out []drill.Row
+		for _, s := range seqs {
+			out = append(out, drill.Row{Tag: fmt.Sprintf("drill r #%d", s)})
+		}
+		return out
+	}
+	v := drill.Judge(attempts, []drill.NodeRows{
+		{Node: "main-1", Role: drill.RoleReplica, Rows: rows(1)},    // held back: lacks #2 and #3
+		{Node: "main-3", Role: drill.RoleReplica, Rows: rows(1, 2)}, // lacks #3
+		{Node: "main-2", Role: drill.RoleDown, Err: "the node is down"},
+	})
+	if v.Lost != 2 || v.LostEverywhere != 1 || v.OK() {
+		t.Errorf("lost %d, lost everywhere %d, ok %v; want 2, 1, false", v.Lost, v.LostEverywhere, v.OK())
+	}
+	if v := drill.Judge(attempts, nil); v.LostEverywhere != 0 {
+		t.Errorf("no node read: lost everywhere %d, want 0 (nothing is known)", v.LostEverywhere)
 	}
 }

@@ -47,6 +47,8 @@ func (c ClusterState) withRole(role string) (Member, bool) {
 type Client struct {
 	BaseURL string // http://127.0.0.1:RESTPORT
 	HTTP    *http.Client
+	// Auth is sent with every request when set (Spec.REST).
+	Auth *Credential
 }
 
 // NewClient returns a client of the agent at baseURL with a short timeout.
@@ -76,18 +78,113 @@ func (c *Client) IsPrimary(ctx context.Context) (bool, error) {
 	return code == http.StatusOK, nil
 }
 
-// Switchover asks Patroni to hand the leader role from leader to candidate.
+// Switchover asks Patroni to hand the leader role from leader to candidate;
+// candidate "" lets Patroni choose (the synchronous standby). It returns
+// once Patroni reports the switch done, with Patroni's reason when it
+// refuses.
 func (c *Client) Switchover(ctx context.Context, leader, candidate string) error {
-	body := map[string]string{"leader": leader, "candidate": candidate}
-	code, err := c.do(ctx, http.MethodPost, "/switchover", body, nil)
+	body := map[string]string{"leader": leader}
+	if candidate != "" {
+		body["candidate"] = candidate
+	}
+	// Patroni answers once the new leader runs: longer than a query.
+	long := *c
+	hc := *c.HTTP
+	hc.Timeout = 2 * time.Minute
+	long.HTTP = &hc
+	var msg rawText
+	code, err := long.do(ctx, http.MethodPost, "/switchover", body, &msg)
 	if err != nil {
-		return fmt.Errorf("patroni switchover %s -> %s: %w", leader, candidate, err)
+		return fmt.Errorf("patroni switchover %s -> %q: %w", leader, candidate, err)
 	}
 	if code != http.StatusOK {
-		return fmt.Errorf("patroni switchover %s -> %s: status %d", leader, candidate, code)
+		return fmt.Errorf("patroni switchover %s -> %q: status %d: %s", leader, candidate, code, msg)
 	}
 	return nil
 }
+
+// HistoryEntry is one line of GET /history: a timeline switch.
+type HistoryEntry struct {
+	Timeline  int
+	LSN       int64
+	Reason    string
+	At        time.Time // zero when Patroni did not record it
+	NewLeader string    // "" when Patroni did not record it
+}
+
+// History returns the cluster's timeline switches, oldest first.
+func (c *Client) History(ctx context.Context) ([]HistoryEntry, error) {
+	var lines [][]json.RawMessage
+	code, err := c.do(ctx, http.MethodGet, "/history", nil, &lines)
+	if err != nil {
+		return nil, fmt.Errorf("patroni history: %w", err)
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("patroni history: status %d", code)
+	}
+	out := make([]HistoryEntry, 0, len(lines))
+	for _, l := range lines {
+		var h HistoryEntry
+		var at string
+		for i, dst := range []any{&h.Timeline, &h.LSN, &h.Reason, &at, &h.NewLeader} {
+			if i < len(l) {
+				_ = json.Unmarshal(l[i], dst) // a field of another type stays zero
+			}
+		}
+		if at != "" {
+			if t, err := time.Parse("2006-01-02T15:04:05.999999-07:00", at); err == nil {
+				h.At = t
+			} else if t, err := time.Parse(time.RFC3339Nano, at); err == nil {
+				h.At = t
+			}
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
+
+// DynamicConfig returns the cluster-wide configuration kept in etcd
+// (GET /config).
+func (c *Client) DynamicConfig(ctx context.Context) (map[string]any, error) {
+	var cfg map[string]any
+	code, err := c.do(ctx, http.MethodGet, "/config", nil, &cfg)
+	if err != nil {
+		return nil, fmt.Errorf("patroni config: %w", err)
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("patroni config: status %d", code)
+	}
+	return cfg, nil
+}
+
+// PatchConfig changes the cluster-wide configuration (PATCH /config).
+func (c *Client) PatchConfig(ctx context.Context, patch map[string]any) error {
+	var msg rawText
+	code, err := c.do(ctx, http.MethodPatch, "/config", patch, &msg)
+	if err != nil {
+		return fmt.Errorf("patroni patch config: %w", err)
+	}
+	if code != http.StatusOK {
+		return fmt.Errorf("patroni patch config: status %d: %s", code, msg)
+	}
+	return nil
+}
+
+// Reload makes the agent read its configuration file again (POST /reload).
+func (c *Client) Reload(ctx context.Context) error {
+	var msg rawText
+	code, err := c.do(ctx, http.MethodPost, "/reload", nil, &msg)
+	if err != nil {
+		return fmt.Errorf("patroni reload: %w", err)
+	}
+	if code != http.StatusOK && code != http.StatusAccepted {
+		return fmt.Errorf("patroni reload: status %d: %s", code, msg)
+	}
+	return nil
+}
+
+// rawText receives a response body that is not JSON.
+type rawText string
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) (int, error) {
 	var body io.Reader
@@ -105,6 +202,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) (int,
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if c.Auth != nil {
+		req.SetBasicAuth(c.Auth.Username, c.Auth.Password)
+	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
 		return 0, err
@@ -113,6 +213,10 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) (int,
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
 		return resp.StatusCode, err
+	}
+	if t, ok := out.(*rawText); ok {
+		*t = rawText(bytes.TrimSpace(b))
+		return resp.StatusCode, nil
 	}
 	if out != nil && resp.StatusCode == http.StatusOK {
 		if err := json.Unmarshal(b, out); err != nil {

@@ -398,8 +398,10 @@ func TestHostLossKeepsAcknowledgedWritesThenSwitchover(t *testing.T) {
 	}
 	checkAcked(beforeKill)
 
-	// The new leader has no sync candidate but n1 (n3 is nosync), so strict
-	// mode holds writes until n1's host returns and rejoins.
+	// The new leader has no sync candidate but n1 (n3 is nosync): Patroni
+	// sets synchronous_standby_names to '*', which n3 satisfies without
+	// being promotable (the engine's NoSyncTags releases it). The old
+	// leader's host returns here and rejoins.
 	c.startAgent(t, "n1")
 	poll(t, 180*time.Second, "writes acknowledged after the fault", func() error {
 		mu.Lock()

@@ -46,6 +46,17 @@ type NodeSpec struct {
 	RESTPort int    // Patroni REST API port on 127.0.0.1
 	Dir      string // the node's directory: data/, the socket, pgpass, patroni.yml
 	NoSync   bool   // never picked as synchronous standby
+	// Log is the agent's log (its output and PostgreSQL's); "" means
+	// patroni.log in Dir.
+	Log string
+}
+
+// LogPath is where the agent's output goes.
+func (n NodeSpec) LogPath() string {
+	if n.Log != "" {
+		return n.Log
+	}
+	return filepath.Join(n.Dir, "patroni.log")
 }
 
 // DataDir is the node's PostgreSQL data directory.
@@ -62,8 +73,14 @@ type Spec struct {
 	Superuser   Credential
 	Replication Credential
 	Rewind      Credential
-	Timing      Timing // zero means FastTiming
-	Nodes       []NodeSpec
+	// REST, when set, guards the agents' REST API: Patroni asks for it on
+	// every request that changes something (switchover, reload, config).
+	REST   *Credential
+	Timing Timing // zero means FastTiming
+	// Parameters are cluster-wide PostgreSQL settings (shared_buffers,
+	// max_connections...) added to the defaults; CheckSafe checks them.
+	Parameters map[string]string
+	Nodes      []NodeSpec
 }
 
 // Config is one node's Patroni configuration, the subset socnet uses.
@@ -80,8 +97,9 @@ type Config struct {
 
 // RESTAPI is the agent's HTTP endpoint.
 type RESTAPI struct {
-	Listen         string `json:"listen"`
-	ConnectAddress string `json:"connect_address"`
+	Listen         string      `json:"listen"`
+	ConnectAddress string      `json:"connect_address"`
+	Authentication *Credential `json:"authentication,omitempty"`
 }
 
 // Etcd3 points the agent at etcd's v3 API.
@@ -154,10 +172,24 @@ func Configs(spec Spec) ([]Config, error) {
 		}
 		rest := "127.0.0.1:" + strconv.Itoa(n.RESTPort)
 		pg := "127.0.0.1:" + strconv.Itoa(n.Port)
+		params := map[string]string{
+			"wal_log_hints":      "on",
+			"synchronous_commit": "on",
+			"max_connections":    "50",
+			"shared_buffers":     "16MB",
+			"wal_keep_size":      "64MB",
+			// A standby whose upstream vanished retries after this long;
+			// the default 5 s would add up to 5 s to every failover.
+			"wal_retrieve_retry_interval": "500ms",
+			"hot_standby_feedback":        "on",
+		}
+		for k, v := range spec.Parameters {
+			params[k] = v
+		}
 		out = append(out, Config{
 			Scope:   spec.Cluster,
 			Name:    n.Name,
-			RESTAPI: RESTAPI{Listen: rest, ConnectAddress: rest},
+			RESTAPI: RESTAPI{Listen: rest, ConnectAddress: rest, Authentication: spec.REST},
 			Etcd3:   Etcd3{Hosts: spec.Etcd},
 			Bootstrap: Bootstrap{
 				DCS: DCS{
@@ -165,13 +197,7 @@ func Configs(spec Spec) ([]Config, error) {
 					SynchronousMode: true, SynchronousModeStrict: true,
 					PostgreSQL: DCSPostgreSQL{
 						UsePgRewind: true, UseSlots: true,
-						Parameters: map[string]string{
-							"wal_log_hints":      "on",
-							"synchronous_commit": "on",
-							"max_connections":    "50",
-							"shared_buffers":     "16MB",
-							"wal_keep_size":      "64MB",
-						},
+						Parameters: params,
 					},
 				},
 				InitDB: []any{"data-checksums", map[string]string{"auth-host": "scram-sha-256"}, map[string]string{"auth-local": "peer"}},

@@ -94,6 +94,15 @@ type EtcdSpec struct {
 	Dir        string // holds data/ and etcd.log
 	ClientPort int
 	PeerPort   int
+	Log        string // "" means etcd.log in Dir
+}
+
+// LogPath is where etcd's output goes.
+func (e EtcdSpec) LogPath() string {
+	if e.Log != "" {
+		return e.Log
+	}
+	return filepath.Join(e.Dir, "etcd.log")
 }
 
 // Endpoint is the client endpoint, host:port, for Spec.Etcd.
@@ -121,7 +130,7 @@ func StartEtcd(ctx context.Context, logger *slog.Logger, e EtcdSpec) (*Process, 
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
 		"--initial-cluster", "etcd0="+peer,
 		"--enable-v2=false")
-	p, err := start("etcd", filepath.Join(e.Dir, "etcd.log"), "", cmd)
+	p, err := start("etcd", e.LogPath(), "", cmd)
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +141,7 @@ func StartEtcd(ctx context.Context, logger *slog.Logger, e EtcdSpec) (*Process, 
 	})
 	if err != nil {
 		_ = p.Stop(5 * time.Second)
-		return nil, fmt.Errorf("start etcd: %w (see %s)", err, filepath.Join(e.Dir, "etcd.log"))
+		return nil, fmt.Errorf("start etcd: %w (see %s)", err, e.LogPath())
 	}
 	return p, nil
 }
@@ -154,7 +163,7 @@ func StartAgent(logger *slog.Logger, n NodeSpec, cfg Config, osUser string) (*Pr
 	if err := WriteConfig(n.ConfigPath(), cfg); err != nil {
 		return nil, err
 	}
-	logPath := filepath.Join(n.Dir, "patroni.log")
+	logPath := n.LogPath()
 	if osUser != "" {
 		acct, err := pgnode.LookupAccount(osUser)
 		if err != nil {

@@ -227,6 +227,13 @@ func chownFile(path string, acct *Account) error {
 	return nil
 }
 
+// MakeParentsTraversable adds search permission for group and others to
+// every ancestor of path that lacks it, so that acct can reach path (nil:
+// nothing to do). Nothing becomes listable or writable.
+func MakeParentsTraversable(path string, acct *Account) error {
+	return makeParentsTraversable(path, acct)
+}
+
 // makeParentsTraversable adds search permission for group and others to every
 // ancestor of path that lacks it, so that acct can reach path (t.TempDir and
 // os.MkdirTemp create 0700 directories). Nothing becomes listable or writable.

@@ -1,0 +1,7 @@
+package drill
+
+// CheckHostFault exposes checkHostFault to the tests.
+var CheckHostFault = checkHostFault
+
+// OtherPrimary exposes otherPrimary to the tests.
+var OtherPrimary = otherPrimary
