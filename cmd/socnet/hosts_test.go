@@ -499,3 +499,19 @@ func TestUpOnHostsNeedsRoot(t *testing.T) {
 		t.Errorf("up --hosts netns without root created %s", home)
 	}
 }
+
+// TestUpOnHostsRefusesPatroni checks that an engine that cannot run on
+// hosts yet is refused in one line, before the home is made.
+func TestUpOnHostsRefusesPatroni(t *testing.T) {
+	requireHosts(t)
+	home := filepath.Join(t.TempDir(), "home")
+	var out syncBuffer
+	err := run(context.Background(), []string{"socnet", "up", "--hosts", "netns", "--engine", "patroni", "--home", home,
+		"--http", freeAddr(t)}, func(string) string { return "" }, &out, &out)
+	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "patroni engine cannot run with --hosts netns") {
+		t.Fatalf("up --hosts netns --engine patroni: %v, want a one-line refusal\n%s", err, out.String())
+	}
+	if _, err := os.Stat(home); err == nil {
+		t.Errorf("the refused up created %s", home)
+	}
+}

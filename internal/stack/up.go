@@ -94,6 +94,9 @@ func Up(ctx context.Context, c Config, eng Engine) error {
 		if err := netns.Check(ctx); err != nil {
 			return fmt.Errorf("up --hosts %s: %w", HostsNetns, err)
 		}
+		if _, ok := eng.(HostedEngine); !ok {
+			return fmt.Errorf("up: the %s engine cannot run with --hosts %s yet", eng.Name(), HostsNetns)
+		}
 	default:
 		return fmt.Errorf("up: --hosts %q: want %s or %s", c.Hosts, HostsLocal, HostsNetns)
 	}
