@@ -148,6 +148,7 @@ func TestUpOnHosts(t *testing.T) {
 			t.Errorf("service haproxy: %+v (found %v): want it on %s in the machine's namespace", s, ok, apiAddr)
 		}
 		checkStatusDSNs(t, home, doc)
+		checkNoWildcardListeners(t, home, doc)
 	})
 
 	t.Run("post on every main node", func(t *testing.T) {
@@ -513,5 +514,61 @@ func TestUpOnHostsRefusesPatroni(t *testing.T) {
 	}
 	if _, err := os.Stat(home); err == nil {
 		t.Errorf("the refused up created %s", home)
+	}
+}
+
+// checkNoWildcardListeners checks that nothing on the stack's hosts listens
+// on every address (0.0.0.0, ::), and that HAProxy listens on --http only.
+func checkNoWildcardListeners(t *testing.T, home string, doc stack.Status) {
+	t.Helper()
+	n, err := netns.Attach(context.Background(), home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wildcard := func(local string) bool {
+		return strings.HasPrefix(local, "0.0.0.0:") || strings.HasPrefix(local, "*:") || strings.HasPrefix(local, "[::]:")
+	}
+	for _, h := range n.Hosts() {
+		out, err := netns.Exec(context.Background(), n.Netns(h), "ss", "-Hltn").CombinedOutput()
+		if err != nil {
+			t.Fatalf("ss in %s: %v: %s", h, err, out)
+		}
+		listening := 0
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 4 {
+				continue
+			}
+			listening++
+			if wildcard(f[3]) {
+				t.Errorf("host %s: a socket listens on %s", h, f[3])
+			}
+		}
+		if listening == 0 {
+			t.Errorf("host %s: nothing listens", h)
+		}
+	}
+	proxy, ok := doc.Service(stack.ProxyService)
+	if !ok {
+		t.Fatal("no haproxy in status")
+	}
+	out, err := exec.Command("ss", "-Hltnp").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ss: %v: %s", err, out)
+	}
+	mark := fmt.Sprintf("pid=%d,", proxy.Pid)
+	found := false
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || !strings.Contains(line, mark) {
+			continue
+		}
+		found = true
+		if f[3] != proxy.Addr {
+			t.Errorf("haproxy listens on %s, want %s only", f[3], proxy.Addr)
+		}
+	}
+	if !found {
+		t.Errorf("haproxy (pid %d) listens nowhere:\n%s", proxy.Pid, out)
 	}
 }
