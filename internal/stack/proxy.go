@@ -28,7 +28,7 @@ func ProxySocket(h Home) string { return haproxy.SocketPath(proxyDir(h)) }
 func apiBackends(svcs []*service) []haproxy.Backend {
 	var out []haproxy.Backend
 	for _, s := range svcs {
-		if s.Args[0] == "serve" {
+		if s.Balanced {
 			out = append(out, haproxy.Backend{Name: s.Name, Addr: s.Addr})
 		}
 	}

@@ -30,6 +30,9 @@ type service struct {
 	// Called marks a service the others call: `up` starts it first and
 	// the others only once it answers.
 	Called bool
+	// Balanced marks an API instance, which HAProxy balances over in
+	// netns mode.
+	Balanced bool
 	// Host is the host it runs on in netns mode (hosts not nil).
 	Host  string
 	hosts *Hosts

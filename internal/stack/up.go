@@ -320,10 +320,11 @@ func stackServices(h Home, c Config, info Info, p Ports, hosts *Hosts) []*servic
 			Name: name,
 			Args: []string{"serve", "--http", addr, "--key-file", h.TokenKey(),
 				"--routing-file", h.Routing(), "--counter", counterURL},
-			Env:     slices.Concat([]string{"SOCNET_DB=" + strings.Join(info.MainDB, " ")}, redisEnv, common),
-			Addr:    addr,
-			LogPath: h.Log(name),
-			Host:    name,
+			Env:      slices.Concat([]string{"SOCNET_DB=" + strings.Join(info.MainDB, " ")}, redisEnv, common),
+			Addr:     addr,
+			LogPath:  h.Log(name),
+			Host:     name,
+			Balanced: true,
 		}
 	}
 	var apis []*service
