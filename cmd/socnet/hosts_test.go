@@ -449,8 +449,8 @@ type timedWriters struct {
 	fails  int
 	// failures are the failed writes: when, and the status or error.
 	failures []failure
-	done   chan struct{}
-	wg     sync.WaitGroup
+	done     chan struct{}
+	wg       sync.WaitGroup
 }
 
 func startTimedWriters(base string, n int) *timedWriters {
