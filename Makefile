@@ -6,6 +6,9 @@ HTTP      ?= 127.0.0.1:8080
 # What runs the PostgreSQL clusters: socnet (its own supervisor) or patroni
 # (Patroni + etcd, installed by `make run ENGINE=patroni` when missing).
 ENGINE    ?= socnet
+# Where the nodes and services run: local (127.0.0.1) or netns (each on its
+# own network namespace behind HAProxy; root, see docs/HOSTS.md).
+HOSTS     ?= local
 PKGS      := ./...
 # Packages that run goroutines, for the race detector.
 RACE_PKGS ?= ./internal/load/ ./internal/dbroute/ ./internal/counter/ ./internal/cluster/ ./internal/httpapi/ \
@@ -25,13 +28,13 @@ deps-postgres:
 	@scripts/ensure-deps.sh postgres
 
 deps-run:
-	@scripts/ensure-deps.sh postgres redis $(if $(filter patroni,$(ENGINE)),patroni etcd)
+	@scripts/ensure-deps.sh postgres redis $(if $(filter patroni,$(ENGINE)),patroni etcd) $(if $(filter netns,$(HOSTS)),haproxy)
 
 deps-test:
 	@scripts/ensure-deps.sh postgres redis patroni etcd haproxy
 
 run: deps-run build
-	$(BIN) up --home $(HOME_DIR) --http $(HTTP) --engine $(ENGINE)
+	$(BIN) up --home $(HOME_DIR) --http $(HTTP) --engine $(ENGINE) --hosts $(HOSTS)
 
 # Unit and integration tests against real PostgreSQL processes started by internal/pgtest.
 test: deps-test

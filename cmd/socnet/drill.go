@@ -12,10 +12,12 @@ import (
 	"strings"
 	"time"
 
+	"socnet/internal/cluster"
 	"socnet/internal/counter"
 	"socnet/internal/dbroute"
 	"socnet/internal/drill"
 	"socnet/internal/netns"
+	"socnet/internal/stack"
 )
 
 // drillUsage lists the drills.
@@ -269,13 +271,22 @@ func drillReplica(ctx context.Context, e *env, args []string) error {
 	return rf.finish(e, drill.NewReport(drill.DrillReplica, *clusterName, []drill.Run{run}))
 }
 
+// Targets of the partition drill (--target).
+const (
+	partitionPrimary = "primary" // the cluster's primary's host
+	partitionSync    = "sync"    // the synchronous replica's host
+	partitionAPI     = "api"     // the first API instance's host (api-1)
+	partitionEtcd    = "etcd"    // an etcd member's host (Patroni engine)
+)
+
 func drillPartition(ctx context.Context, e *env, args []string) error {
 	fs := newFlags("drill partition", e)
 	home := fs.HomeDir()
 	clusterName := fs.String("cluster", mainCluster, "cluster written and watched: main or counter")
-	host := fs.String("host", "", "host to cut off: a node (main-1), or another host of the stack (api-1); default the cluster's primary")
+	target := fs.String("target", partitionPrimary, "what to cut off: primary, sync (the synchronous replica), api (the host of api-1) or etcd (an etcd member, Patroni engine)")
+	host := fs.String("host", "", "host to cut off by name instead of --target: a node (main-1), or another host of the stack (api-2)")
 	cutAfter := fs.Duration("cut-after", drill.DefaultKillAfter, "when to cut the host off after the writes start")
-	healAfter := fs.Duration("heal-after", drill.DefaultHealAfter, "how long the host stays cut off")
+	cutFor := fs.Duration("cut-for", drill.DefaultHealAfter, "how long the host stays cut off before it is healed")
 	duration := fs.Duration("duration", drill.DefaultDuration, "how long to write at least")
 	writers := fs.Int("writers", drill.DefaultWriters, "concurrent writers")
 	rf := addReportFlags(fs)
@@ -285,12 +296,49 @@ func drillPartition(ctx context.Context, e *env, args []string) error {
 	if err := checkDrillFlags(*duration, *writers, 1); err != nil {
 		return err
 	}
-	if *cutAfter <= 0 || *healAfter <= 0 {
-		return usageError{fmt.Errorf("drill partition: --cut-after and --heal-after must be positive")}
+	if *cutAfter <= 0 || *cutFor <= 0 {
+		return usageError{fmt.Errorf("drill partition: --cut-after and --cut-for must be positive")}
+	}
+	switch *target {
+	case partitionPrimary, partitionSync, partitionAPI, partitionEtcd:
+	default:
+		return usageError{fmt.Errorf("drill partition: --target %q: want %s, %s, %s or %s", *target,
+			partitionPrimary, partitionSync, partitionAPI, partitionEtcd)}
 	}
 	hosts, err := netns.Attach(ctx, *home)
 	if err != nil {
 		return fmt.Errorf("drill partition: %w", err)
+	}
+	st, err := stackStatusFunc(*home)(ctx)
+	if err != nil {
+		return err
+	}
+	cs, ok := st.Cluster(*clusterName)
+	if !ok {
+		return usageError{fmt.Errorf("drill partition: the stack in %s has no cluster %q", *home, *clusterName)}
+	}
+	if *host == "" {
+		switch *target {
+		case partitionSync:
+			for _, n := range cs.Nodes {
+				if n.Role == cluster.RoleReplica && n.SyncState == "sync" {
+					*host = n.Name
+				}
+			}
+			if *host == "" {
+				return fmt.Errorf("drill partition: cluster %s has no synchronous replica now", *clusterName)
+			}
+		case partitionAPI:
+			*host = "api-1"
+		case partitionEtcd:
+			if st.Engine != stack.EnginePatroni {
+				return usageError{fmt.Errorf("drill partition: --target etcd: the %s engine runs no etcd (its supervisor lives in `up`); it is a target under --engine %s",
+					st.Engine, stack.EnginePatroni)}
+			}
+			// The Patroni engine's etcd members run on hosts etcd-1..3
+			// (stack.HostedEngine); one of three is a minority.
+			*host = "etcd-1"
+		}
 	}
 	if *host != "" {
 		if _, ok := hosts.Addr(*host); !ok {
@@ -302,14 +350,6 @@ func drillPartition(ctx context.Context, e *env, args []string) error {
 	// the API at --http, so that the report counts what clients saw.
 	writes := writesSQL
 	if *host != "" {
-		st, err := stackStatusFunc(*home)(ctx)
-		if err != nil {
-			return err
-		}
-		cs, ok := st.Cluster(*clusterName)
-		if !ok {
-			return usageError{fmt.Errorf("drill partition: the stack in %s has no cluster %q", *home, *clusterName)}
-		}
 		if _, isNode := cs.Node(*host); !isNode {
 			writes = writesAPI
 		}
@@ -320,7 +360,7 @@ func drillPartition(ctx context.Context, e *env, args []string) error {
 	}
 	defer closeTarget()
 	run, err := drill.RunPartition(ctx, t, hosts, drill.PartitionOptions{
-		Host: *host, Duration: *duration, CutAfter: *cutAfter, HealAfter: *healAfter, Writers: *writers, Log: e.log,
+		Host: *host, Duration: *duration, CutAfter: *cutAfter, HealAfter: *cutFor, Writers: *writers, Log: e.log,
 	})
 	if err != nil {
 		return fmt.Errorf("drill partition: %w", err)

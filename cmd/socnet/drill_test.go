@@ -74,7 +74,8 @@ func TestDrillRefusesBadInput(t *testing.T) {
 		{"failover", "--home", home, "--writes", "carrier-pigeon"},
 		{"failover", "--home", home, "--writes", "sql"}, // main is written through the API only
 		{"failover", "--home", home, "--cluster", "counter", "--writes", ""},
-		{"partition", "--home", home, "--heal-after", "0s"},
+		{"partition", "--home", home, "--cut-for", "0s"},
+		{"partition", "--home", home, "--target", "leader"},
 		{"partition", "--home", home, "--cut-after", "-1s"},
 		{"partition", "--home", home, "--writers", "0"},
 		{"failover", "--home", home, "--fault", "network"},

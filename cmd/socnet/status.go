@@ -64,10 +64,24 @@ func printStatus(w io.Writer, doc stack.Status) {
 		if c.Waiting != "" {
 			fmt.Fprintf(tw, "  waiting: %s\n", c.Waiting)
 		}
-		fmt.Fprintln(tw, "  NODE\tROLE\tSYNC\tPID\tPORT\tLSN\tLAG BYTES\tLAG\tTL\t")
+		// On hosts of their own (`up --hosts netns`) the nodes' addresses
+		// differ: a HOST column names them.
+		onHosts := false
 		for _, n := range c.Nodes {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\t%d\t%.3fs\t%d\t%s\n", n.Name, n.Role, dash(n.SyncState),
-				n.Pid, n.Port, n.LSN, n.LagBytes, n.LagSeconds, n.Timeline, n.Error)
+			onHosts = onHosts || n.Netns != ""
+		}
+		if onHosts {
+			fmt.Fprintln(tw, "  NODE\tROLE\tSYNC\tPID\tHOST\tPORT\tLSN\tLAG BYTES\tLAG\tTL\t")
+		} else {
+			fmt.Fprintln(tw, "  NODE\tROLE\tSYNC\tPID\tPORT\tLSN\tLAG BYTES\tLAG\tTL\t")
+		}
+		for _, n := range c.Nodes {
+			host := ""
+			if onHosts {
+				host = n.Host + "\t"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s%d\t%s\t%d\t%.3fs\t%d\t%s\n", n.Name, n.Role, dash(n.SyncState),
+				n.Pid, host, n.Port, n.LSN, n.LagBytes, n.LagSeconds, n.Timeline, n.Error)
 		}
 		for _, f := range c.Failovers {
 			b, _ := json.Marshal(f)
@@ -76,7 +90,11 @@ func printStatus(w io.Writer, doc stack.Status) {
 	}
 	fmt.Fprintln(tw, "services\t")
 	for _, s := range doc.Services {
-		fmt.Fprintf(tw, "  %s\tpid %d\t%s\trestarts %d\n", s.Name, s.Pid, s.Addr, s.Restarts)
+		where := ""
+		if s.Netns != "" {
+			where = "\tnetns " + s.Netns
+		}
+		fmt.Fprintf(tw, "  %s\tpid %d\t%s\trestarts %d%s\n", s.Name, s.Pid, s.Addr, s.Restarts, where)
 	}
 	if doc.Reads != nil {
 		fmt.Fprintf(tw, "API routing (as of %s)\t\n", doc.Reads.At.Format(time.TimeOnly))

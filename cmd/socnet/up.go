@@ -23,6 +23,7 @@ func cmdUp(ctx context.Context, e *env, args []string) error {
 	fs := newFlags("up", e)
 	home := fs.HomeDir()
 	engine := fs.String("engine", stack.EngineSocnet, "what runs the PostgreSQL clusters: socnet (its own supervisor) or patroni (Patroni with etcd); a home keeps the engine that made it")
+	hosts := fs.String("hosts", stack.HostsLocal, "where the nodes and services run: local (the machine's own network) or netns (each on its own network namespace, behind HAProxy on --http; needs root)")
 	httpAddr := fs.String("http", "127.0.0.1:8080", "address of the API (port 0: a free port, printed once up)")
 	counterAddr := fs.String("counter-http", "", "address of the counter service (default: a free port chosen at first start and kept in the home)")
 	relayAddr := fs.String("relay-http", "", "address of the outbox relay's /metrics and /healthz (default: a free port chosen at first start and kept in the home)")
@@ -31,6 +32,9 @@ func cmdUp(ctx context.Context, e *env, args []string) error {
 	patroniTiming := fs.String("patroni-timing", "", "the Patroni engine's leader-lease timing: fast (ttl 10, loop_wait 1, retry_timeout 4) or default (Patroni's 30, 10, 10); empty keeps the home's (fast at first start); see docs/CLUSTER.md")
 	if err := fs.parse(args); err != nil {
 		return err
+	}
+	if *hosts != stack.HostsLocal && *hosts != stack.HostsNetns {
+		return usageError{fmt.Errorf("--hosts %q: want %s or %s", *hosts, stack.HostsLocal, stack.HostsNetns)}
 	}
 	timing, err := patroni.TimingByName(*patroniTiming)
 	if err != nil {
@@ -48,7 +52,7 @@ func cmdUp(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	return stack.Up(ctx, stack.Config{Home: h, HTTP: *httpAddr, CounterHTTP: *counterAddr, RelayHTTP: *relayAddr,
-		Self: e.self, Log: e.log, Out: e.stdout}, eng)
+		Hosts: *hosts, Self: e.self, Log: e.log, Out: e.stdout}, eng)
 }
 
 // engineOptions tune the engine `up` runs; zero values are the defaults.

@@ -28,6 +28,9 @@ type Info struct {
 	// Redis is host:port of the feed's Redis (password in the home's
 	// redis/password); empty when the stack runs none.
 	Redis string `json:"redis,omitempty"`
+	// Hosts is HostsNetns when the stack runs on hosts of its own (`up
+	// --hosts netns`); empty on the machine's own network.
+	Hosts string `json:"hosts,omitempty"`
 }
 
 // WriteInfo replaces the home's stack.json.

@@ -30,6 +30,12 @@ type service struct {
 	// Called marks a service the others call: `up` starts it first and
 	// the others only once it answers.
 	Called bool
+	// Balanced marks an API instance, which HAProxy balances over in
+	// netns mode.
+	Balanced bool
+	// Host is the host it runs on in netns mode (hosts not nil).
+	Host  string
+	hosts *Hosts
 
 	mu       sync.Mutex
 	pid      int
@@ -41,7 +47,11 @@ type service struct {
 func (s *service) record() Service {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Service{Name: s.Name, Pid: s.pid, Addr: s.Addr, Restarts: s.restarts}
+	r := Service{Name: s.Name, Pid: s.pid, Addr: s.Addr, Restarts: s.restarts}
+	if s.hosts != nil {
+		r.Host, r.Netns = s.hosts.Addr(s.Host), s.hosts.Netns(s.Host)
+	}
+	return r
 }
 
 // supervise runs the service until ctx ends, restarting it with backoff when
@@ -82,7 +92,10 @@ func (s *service) runOnce(ctx context.Context, self string, log *slog.Logger, gr
 		return fmt.Errorf("open log: %w", err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(self, s.Args...)
+	// On its host, when it has one: `ip netns exec` execs the service in
+	// its own place, so the pid, the signals, Pdeathsig and the
+	// environment's home mark are the service's own.
+	cmd := s.hosts.Command(s.Host, self, s.Args...)
 	cmd.Env = append(os.Environ(), s.Env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a Ctrl-C on the terminal reaches `up` only,
@@ -154,10 +167,16 @@ func (s *service) setPid(pid int) {
 }
 
 // writeServices persists the services' pids and addresses for `socnet status`.
-func writeServices(path string, svcs []*service) error {
+// Those in extra (nil: none) are other children of `up` (HAProxy).
+func writeServices(path string, svcs []*service, extra ...*Service) error {
 	recs := make([]Service, 0, len(svcs))
 	for _, s := range svcs {
 		recs = append(recs, s.record())
+	}
+	for _, r := range extra {
+		if r != nil {
+			recs = append(recs, *r)
+		}
 	}
 	data, err := json.MarshalIndent(recs, "", "  ")
 	if err != nil {

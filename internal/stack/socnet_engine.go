@@ -52,9 +52,24 @@ func NewSocnetEngine(h Home, log *slog.Logger, opts SocnetOptions) *SocnetEngine
 }
 
 var (
-	_ Engine   = (*SocnetEngine)(nil)
-	_ Operator = (*SocnetEngine)(nil)
+	_ Engine       = (*SocnetEngine)(nil)
+	_ Operator     = (*SocnetEngine)(nil)
+	_ HostedEngine = (*SocnetEngine)(nil)
 )
+
+// HostNames are the nodes' names: each node runs on a host named after it.
+func (e *SocnetEngine) HostNames() []string {
+	return append(cluster.MainSpec().NodeNames(), cluster.CounterSpec().NodeNames()...)
+}
+
+// Place puts every node on the host named after it; the nodes' logins
+// come from the hosts' network only. The supervisor stays in the
+// machine's namespace and watches the nodes over the bridge like any client.
+func (e *SocnetEngine) Place(h *Hosts) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.opts.Cluster.Placement = h.Placement
+}
 
 // Name is EngineSocnet.
 func (e *SocnetEngine) Name() string { return EngineSocnet }
@@ -234,7 +249,7 @@ func (e *SocnetEngine) Clusters() []string {
 	return slices.Clone(e.names)
 }
 
-// Nodes are the cluster's nodes, on cluster.Host.
+// Nodes are the cluster's nodes, where they listen.
 func (e *SocnetEngine) Nodes(clusterName string) []NodeAddr {
 	c, err := e.cluster(clusterName)
 	if err != nil {
@@ -242,7 +257,8 @@ func (e *SocnetEngine) Nodes(clusterName string) []NodeAddr {
 	}
 	var out []NodeAddr
 	for _, name := range c.Nodes() {
-		out = append(out, NodeAddr{Name: name, Host: cluster.Host, Port: c.Node(name).Config().Port})
+		cfg := c.Node(name).Config()
+		out = append(out, NodeAddr{Name: name, Host: cfg.Host, Port: cfg.Port, Netns: cfg.Netns})
 	}
 	return out
 }

@@ -31,6 +31,11 @@ type Service struct {
 	Pid      int    `json:"pid"`
 	Addr     string `json:"addr,omitempty"`
 	Restarts int    `json:"restarts"`
+	// Host is the address of the host it runs on and Netns that host's
+	// network namespace, with `up --hosts netns`; both empty on the
+	// machine's own network.
+	Host  string `json:"host,omitempty"`
+	Netns string `json:"netns,omitempty"`
 }
 
 // Routing is what the API's router last reported (routing.json).

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"socnet/internal/auth"
+	"socnet/internal/netns"
 	"socnet/internal/pgnode"
 )
 
@@ -56,6 +57,8 @@ type Config struct {
 	// addresses; "" keeps those chosen at the home's first start.
 	CounterHTTP string
 	RelayHTTP   string
+	// Hosts is where the processes run: HostsLocal ("" too) or HostsNetns.
+	Hosts string
 	// Self is the socnet binary the services run as (`socnet serve`, ...).
 	Self string
 	Log  *slog.Logger
@@ -84,6 +87,19 @@ func Up(ctx context.Context, c Config, eng Engine) error {
 	if out == nil {
 		out = io.Discard
 	}
+	switch c.Hosts {
+	case "", HostsLocal:
+	case HostsNetns:
+		// Root first, in one line, before the home is touched.
+		if err := netns.Check(ctx); err != nil {
+			return fmt.Errorf("up --hosts %s: %w", HostsNetns, err)
+		}
+		if _, ok := eng.(HostedEngine); !ok {
+			return fmt.Errorf("up: the %s engine cannot run with --hosts %s yet", eng.Name(), HostsNetns)
+		}
+	default:
+		return fmt.Errorf("up: --hosts %q: want %s or %s", c.Hosts, HostsLocal, HostsNetns)
+	}
 	if err := prepareHome(h); err != nil {
 		return err
 	}
@@ -96,6 +112,9 @@ func Up(ctx context.Context, c Config, eng Engine) error {
 		return fmt.Errorf("up: %w", err)
 	}
 	StopLeftovers(h, log, ServiceGrace)
+	if err := checkHostsMode(h, c.Hosts); err != nil {
+		return err
+	}
 	sec, err := loadSecrets(h)
 	if err != nil {
 		return fmt.Errorf("up: %w", err)
@@ -104,9 +123,23 @@ func Up(ctx context.Context, c Config, eng Engine) error {
 	if err != nil {
 		return fmt.Errorf("up: %w", err)
 	}
-	if err := resolveAddrs(h, &c, ports); err != nil {
+	var hosts *Hosts
+	if c.Hosts == HostsNetns {
+		hs, down, err := upHosts(ctx, h, eng, log)
+		if err != nil {
+			return err
+		}
+		defer down() // after the clusters and services stopped (defers run in reverse)
+		hosts = hs
+		fmt.Fprintf(out, "hosts: %d network namespaces %s-* on bridge %s (%s, the machine at %s)\n",
+			len(hs.Net().Hosts()), hs.Net().Prefix(), hs.Net().Bridge(), hs.Net().Subnet(), hs.Net().BridgeAddr())
+	}
+	if err := resolveAddrs(h, &c, ports, hosts != nil); err != nil {
 		return err
 	}
+	ports = placePorts(ports, hosts)
+	c.CounterHTTP = onHost(c.CounterHTTP, hosts, HostCounter)
+	c.RelayHTTP = onHost(c.RelayHTTP, hosts, HostRelay)
 	// Both keys are checked (owner, mode) before any service reads them.
 	if _, err := auth.LoadOrCreateKey(h.TokenKey()); err != nil {
 		return fmt.Errorf("up: %w", err)
@@ -151,12 +184,13 @@ func Up(ctx context.Context, c Config, eng Engine) error {
 	if err := WriteInfo(h, info); err != nil {
 		return fmt.Errorf("up: %w", err)
 	}
-	svcs := stackServices(h, c, info, ports)
+	svcs := stackServices(h, c, info, ports, hosts)
 	var svcMu sync.Mutex
+	var proxyRec *Service // HAProxy, in netns mode
 	saveServices := func() {
 		svcMu.Lock()
 		defer svcMu.Unlock()
-		if err := writeServices(h.Services(), svcs); err != nil {
+		if err := writeServices(h.Services(), svcs, proxyRec); err != nil {
 			log.Warn("write services.json", "err", err)
 		}
 	}
@@ -188,6 +222,24 @@ func Up(ctx context.Context, c Config, eng Engine) error {
 			}
 		}
 	}
+	if hosts != nil {
+		// HAProxy on --http in the machine's namespace, over the API
+		// instances; it lives as long as the services.
+		svcWG.Add(1)
+		started := make(chan error, 1)
+		go func() {
+			defer svcWG.Done()
+			runProxy(svcCtx, rctx, h, c.HTTP, apiBackends(svcs), log, started, func(r *Service) {
+				svcMu.Lock()
+				proxyRec = r
+				svcMu.Unlock()
+				saveServices()
+			})
+		}()
+		if err := <-started; err != nil {
+			return fmt.Errorf("up: %w", err)
+		}
+	}
 	cancel()
 	fmt.Fprintf(out, "socnet is up: API on http://%s (ready in %s)\n", c.HTTP, time.Since(started).Round(time.Millisecond))
 	fmt.Fprintf(out, "  try: curl -s 'http://%s/user/search?first_name=Ко&last_name=Ос'\n", c.HTTP)
@@ -200,7 +252,10 @@ func Up(ctx context.Context, c Config, eng Engine) error {
 // resolveAddrs fills the services' addresses: the internal ones kept in the
 // home, a free port for an API on port 0. It refuses an address another
 // process holds, which would let it answer our health checks.
-func resolveAddrs(h Home, c *Config, ports Ports) error {
+//
+// On hosts of their own (onHosts) only the API's address, HAProxy's in
+// the machine's namespace, is checked: the others are on new hosts.
+func resolveAddrs(h Home, c *Config, ports Ports, onHosts bool) error {
 	if c.CounterHTTP == "" {
 		c.CounterHTTP = ports.Counter
 	}
@@ -216,7 +271,11 @@ func resolveAddrs(h Home, c *Config, ports Ports) error {
 		}
 		c.HTTP = net.JoinHostPort(host, strconv.Itoa(p))
 	}
-	for _, a := range []struct{ name, addr string }{{"api", c.HTTP}, {"counter", c.CounterHTTP}, {"relay", c.RelayHTTP}} {
+	addrs := []struct{ name, addr string }{{"api", c.HTTP}, {"counter", c.CounterHTTP}, {"relay", c.RelayHTTP}}
+	if onHosts {
+		addrs = addrs[:1]
+	}
+	for _, a := range addrs {
 		if err := checkAddrFree(a.addr); err != nil {
 			return fmt.Errorf("up: %s cannot listen on %s: %w (another process holds it: stop it, or pass another address; removing %s picks new internal ports)", a.name, a.addr, err, h.Ports())
 		}
@@ -244,15 +303,45 @@ func stackInfo(h Home, c Config, eng Engine, sec secrets, ports Ports) (Info, er
 		CounterDB:    appDSNs(eng.Nodes(CounterCluster), CounterAppRole, sec.CounterApp, CounterDB),
 		CounterAdmin: counterAdmin,
 		Redis:        ports.Redis,
+		Hosts:        hostsRecord(c.Hosts),
 	}, nil
 }
 
-// stackServices are the services `up` runs, each told where the others are.
-func stackServices(h Home, c Config, info Info, p Ports) []*service {
+// stackServices are the services `up` runs, each told where the others
+// are. On hosts of their own (hosts not nil) each runs on its host, and
+// the API runs as APIInstances instances, api-1, api-2, ..., on the port
+// of --http, behind HAProxy.
+func stackServices(h Home, c Config, info Info, p Ports, hosts *Hosts) []*service {
 	counterURL := "http://" + c.CounterHTTP
 	common := []string{HomeEnv + "=" + h.Dir, ServiceKeyEnv + "=" + h.ServiceKeyFile()}
 	redisEnv := []string{"SOCNET_REDIS_ADDR=" + p.Redis, "SOCNET_REDIS_PASSWORD_FILE=" + h.RedisPassword()}
-	return []*service{{
+	apiArgs := []string{"--key-file", h.TokenKey(), "--routing-file", h.Routing(), "--counter", counterURL}
+	if hosts != nil {
+		// Behind HAProxy: the client's address is in X-Forwarded-For,
+		// believed from HAProxy's address only (limits per client).
+		apiArgs = append(apiArgs, "--trusted-proxies", hosts.ProxyAddr())
+	}
+	api := func(name, addr string) *service {
+		return &service{
+			Name:     name,
+			Args:     append([]string{"serve", "--http", addr}, apiArgs...),
+			Env:      slices.Concat([]string{"SOCNET_DB=" + strings.Join(info.MainDB, " ")}, redisEnv, common),
+			Addr:     addr,
+			LogPath:  h.Log(name),
+			Host:     name,
+			Balanced: true,
+		}
+	}
+	var apis []*service
+	if hosts == nil {
+		apis = []*service{api("api", c.HTTP)}
+	} else {
+		_, port, _ := net.SplitHostPort(c.HTTP)
+		for i := 1; i <= APIInstances; i++ {
+			apis = append(apis, api(apiHost(i), net.JoinHostPort(hosts.Addr(apiHost(i)), port)))
+		}
+	}
+	svcs := []*service{{
 		Name: "counter",
 		Args: []string{"counterd", "--http", c.CounterHTTP},
 		// The dialogs database as administrator: scheduled reconciliation
@@ -262,20 +351,17 @@ func stackServices(h Home, c Config, info Info, p Ports) []*service {
 		Addr:    c.CounterHTTP,
 		LogPath: h.Log("counterd"),
 		Called:  true,
+		Host:    HostCounter,
 	}, {
 		Name:    "relay",
 		Args:    []string{"relay", "--counter", counterURL, "--http", c.RelayHTTP},
 		Env:     append([]string{"SOCNET_MAIN_DB=" + strings.Join(info.MainDB, " ")}, common...),
 		Addr:    c.RelayHTTP,
 		LogPath: h.Log("relay"),
-	}, {
-		Name: "api",
-		Args: []string{"serve", "--http", c.HTTP, "--key-file", h.TokenKey(),
-			"--routing-file", h.Routing(), "--counter", counterURL},
-		Env:     slices.Concat([]string{"SOCNET_DB=" + strings.Join(info.MainDB, " ")}, redisEnv, common),
-		Addr:    c.HTTP,
-		LogPath: h.Log("api"),
-	}, {
+		Host:    HostRelay,
+	}}
+	svcs = append(svcs, apis...)
+	svcs = append(svcs, &service{
 		// The feed's Redis, run by `socnet feed redis`, which answers
 		// /healthz while Redis answers PING.
 		Name:    "redis",
@@ -284,13 +370,42 @@ func stackServices(h Home, c Config, info Info, p Ports) []*service {
 		Addr:    p.RedisHealth,
 		LogPath: h.Log("redis"),
 		Called:  true,
-	}, {
+		Host:    HostRedis,
+	}, &service{
 		Name:    "feed-worker",
 		Args:    []string{"feed", "work", "--http", p.Feed},
 		Env:     slices.Concat([]string{"SOCNET_MAIN_DB=" + strings.Join(info.MainDB, " ")}, redisEnv, common),
 		Addr:    p.Feed,
 		LogPath: h.Log("feed-worker"),
-	}}
+		Host:    HostFeedWorker,
+	})
+	for _, s := range svcs {
+		s.hosts = hosts
+	}
+	return svcs
+}
+
+// onHost moves addr to host's address, keeping its port; unchanged in
+// local mode.
+func onHost(addr string, hosts *Hosts, host string) string {
+	if hosts == nil {
+		return addr
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return net.JoinHostPort(hosts.Addr(host), port)
+}
+
+// placePorts moves the internal services' addresses to their hosts.
+func placePorts(p Ports, hosts *Hosts) Ports {
+	p.Counter = onHost(p.Counter, hosts, HostCounter)
+	p.Relay = onHost(p.Relay, hosts, HostRelay)
+	p.Redis = onHost(p.Redis, hosts, HostRedis)
+	p.RedisHealth = onHost(p.RedisHealth, hosts, HostRedis)
+	p.Feed = onHost(p.Feed, hosts, HostFeedWorker)
+	return p
 }
 
 // stopEngine stops the engine's clusters, bounded.
