@@ -2,6 +2,7 @@ package dbroute
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -222,6 +223,42 @@ func (db *DB) transactOnce(ctx context.Context, fn func(pgx.Tx) error) error {
 	if n == nil {
 		return fmt.Errorf("transact: %w", ErrNoPrimary)
 	}
+	// When another node is elected meanwhile, the write is abandoned: its
+	// context ends and its connection is closed under it, so that the
+	// statements fn runs with a context of its own end too.
+	abandoned := n.abandonment()
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var connMu sync.Mutex
+	var live *pgxpool.Conn
+	unhook := context.AfterFunc(abandoned, func() {
+		cancel(errPrimaryReplaced)
+		connMu.Lock()
+		defer connMu.Unlock()
+		if live != nil {
+			_ = live.Conn().PgConn().Conn().Close()
+		}
+	})
+	defer unhook()
+	track := func(c *pgxpool.Conn) {
+		connMu.Lock()
+		defer connMu.Unlock()
+		live = c
+	}
+	err := db.transactOn(wctx, n, fn, track, abandoned)
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(wctx), errPrimaryReplaced) && !IsUnavailable(err) {
+		// Abandoned before its COMMIT (a COMMIT cut short is already
+		// ErrCommitUnconfirmed): nothing of it can commit any more.
+		return fmt.Errorf("transact on %s: %w: %w", n.name, ErrUnavailable, errPrimaryReplaced)
+	}
+	return err
+}
+
+// transactOn runs one attempt of Transact on node n. track is told the
+// connection while it is the write's; abandoned ends when the write is
+// abandoned, and then the connection is not handed back.
+func (db *DB) transactOn(ctx context.Context, n *node, fn func(pgx.Tx) error,
+	track func(*pgxpool.Conn), abandoned context.Context) error {
 	n.writes.Add(1)
 	n.inflight.Add(1)
 	defer n.inflight.Add(-1)
@@ -231,7 +268,14 @@ func (db *DB) transactOnce(ctx context.Context, fn func(pgx.Tx) error) error {
 	if err != nil {
 		return db.failure(ctx, n, "transact", err, true)
 	}
-	defer conn.Release()
+	track(conn)
+	defer func() {
+		track(nil)
+		if abandoned.Err() != nil {
+			closeConn(conn) // its socket may be closed under it
+		}
+		conn.Release()
+	}()
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return db.failure(ctx, n, "transact", err, conn.Conn().IsClosed())

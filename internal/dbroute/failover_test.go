@@ -488,3 +488,56 @@ func TestTwoPrimariesHigherTimelineWins(t *testing.T) {
 		t.Errorf("write went to port %d, want r1's %d", got, r1.Config().Port)
 	}
 }
+
+// TestWritesOnAReplacedPrimaryEnd: a write still running on the primary
+// when another node is elected (a primary cut off from the network answers
+// nothing, and its writes would wait out WriteTimeout) ends at once as
+// unavailable, and nothing of it commits there.
+func TestWritesOnAReplacedPrimaryEnd(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := mustCluster(t, 1, "")
+	r1 := c.replicas[0]
+	const writeTimeout = 2 * time.Minute
+	db := mustOpen(t, dbroute.Config{Nodes: c.dsns(), HealthInterval: 100 * time.Millisecond, WriteTimeout: writeTimeout})
+	waitPrimary(t, ctx, db, c.primary, 30*time.Second)
+
+	done := make(chan error, 1)
+	go func() {
+		done <- db.Transact(ctx, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "INSERT INTO items (v) VALUES ('abandoned')"); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "SELECT pg_sleep(600)")
+			return err
+		})
+	}()
+	waitFor(t, ctx, 30*time.Second, "the write sleeping on the primary", func() bool {
+		return queryInt(t, ctx, c.primary, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(600)%' AND state = 'active'") == 1
+	})
+	if err := r1.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(writeTimeout / 2):
+		t.Fatalf("the write on the replaced primary still runs %v after r1's promotion (write timeout %v)", writeTimeout/2, writeTimeout)
+	}
+	if !dbroute.IsUnavailable(err) || !errors.Is(err, dbroute.ErrUnavailable) {
+		t.Fatalf("write on the replaced primary: %v; want ErrUnavailable", err)
+	}
+	if st := nodeStatus(t, db, r1); !st.Elected {
+		t.Fatalf("r1 not elected after the write ended: %+v", st)
+	}
+	waitFor(t, ctx, 30*time.Second, "the abandoned transaction gone from the old primary", func() bool {
+		return queryInt(t, ctx, c.primary, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(600)%'") == 0
+	})
+	if n := queryInt(t, ctx, c.primary, "SELECT count(*) FROM items WHERE v = 'abandoned'"); n != 0 {
+		t.Errorf("the abandoned write committed on the old primary (%d rows)", n)
+	}
+	// Writes go on, on the new primary.
+	if _, err := insertItem(ctx, db, "after"); err != nil {
+		t.Fatalf("write after the election: %v", err)
+	}
+}

@@ -195,6 +195,12 @@ func (db *DB) elect() {
 		db.log.Warn("no primary database reachable", "db", db.cfg.Name, "last", old.name)
 		return
 	}
+	if prev := db.lastPrimary; prev != nil && prev != best {
+		// Writes still waiting on the previous primary (cut off, or
+		// demoted without closing its connections) end now, in doubt,
+		// rather than at WriteTimeout: their callers may retry here.
+		prev.abandonWrites(errPrimaryReplaced)
+	}
 	db.lastPrimary = best
 	// What the replicas were fresh of were the writes of another primary
 	// (or of this one before a gap in which another may have written).

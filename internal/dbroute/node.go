@@ -2,6 +2,7 @@ package dbroute
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -28,8 +29,16 @@ type node struct {
 	probes     atomic.Int64 // probes done, successful or not
 
 	inflight atomic.Int64 // calls running on the node now
-	reads    atomic.Int64 // ReadPrimary and ReadReplica calls served
-	writes   atomic.Int64 // Transact calls served
+	// writesCtx ends when another node is elected primary (abandonWrites):
+	// every write still waiting on this node then ends in doubt at once,
+	// instead of at WriteTimeout. A primary cut off from the network
+	// answers nothing, so its writes would otherwise hold their callers
+	// for the whole timeout after the failover.
+	writesMu     sync.Mutex
+	writesCtx    context.Context
+	writesCancel context.CancelCauseFunc
+	reads        atomic.Int64 // ReadPrimary and ReadReplica calls served
+	writes       atomic.Int64 // Transact calls served
 
 	st nodeState // guarded by DB.mu
 }
@@ -91,13 +100,36 @@ func newNode(ctx context.Context, pc *pgxpool.Config) (*node, error) {
 	probeCfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
 		return &pgconn.DeadlineContextWatcherHandler{Conn: c.Conn()}
 	}
-	return &node{
+	n := &node{
 		name:     name,
 		pool:     pool,
 		probeCfg: probeCfg,
 		kick:     make(chan struct{}, 1),
 		probed:   make(chan struct{}),
-	}, nil
+	}
+	n.writesCtx, n.writesCancel = context.WithCancelCause(context.Background())
+	return n, nil
+}
+
+// errPrimaryReplaced ends the writes still running on a primary once
+// another node is elected.
+var errPrimaryReplaced = errors.New("another node was elected primary while the write waited on this one")
+
+// abandonment is the context that ends when the node's writes running now
+// are abandoned (abandonWrites).
+func (n *node) abandonment() context.Context {
+	n.writesMu.Lock()
+	defer n.writesMu.Unlock()
+	return n.writesCtx
+}
+
+// abandonWrites ends every write running on the node now with cause; later
+// writes (the node elected again, say) are not affected.
+func (n *node) abandonWrites(cause error) {
+	n.writesMu.Lock()
+	defer n.writesMu.Unlock()
+	n.writesCancel(cause)
+	n.writesCtx, n.writesCancel = context.WithCancelCause(context.Background())
 }
 
 // ask runs the probe query on the node's probe connection, connecting
