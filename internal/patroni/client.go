@@ -241,3 +241,33 @@ func httpGet(ctx context.Context, url string) (int, error) {
 	resp.Body.Close()
 	return resp.StatusCode, nil
 }
+
+// post sends a POST that Patroni answers once it has acted, which may take
+// longer than a query; a status other than 200 is an error with its text.
+func (c *Client) post(ctx context.Context, path string, body any) error {
+	long := *c
+	hc := *c.HTTP
+	hc.Timeout = 2 * time.Minute
+	long.HTTP = &hc
+	var msg rawText
+	code, err := long.do(ctx, http.MethodPost, path, body, &msg)
+	if err != nil {
+		return fmt.Errorf("patroni %s: %w", path, err)
+	}
+	if code != http.StatusOK {
+		return fmt.Errorf("patroni %s: status %d: %s", path, code, msg)
+	}
+	return nil
+}
+
+// Failover asks Patroni (POST /failover) to make candidate the leader of a
+// cluster without a healthy leader.
+func (c *Client) Failover(ctx context.Context, candidate string) error {
+	return c.post(ctx, "/failover", map[string]string{"candidate": candidate})
+}
+
+// Reinitialize asks the member this client talks to (POST /reinitialize)
+// to rebuild its data directory from the leader and follow it.
+func (c *Client) Reinitialize(ctx context.Context) error {
+	return c.post(ctx, "/reinitialize", map[string]bool{"force": true})
+}

@@ -91,8 +91,11 @@ type agent struct {
 	proc    *Process
 	// designatedAsync marks a node tagged nosync by design.
 	designatedAsync bool
-	// held keeps a dead agent from being restarted (a lost host, in tests).
+	// held keeps a dead agent from being restarted (a lost host, in tests;
+	// a cluster an operator stopped).
 	held bool
+	// stopped marks a node of a cluster an operator stopped (StopCluster).
+	stopped bool
 	// releaseWanted is since when NoSyncTags asks to release the node's
 	// nosync tag, zero while it does not.
 	releaseWanted time.Time

@@ -2,6 +2,7 @@ package patroni_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -376,10 +377,15 @@ func TestEngine(t *testing.T) {
 			if n.AgentPid == nil || n.Pid == 0 || n.Timeline < 1 {
 				t.Errorf("%s: agent pid %v, postmaster pid %d, timeline %d: want both pids and a timeline", n.Name, n.AgentPid, n.Pid, n.Timeline)
 			}
+			// The DSN is the administrator's, as under the socnet engine:
+			// it connects (the stack's status document moves its password
+			// into the home's passfile before printing it).
 			if u, err := url.Parse(n.DSN); err != nil || u.User == nil {
 				t.Errorf("%s: DSN %q: want a postgres URL with a user", n.Name, n.DSN)
-			} else if _, ok := u.User.Password(); ok {
-				t.Errorf("%s: status DSN carries a password", n.Name)
+			} else if conn, err := pgx.Connect(ctx, n.DSN); err != nil {
+				t.Errorf("%s: status DSN does not connect: %v", n.Name, err)
+			} else {
+				conn.Close(ctx)
 			}
 		}
 		// The operator's commands reach the engine through the control socket.
@@ -502,6 +508,63 @@ func TestEngine(t *testing.T) {
 			t.Error("switchover to the asynchronous main-3 was accepted")
 		}
 		t.Logf("switchover: %s; %d rows acknowledged, none lost", out.Message, w.checkNoneLost(t))
+	})
+
+	t.Run("operator commands", func(t *testing.T) {
+		// On the counter cluster, which the other subtests leave alone.
+		leader, err := f.eng.Primary(ctx, "counter")
+		if err != nil {
+			t.Fatal(err)
+		}
+		replica := "counter-1"
+		if leader == replica {
+			replica = "counter-2"
+		}
+		var refused *cluster.RefusedError
+		if _, err := f.eng.Promote(ctx, "counter", replica, true); !errors.As(err, &refused) {
+			t.Errorf("promote of %s beside the live leader %s: %v, want a refusal", replica, leader, err)
+		}
+		if _, err := f.eng.Rejoin(ctx, "counter", leader); !errors.As(err, &refused) {
+			t.Errorf("rejoin of the leader %s: %v, want a refusal", leader, err)
+		}
+		if _, err := f.eng.Rejoin(ctx, "counter", "main-1"); !errors.As(err, &refused) {
+			t.Errorf("rejoin of main-1 in counter: %v, want a refusal", err)
+		}
+		out, err := f.eng.Rejoin(ctx, "counter", replica)
+		if err != nil {
+			t.Fatalf("rejoin %s: %v", replica, err)
+		}
+		t.Log(out.Message)
+		f.waitTopology(t, "counter", map[string]string{leader: "primary", replica: "replica/sync"}, 3*time.Minute)
+
+		if _, err := f.eng.StartCluster(ctx, "counter"); !errors.As(err, &refused) {
+			t.Errorf("start of the running counter cluster: %v, want a refusal", err)
+		}
+		if _, err := f.eng.StopCluster(ctx, "counter"); err != nil {
+			t.Fatal(err)
+		}
+		st := f.status(t, "counter")
+		if !st.Stopped {
+			t.Error("status of the stopped counter cluster: not marked stopped")
+		}
+		for _, n := range st.Nodes {
+			if n.Role != cluster.RoleDown || n.AgentPid != nil {
+				t.Errorf("%s after stop: role %s, agent %v; want down without an agent", n.Name, n.Role, n.AgentPid)
+			}
+		}
+		time.Sleep(3 * time.Second) // a few supervision rounds: nothing restarts it
+		for _, n := range f.status(t, "counter").Nodes {
+			if n.Role != cluster.RoleDown {
+				t.Errorf("%s came back while its cluster was stopped: %s", n.Name, n.Role)
+			}
+		}
+		if _, err := f.eng.StartCluster(ctx, "counter"); err != nil {
+			t.Fatal(err)
+		}
+		st = f.waitTopology(t, "counter", map[string]string{leader: "primary", replica: "replica/sync"}, 3*time.Minute)
+		if st.Stopped {
+			t.Error("the started counter cluster is still marked stopped")
+		}
 	})
 
 	t.Run("host loss", func(t *testing.T) {

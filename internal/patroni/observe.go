@@ -164,7 +164,7 @@ func (e *Engine) Status(ctx context.Context) ([]cluster.Status, error) {
 }
 
 func (e *Engine) clusterStatus(ctx context.Context, s Spec) cluster.Status {
-	cs := cluster.Status{Name: s.Cluster, Failovers: []cluster.FailoverRecord{}}
+	cs := cluster.Status{Name: s.Cluster, Failovers: []cluster.FailoverRecord{}, Stopped: e.clusterHeld(s)}
 	pst, client, restErr := e.clusterState(ctx, s)
 	members := map[string]Member{}
 	for _, m := range pst.Members {
