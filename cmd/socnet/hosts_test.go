@@ -2,12 +2,18 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +22,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"socnet/internal/drill"
 	"socnet/internal/haproxy"
 	"socnet/internal/netns"
 	"socnet/internal/stack"
@@ -601,6 +608,32 @@ func TestUpOnHostsPatroni(t *testing.T) {
 		t.Logf("etcd-1 cut for 10s: write unavailability %.0f ms", *r.UnavailableMS)
 	})
 
+	t.Run("primary and etcd leader cut", func(t *testing.T) {
+		n, err := netns.Attach(ctx, home)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leader := etcdLeaderHost(t, home, n)
+		e := &env{getenv: getenv, stdout: io.Discard, stderr: io.Discard, log: slog.New(slog.DiscardHandler)}
+		tgt, closeTarget, err := drillTarget(ctx, e, home, mainCluster, writesSQL, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer closeTarget()
+		before := findCluster(t, mustStatus(t, home, getenv), mainCluster).Primary
+		r, err := drill.RunPartition(ctx, tgt, alsoCut{n, leader}, drill.PartitionOptions{
+			CutAfter: 2 * time.Second, HealAfter: 15 * time.Second, Writers: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := findCluster(t, mustStatus(t, home, getenv), mainCluster).Primary
+		if !r.OK() || r.Lost() != 0 || r.UnavailableMS == nil || r.CutHost != before || after == before || after == "" {
+			t.Fatalf("%s and the etcd leader %s cut: problems %v, lost %d, primary %s -> %s: want a replica of the majority side promoted, nothing lost",
+				before, leader, r.Problems, r.Lost(), before, after)
+		}
+		t.Logf("primary %s and etcd leader %s cut for 15s: %s promoted, write unavailability %.0f ms", before, leader, after, *r.UnavailableMS)
+	})
+
 	procs := homeProcesses(home)
 	up.stop(t)
 	if left := hostsLeft(t, home); len(left) > 0 {
@@ -670,4 +703,68 @@ func checkNoWildcardListeners(t *testing.T, home string, doc stack.Status) {
 	if !found {
 		t.Errorf("haproxy (pid %d) listens nowhere:\n%s", proxy.Pid, out)
 	}
+}
+
+// alsoCut cuts the host Extra together with each host the drill cuts.
+type alsoCut struct {
+	net   *netns.Net
+	Extra string
+}
+
+func (a alsoCut) Cut(ctx context.Context, host string) error {
+	if err := a.net.Cut(ctx, host); err != nil {
+		return err
+	}
+	return a.net.Cut(ctx, a.Extra)
+}
+
+func (a alsoCut) Heal(ctx context.Context, host string) error {
+	return errors.Join(a.net.Heal(ctx, host), a.net.Heal(ctx, a.Extra))
+}
+
+// etcdLeaderHost is the host (etcd-N) of the Patroni engine's etcd leader,
+// as each member's /v3/maintenance/status says; it waits out an election.
+func etcdLeaderHost(t *testing.T, home string, n *netns.Net) string {
+	t.Helper()
+	var st struct {
+		Port int `json:"etcd_client_port"`
+	}
+	mustReadJSON(t, filepath.Join(home, "patroni", "state.json"), &st)
+	leaderOf := func(h string) (bool, error) {
+		addr, ok := n.Addr(h)
+		if !ok {
+			return false, fmt.Errorf("no host %s", h)
+		}
+		resp, err := http.Post("http://"+net.JoinHostPort(addr.String(), strconv.Itoa(st.Port))+"/v3/maintenance/status",
+			"application/json", strings.NewReader("{}"))
+		if err != nil {
+			return false, err
+		}
+		defer resp.Body.Close()
+		var ms struct {
+			Header struct {
+				MemberID string `json:"member_id"`
+			} `json:"header"`
+			Leader string `json:"leader"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&ms); err != nil {
+			return false, err
+		}
+		return ms.Leader != "" && ms.Leader == ms.Header.MemberID, nil
+	}
+	var found string
+	waitFor(t, time.Minute, "an etcd leader", func() bool {
+		for _, h := range []string{"etcd-1", "etcd-2", "etcd-3"} {
+			ok, err := leaderOf(h)
+			if err != nil {
+				t.Logf("etcd status of %s: %v", h, err)
+			}
+			if ok {
+				found = h
+				return true
+			}
+		}
+		return false
+	})
+	return found
 }

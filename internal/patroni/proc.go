@@ -181,6 +181,11 @@ func startEtcd(logger *slog.Logger, e EtcdSpec) (*Process, error) {
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
 		"--initial-cluster", strings.Join(initial, ","),
 		"--enable-v2=false"}
+	if e.Cluster != nil {
+		// A member back from a partition asks before it calls an
+		// election, rather than deposing the leader with its higher term.
+		args = append(args, "--pre-vote")
+	}
 	command := e.Command
 	if command == nil {
 		command = exec.Command
