@@ -241,6 +241,72 @@ func TestUpOnHosts(t *testing.T) {
 		waitFor(t, 30*time.Second, "api-1 UP again after the heal", func() bool { return states()["api-1"] == "UP" })
 	})
 
+	t.Run("HAProxy killed", func(t *testing.T) {
+		before, ok := mustStatus(t, home, getenv).Service(stack.ProxyService)
+		if !ok {
+			t.Fatal("no haproxy in status")
+		}
+		if err := syscall.Kill(before.Pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, time.Minute, "haproxy started again and the API answering through it", func() bool {
+			now, ok := mustStatus(t, home, getenv).Service(stack.ProxyService)
+			if !ok || now.Pid == before.Pid || now.Restarts != before.Restarts+1 {
+				return false
+			}
+			ok, _ = healthy(base)
+			return ok
+		})
+	})
+
+	t.Run("limits per client through HAProxy", func(t *testing.T) {
+		// Behind HAProxy the API's peer is HAProxy; the limit on
+		// registrations per client address must still count clients. One
+		// client (127.0.0.2) exhausts its own; another (127.0.0.3) is not
+		// affected.
+		from := func(ip string) *http.Client {
+			d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+			return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: d.DialContext}}
+		}
+		// Logins with made-up ids spend the address's tokens (each API
+		// instance keeps its own bucket: 50 at once, then 5 a second).
+		greedy := from("127.0.0.2")
+		login := func(c *http.Client) int {
+			body := fmt.Sprintf(`{"id":"00000000-0000-4000-8000-%012d","password":"wrong-password"}`, time.Now().UnixNano()%1_000_000_000_000)
+			resp, err := c.Post(base+"/login", "application/json", strings.NewReader(body))
+			if err != nil {
+				return 0
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		limited := 0
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 40 { // 640 at most
+					if login(greedy) == http.StatusTooManyRequests {
+						mu.Lock()
+						limited++
+						mu.Unlock()
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if limited == 0 {
+			t.Fatal("640 logins from 127.0.0.2 through HAProxy: none limited (429)")
+		}
+		t.Logf("%d of 640 logins from 127.0.0.2 limited", limited)
+		if _, why := registerFrom(from("127.0.0.3"), base, "Другой", "Клиент"); why != "" {
+			t.Errorf("a registration from 127.0.0.3 right after 127.0.0.2 was limited: %s; want 200 (limits per client, not per HAProxy)", why)
+		}
+	})
+
 	t.Run("primary host cut", func(t *testing.T) {
 		n, err := netns.Attach(ctx, home)
 		if err != nil {
@@ -271,8 +337,8 @@ func TestUpOnHosts(t *testing.T) {
 			back = at.Sub(cut)
 			return ok
 		})
-		t.Logf("primary %s cut: %s primary; through the API the first write started after the cut was acknowledged %v after it; %d writes failed",
-			old, primary, back.Round(time.Millisecond), w.failed())
+		t.Logf("primary %s cut: %s primary; through the API the first write started after the cut was acknowledged %v after it; %d writes failed:%s",
+			old, primary, back.Round(time.Millisecond), w.failed(), w.failuresAround(cut))
 		if err := n.Heal(ctx, old); err != nil {
 			t.Fatal(err)
 		}
@@ -385,8 +451,10 @@ type timedWriters struct {
 	starts []time.Time
 	acks   []time.Time
 	fails  int
-	done   chan struct{}
-	wg     sync.WaitGroup
+	// failures are the failed writes: when, and the status or error.
+	failures []failure
+	done     chan struct{}
+	wg       sync.WaitGroup
 }
 
 func startTimedWriters(base string, n int) *timedWriters {
@@ -402,7 +470,8 @@ func startTimedWriters(base string, n int) *timedWriters {
 				default:
 				}
 				start := time.Now()
-				id, ok := tryRegister(base, "Писатель", fmt.Sprintf("Хост%d-%d", i, j))
+				id, why := register(base, "Писатель", fmt.Sprintf("Хост%d-%d", i, j))
+				ok := why == ""
 				w.mu.Lock()
 				if ok {
 					w.ids = append(w.ids, id)
@@ -410,9 +479,13 @@ func startTimedWriters(base string, n int) *timedWriters {
 					w.acks = append(w.acks, time.Now())
 				} else {
 					w.fails++
+					w.failures = append(w.failures, failure{start, time.Now(), why})
 				}
 				w.mu.Unlock()
-				if !ok {
+				switch {
+				case strings.HasPrefix(why, "HTTP 429"):
+					time.Sleep(time.Second) // the limit per client address
+				case !ok:
 					time.Sleep(20 * time.Millisecond)
 				}
 			}
@@ -767,4 +840,73 @@ func etcdLeaderHost(t *testing.T, home string, n *netns.Net) string {
 		return false
 	})
 	return found
+}
+
+// failure is a write the API did not acknowledge.
+type failure struct {
+	start, end time.Time
+	why        string
+}
+
+// register registers a user through the API: its id, or why it failed
+// (the status and body, or the error).
+func register(base, first, second string) (string, string) {
+	return registerFrom(&http.Client{Timeout: 30 * time.Second}, base, first, second)
+}
+
+// registerFrom is register with client.
+func registerFrom(client *http.Client, base, first, second string) (string, string) {
+	body := fmt.Sprintf(`{"first_name":%q,"second_name":%q,"birthdate":"1990-01-02","biography":"","city":"Москва","password":"secret-pw"}`, first, second)
+	resp, err := client.Post(base+"/user/register", "application/json", strings.NewReader(body))
+	if err != nil {
+		return "", err.Error()
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	var r struct {
+		UserID string `json:"user_id"`
+	}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(data, &r) != nil || r.UserID == "" {
+		var e struct {
+			Kind string `json:"kind"`
+		}
+		_ = json.Unmarshal(data, &e)
+		return "", fmt.Sprintf("HTTP %d %s", resp.StatusCode, e.Kind)
+	}
+	return r.UserID, ""
+}
+
+// failuresAround summarises the failed writes relative to t: how many
+// ended before and after it, and the distinct reasons with their first
+// and last end, in seconds from t.
+func (w *timedWriters) failuresAround(t time.Time) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	type span struct {
+		n           int
+		first, last float64
+	}
+	spans := map[string]*span{}
+	var order []string
+	for _, f := range w.failures {
+		why := f.why
+		if len(why) > 80 {
+			why = why[:80]
+		}
+		at := f.end.Sub(t).Seconds()
+		sp, ok := spans[why]
+		if !ok {
+			sp = &span{first: at}
+			spans[why] = sp
+			order = append(order, why)
+		}
+		sp.n++
+		sp.last = at
+	}
+	var b strings.Builder
+	for _, why := range order {
+		sp := spans[why]
+		fmt.Fprintf(&b, "\n  %d× %+.2fs..%+.2fs: %s", sp.n, sp.first, sp.last, why)
+	}
+	return b.String()
 }

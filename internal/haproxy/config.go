@@ -139,6 +139,11 @@ func Render(c Config) (string, error) {
 	// Under load a line per request would cost more than it tells: only
 	// errors, retries and slow or aborted requests are logged.
 	w("    option dontlog-normal")
+	// The servers see HAProxy's address as their peer: the client's goes
+	// in X-Forwarded-For (appended to whatever the client sent), which a
+	// server trusts only from HAProxy's address (serve --trusted-proxies),
+	// so that limits per client address apply to clients, not to HAProxy.
+	w("    option forwardfor")
 	// The servers are on this machine: a connection that takes a second
 	// goes to a host that is cut off, and is retried on another server.
 	w("    timeout connect 1s")

@@ -93,6 +93,15 @@ func (h *Hosts) ClientNet() string {
 	return h.net.Subnet().String()
 }
 
+// ProxyAddr is the address HAProxy, in the machine's namespace, reaches
+// the hosts from: the bridge's; "" in local mode.
+func (h *Hosts) ProxyAddr() string {
+	if h == nil {
+		return ""
+	}
+	return h.net.BridgeAddr().String()
+}
+
 // Placement is where node, named after its host, runs.
 func (h *Hosts) Placement(node string) cluster.Placement {
 	if h == nil {

@@ -315,11 +315,16 @@ func stackServices(h Home, c Config, info Info, p Ports, hosts *Hosts) []*servic
 	counterURL := "http://" + c.CounterHTTP
 	common := []string{HomeEnv + "=" + h.Dir, ServiceKeyEnv + "=" + h.ServiceKeyFile()}
 	redisEnv := []string{"SOCNET_REDIS_ADDR=" + p.Redis, "SOCNET_REDIS_PASSWORD_FILE=" + h.RedisPassword()}
+	apiArgs := []string{"--key-file", h.TokenKey(), "--routing-file", h.Routing(), "--counter", counterURL}
+	if hosts != nil {
+		// Behind HAProxy: the client's address is in X-Forwarded-For,
+		// believed from HAProxy's address only (limits per client).
+		apiArgs = append(apiArgs, "--trusted-proxies", hosts.ProxyAddr())
+	}
 	api := func(name, addr string) *service {
 		return &service{
-			Name: name,
-			Args: []string{"serve", "--http", addr, "--key-file", h.TokenKey(),
-				"--routing-file", h.Routing(), "--counter", counterURL},
+			Name:     name,
+			Args:     append([]string{"serve", "--http", addr}, apiArgs...),
 			Env:      slices.Concat([]string{"SOCNET_DB=" + strings.Join(info.MainDB, " ")}, redisEnv, common),
 			Addr:     addr,
 			LogPath:  h.Log(name),
