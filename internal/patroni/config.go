@@ -1,5 +1,5 @@
 // Package patroni builds the pieces of a PostgreSQL cluster run by Patroni
-// agents over a single etcd: each node's configuration, the check that the
+// agents over etcd (one member, or three on hosts of their own): each node's configuration, the check that the
 // configuration cannot acknowledge a write lost in a failover, the etcd and
 // agent processes, and a client of Patroni's REST API. It does not decide
 // failovers itself; Patroni does.

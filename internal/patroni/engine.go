@@ -61,7 +61,8 @@ func TimingByName(name string) (Timing, error) {
 }
 
 // Engine runs the stack's clusters with one Patroni agent per PostgreSQL
-// node over a single-member etcd. It implements stack.Engine.
+// node over etcd: one member on 127.0.0.1, or three on hosts of their own
+// after Place. It implements stack.HostedEngine.
 type Engine struct {
 	cfg    EngineConfig
 	log    *slog.Logger
