@@ -3,14 +3,17 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +22,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"socnet/internal/drill"
 	"socnet/internal/haproxy"
 	"socnet/internal/netns"
 	"socnet/internal/stack"
@@ -46,11 +50,11 @@ func requireHosts(t *testing.T) {
 // startHostsUp runs `socnet up --hosts netns` as a process of its own
 // (this test binary acting as socnet), so that it can be SIGKILLed, and
 // waits until the API answers through HAProxy on apiAddr.
-func startHostsUp(t *testing.T, home, apiAddr string) *upProcess {
+func startHostsUp(t *testing.T, home, apiAddr string, extra ...string) *upProcess {
 	t.Helper()
 	p := &upProcess{exited: make(chan struct{}), out: &syncBuffer{}}
-	p.cmd = exec.Command(os.Args[0], "up", "--hosts", "netns", "--home", home, "--http", apiAddr,
-		"--main-shared-buffers", "32MB")
+	p.cmd = exec.Command(os.Args[0], append([]string{"up", "--hosts", "netns", "--home", home, "--http", apiAddr,
+		"--main-shared-buffers", "32MB"}, extra...)...)
 	p.cmd.Env = append(os.Environ(), beMainEnv+"=1", "SOCNET_LOG_LEVEL=warn")
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
@@ -577,20 +581,145 @@ func TestUpOnHostsNeedsRoot(t *testing.T) {
 	}
 }
 
-// TestUpOnHostsRefusesPatroni checks that an engine that cannot run on
-// hosts yet is refused in one line, before the home is made.
-func TestUpOnHostsRefusesPatroni(t *testing.T) {
+// TestUpOnHostsPatroni runs the stack under the Patroni engine with every
+// node (and its agent) and each of three etcd members on its own host:
+// status names every node's host and namespace, writes work, a cut
+// primary is failed over to a replica on the majority side without losing
+// an acknowledged write and rejoins once healed, and a cut etcd member
+// changes nothing for the writers. Stopped, `up` leaves no namespace, link
+// or process behind.
+func TestUpOnHostsPatroni(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts five PostgreSQL nodes, five Patroni agents and three etcd members on fourteen network namespaces")
+	}
 	requireHosts(t)
+	for _, bin := range []string{"patroni", "etcd"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s not found: install the Debian packages patroni and etcd-server", bin)
+			}
+			t.Skipf("%s not found: install the Debian packages patroni and etcd-server", bin)
+		}
+	}
+	t.Setenv(beMainEnv, "1")
+	getenv := warnLogs
 	home := filepath.Join(t.TempDir(), "home")
-	var out syncBuffer
-	err := run(context.Background(), []string{"socnet", "up", "--hosts", "netns", "--engine", "patroni", "--home", home,
-		"--http", freeAddr(t)}, func(string) string { return "" }, &out, &out)
-	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "patroni engine cannot run with --hosts netns") {
-		t.Fatalf("up --hosts netns --engine patroni: %v, want a one-line refusal\n%s", err, out.String())
+	t.Cleanup(func() { _ = netns.Cleanup(context.Background(), home) })
+	apiAddr := freeAddr(t)
+	up := startHostsUp(t, home, apiAddr, "--engine", "patroni")
+	ctx := context.Background()
+
+	doc := mustStatus(t, home, getenv)
+	if doc.Engine != stack.EnginePatroni {
+		t.Fatalf("status: engine %q, want %s", doc.Engine, stack.EnginePatroni)
 	}
-	if _, err := os.Stat(home); err == nil {
-		t.Errorf("the refused up created %s", home)
+	for _, c := range doc.Clusters {
+		for _, n := range c.Nodes {
+			if n.Netns == "" || n.Host == "" || n.Host == "127.0.0.1" || !strings.Contains(n.DSN, "@"+n.Host+":") || n.AgentPid == nil {
+				t.Errorf("node %s: netns %q, host %q, dsn %s, agent %v: want its own host and its agent", n.Name, n.Netns, n.Host, n.DSN, n.AgentPid)
+			}
+		}
 	}
+	checkStatusDSNs(t, home, doc)
+	checkNoWildcardListeners(t, home, doc)
+	c := &client{t: t, base: "http://" + apiAddr}
+	if id := c.register("Осип", "Мандельштам", "pw-osip"); id == "" {
+		t.Fatal("no user id from /user/register")
+	}
+
+	type partitionReport struct {
+		OK        bool  `json:"ok"`
+		TotalLost int64 `json:"total_lost"`
+		Runs      []struct {
+			CutHost       string   `json:"cut_host"`
+			UnavailableMS *float64 `json:"unavailable_ms"`
+			RejoinMS      *float64 `json:"rejoin_ms"`
+			Problems      []string `json:"problems"`
+		} `json:"runs"`
+	}
+	drillRun := func(t *testing.T, target, cutFor string) partitionReport {
+		t.Helper()
+		var out, errOut syncBuffer
+		report := filepath.Join(t.TempDir(), target+".json")
+		err := run(ctx, []string{"socnet", "drill", "partition", "--home", home, "--target", target,
+			"--cut-after", "2s", "--cut-for", cutFor, "--writers", "4", "--json", report}, getenv, &out, &errOut)
+		if err != nil {
+			t.Fatalf("drill partition --target %s: %v\n%s\n%s", target, err, out.String(), errOut.String())
+		}
+		var rep partitionReport
+		mustReadJSON(t, report, &rep)
+		if !rep.OK || rep.TotalLost != 0 || len(rep.Runs) != 1 || rep.Runs[0].UnavailableMS == nil {
+			t.Fatalf("drill partition --target %s: ok=%v lost=%d runs=%+v\n%s", target, rep.OK, rep.TotalLost, rep.Runs, out.String())
+		}
+		return rep
+	}
+
+	t.Run("primary cut", func(t *testing.T) {
+		before := findCluster(t, mustStatus(t, home, getenv), mainCluster).Primary
+		rep := drillRun(t, "primary", "15s")
+		r := rep.Runs[0]
+		if r.CutHost != before || r.RejoinMS == nil {
+			t.Errorf("cut %q (primary before: %s), rejoin %v: want the primary cut and back as a replica", r.CutHost, before, r.RejoinMS)
+		}
+		after := findCluster(t, mustStatus(t, home, getenv), mainCluster).Primary
+		if after == before || after == "" {
+			t.Errorf("primary after the cut of %s: %q, want a replica of the majority side promoted", before, after)
+		}
+		t.Logf("primary %s cut for 15s: %s promoted, write unavailability %.0f ms, rejoined %.0f ms after the cut",
+			before, after, *r.UnavailableMS, *r.RejoinMS)
+	})
+
+	t.Run("etcd member cut", func(t *testing.T) {
+		before := findCluster(t, mustStatus(t, home, getenv), mainCluster)
+		rep := drillRun(t, "etcd", "10s")
+		r := rep.Runs[0]
+		after := findCluster(t, mustStatus(t, home, getenv), mainCluster)
+		if r.CutHost != "etcd-1" || after.Primary != before.Primary || len(after.Failovers) != len(before.Failovers) {
+			t.Errorf("cut %q: primary %s -> %s, failovers %d -> %d: want etcd-1 cut and no failover",
+				r.CutHost, before.Primary, after.Primary, len(before.Failovers), len(after.Failovers))
+		}
+		t.Logf("etcd-1 cut for 10s: write unavailability %.0f ms", *r.UnavailableMS)
+	})
+
+	t.Run("primary and etcd leader cut", func(t *testing.T) {
+		n, err := netns.Attach(ctx, home)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leader := etcdLeaderHost(t, home, n)
+		e := &env{getenv: getenv, stdout: io.Discard, stderr: io.Discard, log: slog.New(slog.DiscardHandler)}
+		tgt, closeTarget, err := drillTarget(ctx, e, home, mainCluster, writesSQL, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer closeTarget()
+		before := findCluster(t, mustStatus(t, home, getenv), mainCluster).Primary
+		r, err := drill.RunPartition(ctx, tgt, alsoCut{n, leader}, drill.PartitionOptions{
+			CutAfter: 2 * time.Second, HealAfter: 15 * time.Second, Writers: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := findCluster(t, mustStatus(t, home, getenv), mainCluster).Primary
+		if !r.OK() || r.Lost() != 0 || r.UnavailableMS == nil || r.CutHost != before || after == before || after == "" {
+			t.Fatalf("%s and the etcd leader %s cut: problems %v, lost %d, primary %s -> %s: want a replica of the majority side promoted, nothing lost",
+				before, leader, r.Problems, r.Lost(), before, after)
+		}
+		t.Logf("primary %s and etcd leader %s cut for 15s: %s promoted, write unavailability %.0f ms", before, leader, after, *r.UnavailableMS)
+	})
+
+	procs := homeProcesses(home)
+	up.stop(t)
+	if left := hostsLeft(t, home); len(left) > 0 {
+		t.Errorf("after up stopped, these remain: %v", left)
+	}
+	waitFor(t, time.Minute, "the stack's processes gone", func() bool {
+		for pid := range procs {
+			if running(pid) {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // checkNoWildcardListeners checks that nothing on the stack's hosts listens
@@ -647,6 +776,70 @@ func checkNoWildcardListeners(t *testing.T, home string, doc stack.Status) {
 	if !found {
 		t.Errorf("haproxy (pid %d) listens nowhere:\n%s", proxy.Pid, out)
 	}
+}
+
+// alsoCut cuts the host Extra together with each host the drill cuts.
+type alsoCut struct {
+	net   *netns.Net
+	Extra string
+}
+
+func (a alsoCut) Cut(ctx context.Context, host string) error {
+	if err := a.net.Cut(ctx, host); err != nil {
+		return err
+	}
+	return a.net.Cut(ctx, a.Extra)
+}
+
+func (a alsoCut) Heal(ctx context.Context, host string) error {
+	return errors.Join(a.net.Heal(ctx, host), a.net.Heal(ctx, a.Extra))
+}
+
+// etcdLeaderHost is the host (etcd-N) of the Patroni engine's etcd leader,
+// as each member's /v3/maintenance/status says; it waits out an election.
+func etcdLeaderHost(t *testing.T, home string, n *netns.Net) string {
+	t.Helper()
+	var st struct {
+		Port int `json:"etcd_client_port"`
+	}
+	mustReadJSON(t, filepath.Join(home, "patroni", "state.json"), &st)
+	leaderOf := func(h string) (bool, error) {
+		addr, ok := n.Addr(h)
+		if !ok {
+			return false, fmt.Errorf("no host %s", h)
+		}
+		resp, err := http.Post("http://"+net.JoinHostPort(addr.String(), strconv.Itoa(st.Port))+"/v3/maintenance/status",
+			"application/json", strings.NewReader("{}"))
+		if err != nil {
+			return false, err
+		}
+		defer resp.Body.Close()
+		var ms struct {
+			Header struct {
+				MemberID string `json:"member_id"`
+			} `json:"header"`
+			Leader string `json:"leader"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&ms); err != nil {
+			return false, err
+		}
+		return ms.Leader != "" && ms.Leader == ms.Header.MemberID, nil
+	}
+	var found string
+	waitFor(t, time.Minute, "an etcd leader", func() bool {
+		for _, h := range []string{"etcd-1", "etcd-2", "etcd-3"} {
+			ok, err := leaderOf(h)
+			if err != nil {
+				t.Logf("etcd status of %s: %v", h, err)
+			}
+			if ok {
+				found = h
+				return true
+			}
+		}
+		return false
+	})
+	return found
 }
 
 // failure is a write the API did not acknowledge.

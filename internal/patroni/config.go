@@ -1,5 +1,5 @@
 // Package patroni builds the pieces of a PostgreSQL cluster run by Patroni
-// agents over a single etcd: each node's configuration, the check that the
+// agents over etcd (one member, or three on hosts of their own): each node's configuration, the check that the
 // configuration cannot acknowledge a write lost in a failover, the etcd and
 // agent processes, and a client of Patroni's REST API. It does not decide
 // failovers itself; Patroni does.
@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -42,10 +43,13 @@ type Credential struct {
 // NodeSpec is one PostgreSQL node and its agent.
 type NodeSpec struct {
 	Name     string
-	Port     int    // PostgreSQL port on 127.0.0.1
-	RESTPort int    // Patroni REST API port on 127.0.0.1
-	Dir      string // the node's directory: data/, the socket, pgpass, patroni.yml
-	NoSync   bool   // never picked as synchronous standby
+	Port     int // PostgreSQL port on Host
+	RESTPort int // Patroni REST API port on Host
+	// Host is the address PostgreSQL and the REST API listen on; ""
+	// means 127.0.0.1.
+	Host   string
+	Dir    string // the node's directory: data/, the socket, pgpass, patroni.yml
+	NoSync bool   // never picked as synchronous standby
 	// Log is the agent's log (its output and PostgreSQL's); "" means
 	// patroni.log in Dir.
 	Log string
@@ -80,7 +84,18 @@ type Spec struct {
 	// Parameters are cluster-wide PostgreSQL settings (shared_buffers,
 	// max_connections...) added to the defaults; CheckSafe checks them.
 	Parameters map[string]string
-	Nodes      []NodeSpec
+	// ClientNet is the network (a CIDR) pg_hba admits scram logins and
+	// replication from, the hosts' bridge network; "" means 127.0.0.1/32.
+	ClientNet string
+	Nodes     []NodeSpec
+}
+
+// Addr is the node's address: Host, or 127.0.0.1.
+func (n NodeSpec) Addr() string {
+	if n.Host != "" {
+		return n.Host
+	}
+	return "127.0.0.1"
 }
 
 // Config is one node's Patroni configuration, the subset socnet uses.
@@ -165,13 +180,17 @@ func Configs(spec Spec) ([]Config, error) {
 	if t == (Timing{}) {
 		t = FastTiming
 	}
+	clientNet := spec.ClientNet
+	if clientNet == "" {
+		clientNet = "127.0.0.1/32"
+	}
 	out := make([]Config, 0, len(spec.Nodes))
 	for _, n := range spec.Nodes {
 		if n.Name == "" || n.Port == 0 || n.RESTPort == 0 || n.Dir == "" {
 			return nil, fmt.Errorf("patroni spec: node %q needs a name, a port, a REST port and a directory", n.Name)
 		}
-		rest := "127.0.0.1:" + strconv.Itoa(n.RESTPort)
-		pg := "127.0.0.1:" + strconv.Itoa(n.Port)
+		rest := net.JoinHostPort(n.Addr(), strconv.Itoa(n.RESTPort))
+		pg := net.JoinHostPort(n.Addr(), strconv.Itoa(n.Port))
 		params := map[string]string{
 			"wal_log_hints":      "on",
 			"synchronous_commit": "on",
@@ -210,8 +229,8 @@ func Configs(spec Spec) ([]Config, error) {
 				PgPass:         filepath.Join(n.Dir, "pgpass"),
 				PgHBA: []string{
 					"local all all peer",
-					"host replication " + spec.Replication.Username + " 127.0.0.1/32 scram-sha-256",
-					"host all all 127.0.0.1/32 scram-sha-256",
+					"host replication " + spec.Replication.Username + " " + clientNet + " scram-sha-256",
+					"host all all " + clientNet + " scram-sha-256",
 				},
 				Authentication: Authentication{Superuser: spec.Superuser, Replication: spec.Replication, Rewind: spec.Rewind},
 				Parameters: map[string]string{

@@ -134,3 +134,16 @@ func TestNewEngineRefusesSocnetEngineHome(t *testing.T) {
 		t.Fatalf("NewEngine on a socnet-engine home: %v; want a refusal naming --engine socnet", err)
 	}
 }
+
+// TestHostNames checks the hosts the engine asks `up --hosts netns` for:
+// one per node, named after it, and one per etcd member.
+func TestHostNames(t *testing.T) {
+	e, err := patroni.NewEngine(patroni.EngineConfig{Home: newHome(t), BinDir: "/nonexistent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"main-1", "main-2", "main-3", "counter-1", "counter-2", "etcd-1", "etcd-2", "etcd-3"}
+	if d := cmp.Diff(want, e.HostNames()); d != "" {
+		t.Errorf("host names (-want +got):\n%s", d)
+	}
+}

@@ -192,16 +192,17 @@ func (e *Engine) clusterStatus(ctx context.Context, s Spec) cluster.Status {
 	wg.Wait()
 	var primaryLSN pglsn.LSN
 	var repl map[string]walSender
+	primaryTL := 0
 	for i, n := range s.Nodes {
 		if o := obs[i]; o.err == nil && !o.inRecovery && (n.Name == cs.Primary || cs.Primary == "") {
-			primaryLSN, repl, cs.SynchronousStandbyNames = o.lsn, o.repl, o.syncNames
+			primaryLSN, repl, cs.SynchronousStandbyNames, primaryTL = o.lsn, o.repl, o.syncNames, o.timeline
 		}
 	}
 	for i, n := range s.Nodes {
 		o := obs[i]
 		m, known := members[n.Name]
 		ns := cluster.NodeStatus{Name: n.Name, Role: cluster.RoleDown, AssignedRole: cluster.RoleReplica,
-			Host: cluster.Host, Port: n.Port, DSN: e.dsn(n, "", true), Timeline: m.Timeline}
+			Host: n.Addr(), Netns: e.hosts.Netns(n.Name), Port: n.Port, DSN: e.dsn(n, "", true), Timeline: m.Timeline}
 		if known && m.Role == "leader" {
 			ns.AssignedRole = cluster.RolePrimary
 		}
@@ -229,7 +230,10 @@ func (e *Engine) clusterStatus(ctx context.Context, s Spec) cluster.Status {
 			if primaryLSN != 0 {
 				ns.LagBytes = primaryLSN.Minus(o.lsn)
 			}
-			if w, ok := repl[n.Name]; ok {
+			// A standby that receives an older timeline than the primary
+			// writes is not following it yet: an old primary back from a
+			// partition connects to the new one before Patroni rewinds it.
+			if w, ok := repl[n.Name]; ok && o.timeline >= primaryTL {
 				ns.SyncState, ns.ReplicationState, ns.LagSeconds = w.SyncState, w.State, w.ReplayLag
 			}
 		default:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -88,13 +89,26 @@ func start(name, logPath, osUser string, cmd *exec.Cmd) (*Process, error) {
 	return p, nil
 }
 
-// EtcdSpec is a single-member etcd on 127.0.0.1.
+// EtcdSpec is one etcd member: by default the single member of an etcd on
+// 127.0.0.1; with Name, Host, Cluster and Command, one member of several,
+// each on a host of its own.
 type EtcdSpec struct {
 	Bin        string // etcd binary; empty means "etcd" on PATH
 	Dir        string // holds data/ and etcd.log
 	ClientPort int
 	PeerPort   int
 	Log        string // "" means etcd.log in Dir
+	// Name is the member's name; "" means etcd0.
+	Name string
+	// Host is the address the member listens on (client and peer); ""
+	// means 127.0.0.1.
+	Host string
+	// Cluster are the peer URLs of every member, name=url, for
+	// --initial-cluster; nil means this member alone.
+	Cluster []string
+	// Command makes the member's command (on its host); nil runs it
+	// directly.
+	Command func(name string, args ...string) *exec.Cmd
 }
 
 // LogPath is where etcd's output goes.
@@ -105,11 +119,44 @@ func (e EtcdSpec) LogPath() string {
 	return filepath.Join(e.Dir, "etcd.log")
 }
 
+func (e EtcdSpec) addr() string {
+	if e.Host != "" {
+		return e.Host
+	}
+	return "127.0.0.1"
+}
+
+func (e EtcdSpec) name() string {
+	if e.Name != "" {
+		return e.Name
+	}
+	return "etcd0"
+}
+
 // Endpoint is the client endpoint, host:port, for Spec.Etcd.
-func (e EtcdSpec) Endpoint() string { return "127.0.0.1:" + strconv.Itoa(e.ClientPort) }
+func (e EtcdSpec) Endpoint() string { return net.JoinHostPort(e.addr(), strconv.Itoa(e.ClientPort)) }
+
+// PeerURL is the member's peer URL.
+func (e EtcdSpec) PeerURL() string {
+	return "http://" + net.JoinHostPort(e.addr(), strconv.Itoa(e.PeerPort))
+}
 
 // StartEtcd starts etcd with only its v3 API and waits until it answers.
 func StartEtcd(ctx context.Context, logger *slog.Logger, e EtcdSpec) (*Process, error) {
+	p, err := startEtcd(logger, e)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitEtcd(ctx, e, p); err != nil {
+		_ = p.Stop(5 * time.Second)
+		return nil, err
+	}
+	return p, nil
+}
+
+// startEtcd starts an etcd member without waiting: a member of several
+// answers only once a quorum of them runs.
+func startEtcd(logger *slog.Logger, e EtcdSpec) (*Process, error) {
 	bin := e.Bin
 	if bin == "" {
 		bin = "etcd"
@@ -122,34 +169,61 @@ func StartEtcd(ctx context.Context, logger *slog.Logger, e EtcdSpec) (*Process, 
 		return nil, fmt.Errorf("start etcd: %w", err)
 	}
 	client := "http://" + e.Endpoint()
-	peer := "http://127.0.0.1:" + strconv.Itoa(e.PeerPort)
-	cmd := exec.Command(path,
-		"--name", "etcd0",
+	peer := e.PeerURL()
+	initial := e.Cluster
+	if initial == nil {
+		initial = []string{e.name() + "=" + peer}
+	}
+	args := []string{
+		"--name", e.name(),
 		"--data-dir", filepath.Join(e.Dir, "data"),
 		"--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "etcd0="+peer,
-		"--enable-v2=false")
-	p, err := start("etcd", e.LogPath(), "", cmd)
+		"--initial-cluster", strings.Join(initial, ","),
+		"--enable-v2=false"}
+	if e.Cluster != nil {
+		// A member back from a partition asks before it calls an
+		// election, rather than deposing the leader with its higher term.
+		args = append(args, "--pre-vote")
+	}
+	command := e.Command
+	if command == nil {
+		command = exec.Command
+	}
+	p, err := start("etcd "+e.name(), e.LogPath(), "", command(path, args...))
 	if err != nil {
 		return nil, err
 	}
-	logger.Info("etcd started", "pid", p.Pid(), "client", client)
-	err = waitFor(ctx, 30*time.Second, p, func() bool {
+	logger.Info("etcd started", "member", e.name(), "pid", p.Pid(), "client", client)
+	return p, nil
+}
+
+// waitEtcd waits until the member p answers healthy.
+func waitEtcd(ctx context.Context, e EtcdSpec, p *Process) error {
+	client := "http://" + e.Endpoint()
+	err := waitFor(ctx, 60*time.Second, p, func() bool {
 		st, err := httpGet(ctx, client+"/health")
 		return err == nil && st == 200
 	})
 	if err != nil {
-		_ = p.Stop(5 * time.Second)
-		return nil, fmt.Errorf("start etcd: %w (see %s)", err, e.LogPath())
+		return fmt.Errorf("start etcd: %w (see %s)", err, e.LogPath())
 	}
-	return p, nil
+	return nil
 }
 
 // StartAgent writes the node's configuration (0600) and starts its Patroni
 // agent, as osUser when not empty (see pgnode.OSUser). Its output goes to
 // patroni.log in the node's directory.
 func StartAgent(logger *slog.Logger, n NodeSpec, cfg Config, osUser string) (*Process, error) {
+	return startAgent(logger, n, cfg, osUser, nil)
+}
+
+// startAgent is StartAgent on a host: onHost, when not nil, makes the
+// command that runs a program on the node's host (stack.Hosts.Command).
+// There the agent is started as root through setpriv, which switches to
+// osUser and then restores the parent-death signal the switch clears
+// (`setpriv --pdeathsig keep`), so that the agent still stops with us.
+func startAgent(logger *slog.Logger, n NodeSpec, cfg Config, osUser string, onHost func(name string, args ...string) *exec.Cmd) (*Process, error) {
 	path, err := exec.LookPath("patroni")
 	if err != nil {
 		return nil, fmt.Errorf("start patroni %s: %w (install the Debian package patroni)", n.Name, err)
@@ -164,8 +238,9 @@ func StartAgent(logger *slog.Logger, n NodeSpec, cfg Config, osUser string) (*Pr
 		return nil, err
 	}
 	logPath := n.LogPath()
+	var acct *pgnode.Account
 	if osUser != "" {
-		acct, err := pgnode.LookupAccount(osUser)
+		acct, err = pgnode.LookupAccount(osUser)
 		if err != nil {
 			return nil, fmt.Errorf("start patroni %s: %w", n.Name, err)
 		}
@@ -179,7 +254,28 @@ func StartAgent(logger *slog.Logger, n NodeSpec, cfg Config, osUser string) (*Pr
 			_ = pgnode.ChownAll(logPath, acct)
 		}
 	}
-	p, err := start("patroni "+n.Name, logPath, osUser, exec.Command(path, n.ConfigPath()))
+	var p *Process
+	switch {
+	case onHost == nil:
+		p, err = start("patroni "+n.Name, logPath, osUser, exec.Command(path, n.ConfigPath()))
+	case acct == nil:
+		p, err = start("patroni "+n.Name, logPath, "", onHost(path, n.ConfigPath()))
+	default:
+		c := acct.Credential()
+		groups := "--clear-groups"
+		if len(c.Groups) > 0 {
+			ids := make([]string, len(c.Groups))
+			for i, g := range c.Groups {
+				ids[i] = strconv.FormatUint(uint64(g), 10)
+			}
+			groups = "--groups=" + strings.Join(ids, ",")
+		}
+		cmd := onHost("setpriv", "--reuid="+strconv.FormatUint(uint64(c.Uid), 10),
+			"--regid="+strconv.FormatUint(uint64(c.Gid), 10), groups, "--pdeathsig=keep", "--",
+			path, n.ConfigPath())
+		cmd.Env = append(os.Environ(), "HOME="+acct.Home(), "USER="+osUser, "LOGNAME="+osUser)
+		p, err = start("patroni "+n.Name, logPath, "", cmd)
+	}
 	if err != nil {
 		return nil, err
 	}

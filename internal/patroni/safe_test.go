@@ -2,6 +2,7 @@ package patroni_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -141,5 +142,34 @@ func TestConfigsRejectIncompleteSpec(t *testing.T) {
 	spec.Nodes[1].RESTPort = 0
 	if _, err := patroni.Configs(spec); err == nil {
 		t.Error("Configs accepted a node without a REST port")
+	}
+}
+
+// TestConfigsOnHost checks a node placed on a host of its own: PostgreSQL
+// and the REST API listen on the host's address, and pg_hba admits scram
+// logins and replication from the hosts' network only, trusting nothing.
+func TestConfigsOnHost(t *testing.T) {
+	spec := testSpec(t.TempDir())
+	spec.ClientNet = "10.213.7.0/24"
+	for i := range spec.Nodes {
+		spec.Nodes[i].Host = fmt.Sprintf("10.213.7.%d", i+2)
+	}
+	cfgs := mustConfigs(t, spec)
+	c := cfgs[1]
+	if c.PostgreSQL.Listen != "10.213.7.3:15433" || c.PostgreSQL.ConnectAddress != c.PostgreSQL.Listen ||
+		c.RESTAPI.Listen != "10.213.7.3:18009" || c.RESTAPI.ConnectAddress != c.RESTAPI.Listen {
+		t.Errorf("n2 listens on postgresql %s (connect %s), restapi %s (connect %s): want 10.213.7.3",
+			c.PostgreSQL.Listen, c.PostgreSQL.ConnectAddress, c.RESTAPI.Listen, c.RESTAPI.ConnectAddress)
+	}
+	want := []string{
+		"local all all peer",
+		"host replication " + spec.Replication.Username + " 10.213.7.0/24 scram-sha-256",
+		"host all all 10.213.7.0/24 scram-sha-256",
+	}
+	if d := cmp.Diff(want, c.PostgreSQL.PgHBA); d != "" {
+		t.Errorf("pg_hba (-want +got):\n%s", d)
+	}
+	if err := patroni.CheckSafe(c); err != nil {
+		t.Errorf("CheckSafe: %v", err)
 	}
 }

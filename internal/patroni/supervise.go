@@ -2,6 +2,7 @@ package patroni
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"socnet/internal/pgnode"
@@ -68,30 +69,32 @@ func (e *Engine) Supervise(ctx context.Context) (err error) {
 
 func (e *Engine) superviseEtcd(ctx context.Context) {
 	e.mu.Lock()
-	p := e.etcdProc
+	procs := slices.Clone(e.etcdProcs)
 	e.mu.Unlock()
-	if p == nil {
-		return
-	}
-	select {
-	case <-p.Done():
-	default:
-		return
-	}
-	e.log.Error("etcd exited: restarting it", "err", p.err)
-	np, err := StartEtcd(ctx, e.log, e.etcd)
-	if err != nil {
-		e.log.Error("restart etcd", "err", err)
-		return
-	}
-	e.mu.Lock()
-	if e.stopping {
+	for i, p := range procs {
+		if p == nil {
+			continue
+		}
+		select {
+		case <-p.Done():
+		default:
+			continue
+		}
+		e.log.Error("etcd exited: restarting it", "member", p.Name, "err", p.err)
+		np, err := StartEtcd(ctx, e.log, e.etcd[i])
+		if err != nil {
+			e.log.Error("restart etcd", "member", p.Name, "err", err)
+			continue
+		}
+		e.mu.Lock()
+		if e.stopping || i >= len(e.etcdProcs) {
+			e.mu.Unlock()
+			_ = np.Stop(10 * time.Second)
+			return
+		}
+		e.etcdProcs[i] = np
 		e.mu.Unlock()
-		_ = np.Stop(10 * time.Second)
-		return
 	}
-	e.etcdProc = np
-	e.mu.Unlock()
 }
 
 // observedLeader is the cluster's leader as its agents report it, "" when
