@@ -459,6 +459,10 @@ func (e *Engine) startEtcd(ctx context.Context) error {
 // readyTimeout bounds each wait of Up: bootstrap, clones, resume.
 const readyTimeout = 5 * time.Minute
 
+// maxStartRestarts bounds how often Up starts again an agent that exits
+// while its cluster comes up.
+const maxStartRestarts = 3
+
 // upCluster starts one cluster's agents and waits until it is ready.
 func (e *Engine) upCluster(ctx context.Context, s Spec) error {
 	first := s.Nodes[0].Name
@@ -515,9 +519,22 @@ func (e *Engine) upCluster(ctx context.Context, s Spec) error {
 // waitReady waits until cluster s has a leader that commits (with its
 // synchronous standby) and every other node streams from it.
 func (e *Engine) waitReady(ctx context.Context, s Spec, timeout time.Duration) error {
+	restarts := map[string]int{}
 	return e.poll(ctx, timeout, func() error {
 		for _, n := range s.Nodes {
 			if err := e.agentAlive(n.Name); err != nil {
+				// Supervision does not run yet: an agent that exits while
+				// its cluster comes up (etcd not answering it in time, say)
+				// is started again here, a few times, rather than waited
+				// for until the timeout.
+				if restarts[n.Name] >= maxStartRestarts {
+					return fmt.Errorf("%w (started %d times)", err, restarts[n.Name]+1)
+				}
+				restarts[n.Name]++
+				e.log.Warn("patroni agent exited while its cluster came up: starting it again", "node", n.Name, "err", err, "attempt", restarts[n.Name])
+				if serr := e.startAgent(n.Name); serr != nil {
+					return serr
+				}
 				return err
 			}
 		}
