@@ -197,5 +197,9 @@ func checkHostsMode(h Home, mode string) error {
 		return fmt.Errorf("up: %s last ran with --hosts %s (its nodes admit logins from the hosts' network only): start it with --hosts %s, or use another --home",
 			h.Dir, HostsNetns, HostsNetns)
 	}
+	if info.Engine == EnginePatroni && info.Hosts != HostsNetns && hostsRecord(mode) == HostsNetns {
+		return fmt.Errorf("up: %s ran the patroni engine on this machine's network: its clusters' state is in a one-member etcd there, which --hosts %s would replace with three empty members; start it without --hosts, or use another --home",
+			h.Dir, HostsNetns)
+	}
 	return nil
 }

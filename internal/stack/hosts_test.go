@@ -36,4 +36,30 @@ func TestHostsModeOfAHome(t *testing.T) {
 	if err := stack.CheckHostsMode(h, stack.HostsNetns); err != nil {
 		t.Fatalf("local home started on hosts: %v", err)
 	}
+
+	// The Patroni engine's clusters live in its etcd: one member on the
+	// machine's network cannot become three on hosts.
+	p := stack.Home{Dir: t.TempDir()}
+	if err := os.MkdirAll(filepath.Join(p.Path("patroni"), "main"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := stack.WriteInfo(p, stack.Info{Engine: stack.EnginePatroni}); err != nil {
+		t.Fatal(err)
+	}
+	err = stack.CheckHostsMode(p, stack.HostsNetns)
+	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "etcd") {
+		t.Fatalf("patroni home of loopback started on hosts: %v, want a one-line refusal naming etcd", err)
+	}
+	if err := stack.CheckHostsMode(p, stack.HostsLocal); err != nil {
+		t.Fatalf("patroni home of loopback started on loopback: %v", err)
+	}
+	if err := stack.WriteInfo(p, stack.Info{Engine: stack.EnginePatroni, Hosts: stack.HostsNetns}); err != nil {
+		t.Fatal(err)
+	}
+	if err := stack.CheckHostsMode(p, stack.HostsLocal); err == nil {
+		t.Fatal("patroni home of hosts started on loopback: accepted")
+	}
+	if err := stack.CheckHostsMode(p, stack.HostsNetns); err != nil {
+		t.Fatalf("patroni home of hosts started on hosts: %v", err)
+	}
 }

@@ -99,6 +99,14 @@ func recordEngine(h Home, engine string) error {
 
 // clustersExist reports whether the home holds any cluster directory.
 func clustersExist(h Home) bool {
-	entries, err := os.ReadDir(h.Clusters())
-	return err == nil && len(entries) > 0
+	for _, dir := range []string{h.Clusters(), h.Path(patroniDir)} {
+		if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
+			return true
+		}
+	}
+	return false
 }
+
+// patroniDir is where the Patroni engine keeps its clusters' state in a
+// home (internal/patroni).
+const patroniDir = "patroni"
