@@ -28,7 +28,7 @@ deps-postgres:
 	@scripts/ensure-deps.sh postgres
 
 deps-run:
-	@scripts/ensure-deps.sh postgres redis $(if $(filter patroni,$(ENGINE)),patroni etcd) $(if $(filter netns,$(HOSTS)),haproxy)
+	@scripts/ensure-deps.sh postgres redis $(if $(filter patroni,$(ENGINE)),patroni etcd) $(if $(filter netns,$(HOSTS)),haproxy ip)
 
 deps-test:
 	@scripts/ensure-deps.sh postgres redis patroni etcd haproxy

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the servers socnet runs are on this machine, installing the
 # Debian/Ubuntu packages that are missing when we are allowed to.
-#   scripts/ensure-deps.sh postgres redis patroni etcd haproxy
+#   scripts/ensure-deps.sh postgres redis patroni etcd haproxy ip
 set -euo pipefail
 
 have() {
@@ -14,6 +14,7 @@ have() {
 	patroni) command -v patroni >/dev/null 2>&1 ;;
 	etcd) command -v etcd >/dev/null 2>&1 ;;
 	haproxy) command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] ;;
+	ip) command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] ;;
 	*) echo "ensure-deps: unknown dependency $1" >&2; exit 2 ;;
 	esac
 }
@@ -25,6 +26,7 @@ package() {
 	patroni) echo patroni ;;
 	etcd) echo etcd-server ;;
 	haproxy) echo haproxy ;;
+	ip) echo iproute2 ;;
 	esac
 }
 
