@@ -31,7 +31,7 @@ deps-run:
 	@scripts/ensure-deps.sh postgres redis $(if $(filter patroni,$(ENGINE)),patroni etcd) $(if $(filter netns,$(HOSTS)),haproxy ip)
 
 deps-test:
-	@scripts/ensure-deps.sh postgres redis patroni etcd haproxy
+	@scripts/ensure-deps.sh postgres redis patroni etcd haproxy ip
 
 run: deps-run build
 	$(BIN) up --home $(HOME_DIR) --http $(HTTP) --engine $(ENGINE) --hosts $(HOSTS)
