@@ -153,6 +153,7 @@ func assignPorts(st *state) (bool, error) {
 	used := map[int]bool{}
 	for _, n := range st.Nodes {
 		used[n.Port] = true
+		pgnode.RenewPorts(n.Port)
 	}
 	assigned := false
 	for i := range st.Nodes {

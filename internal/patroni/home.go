@@ -103,6 +103,7 @@ func loadState(dir string, nodes []string) (*engineState, error) {
 	}
 	free := func(p *int) error {
 		if *p != 0 {
+			pgnode.RenewPorts(*p)
 			return nil
 		}
 		port, err := pgnode.FreePort()

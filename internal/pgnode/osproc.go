@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -71,47 +69,6 @@ func versionLess(a, b []int) bool {
 		}
 	}
 	return len(a) < len(b)
-}
-
-// FreePort returns a free TCP port on 127.0.0.1. It draws from the ports
-// below the kernel's ephemeral range, so that the port is not handed out
-// again as the source port of an outgoing connection or to another process
-// binding port 0 in the moment before its new owner binds it; with no such
-// range it lets the kernel choose.
-func FreePort() (int, error) {
-	if lo, hi := freePortRange(); hi > lo {
-		for range 100 {
-			p := lo + rand.IntN(hi-lo)
-			if l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p))); err == nil {
-				l.Close()
-				return p, nil
-			}
-		}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// freePortRange is [10000, start of the ephemeral range), or empty when the
-// range cannot be read or leaves too little room.
-func freePortRange() (lo, hi int) {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 0, 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0, 0
-	}
-	start, err := strconv.Atoi(f[0])
-	if err != nil || start < 11000 {
-		return 0, 0
-	}
-	return 10000, start
 }
 
 // OSUser returns "postgres" when the process runs as root (PostgreSQL refuses

@@ -67,6 +67,11 @@ func loadPorts(h Home) (Ports, error) {
 	changed := false
 	for _, a := range []*string{&p.Counter, &p.Relay, &p.Redis, &p.RedisHealth, &p.Feed} {
 		if *a != "" {
+			if _, port, err := net.SplitHostPort(*a); err == nil {
+				if n, err := strconv.Atoi(port); err == nil {
+					pgnode.RenewPorts(n)
+				}
+			}
 			continue
 		}
 		port, err := pgnode.FreePort()
