@@ -607,7 +607,7 @@ func (c *Cluster) resume(ctx context.Context) error {
 			// As if it had died: the replicas start and one is promoted
 			// if it holds every acknowledged commit.
 			c.log.Error("the primary does not start; failing over", "node", prim.Name, "err", err)
-			cause = "it did not start: " + redactDSN(err.Error())
+			cause = "it did not start: " + RedactDSN(err.Error())
 		} else {
 			primaryUp = true
 		}

@@ -3,9 +3,10 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"slices"
 	"time"
+
+	"socnet/internal/pgnode"
 )
 
 // failoverInput describes a failover about to happen.
@@ -505,7 +506,7 @@ func (c *Cluster) checkPrimaryAnswers(ctx context.Context, op string) error {
 	p := c.probers[prim.Name].probe(ctx, 2*time.Second)
 	switch {
 	case !p.OK:
-		return refuse(op, "the primary %s does not answer: %s", prim.Name, redactDSN(errString(p.Err)))
+		return refuse(op, "the primary %s does not answer: %s", prim.Name, RedactDSN(errString(p.Err)))
 	case p.InRecovery:
 		return refuse(op, "the primary %s answers as a standby", prim.Name)
 	}
@@ -519,17 +520,6 @@ func errString(err error) string {
 	return err.Error()
 }
 
-var (
-	passwordParam = regexp.MustCompile(`password=\S+`)
-	passwordURL   = regexp.MustCompile(`(://[^:/@\s]+:)[^@\s]+@`)
-)
-
-// redactDSN removes passwords from connection strings quoted in an error.
-func redactDSN(s string) string {
-	s = passwordParam.ReplaceAllString(s, "password=***")
-	return passwordURL.ReplaceAllString(s, "${1}***@")
-}
-
 // RedactDSN removes passwords from connection strings quoted in s (an
 // error's text), for messages that leave the process.
-func RedactDSN(s string) string { return redactDSN(s) }
+func RedactDSN(s string) string { return pgnode.Redact(s) }

@@ -306,7 +306,7 @@ func (c *Cluster) Status(ctx context.Context) (Status, error) {
 		case !p.OK && ns.Pid == 0:
 			ns.Error = "not running"
 		case !p.OK:
-			ns.Error = redactDSN(errString(p.Err))
+			ns.Error = RedactDSN(errString(p.Err))
 		case p.InRecovery:
 			ns.Role = RoleReplica
 			ns.LSN = p.Replay

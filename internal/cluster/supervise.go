@@ -105,7 +105,7 @@ func (s *supervisor) round(ctx context.Context) <-chan struct{} {
 	h := PrimaryHealth{Now: now, LastOK: s.lastOK, DeadAfter: c.opts.DeadAfter,
 		FailoverPending: prim.NeedsRejoin, Running: pn.Running(), Answered: p.OK, InRecovery: p.InRecovery}
 	if p.Err != nil {
-		h.ProbeErr = redactDSN(p.Err.Error())
+		h.ProbeErr = RedactDSN(p.Err.Error())
 	}
 	verdict, cause := JudgePrimary(h)
 	if verdict == PrimaryAlive {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"sync"
 	"time"
 
@@ -175,7 +174,7 @@ func (e *Engine) clusterStatus(ctx context.Context, s Spec) cluster.Status {
 	}
 	switch {
 	case restErr != nil:
-		cs.Waiting = redactDSN(restErr.Error())
+		cs.Waiting = cluster.RedactDSN(restErr.Error())
 	case cs.Primary == "":
 		cs.Waiting = "no leader: Patroni promotes a synchronous standby once the leader key expires"
 	}
@@ -223,7 +222,7 @@ func (e *Engine) clusterStatus(ctx context.Context, s Spec) cluster.Status {
 		case o.err != nil && ns.Pid == 0:
 			ns.Error = "not running"
 		case o.err != nil:
-			ns.Error = redactDSN(o.err.Error())
+			ns.Error = cluster.RedactDSN(o.err.Error())
 		case o.inRecovery:
 			ns.Role = cluster.RoleReplica
 			ns.LSN = o.lsn
@@ -280,17 +279,6 @@ func (e *Engine) failoverRecords(s Spec, h []HistoryEntry) []cluster.FailoverRec
 		out = append(out, rec)
 	}
 	return out
-}
-
-var (
-	passwordParam = regexp.MustCompile(`password=\S+`)
-	passwordURL   = regexp.MustCompile(`(://[^:/@\s]+):[^@\s]+@`)
-)
-
-// redactDSN hides passwords in an error message.
-func redactDSN(s string) string {
-	s = passwordParam.ReplaceAllString(s, "password=***")
-	return passwordURL.ReplaceAllString(s, "${1}***@")
 }
 
 // errNoLeader is returned when an operation needs a leader and there is none.

@@ -411,7 +411,7 @@ func (n *Node) waitReady(ctx context.Context, pid int, exited <-chan struct{}) e
 			var pgErr *pgconn.PgError
 			if errors.As(err, &pgErr) && (pgErr.Code == "28P01" || pgErr.Code == "28000") {
 				// Waiting cannot fix credentials (a replica keeps its source's roles).
-				return fmt.Errorf("superuser %s cannot log in: %s", n.cfg.Superuser, redact(pgErr.Error()))
+				return fmt.Errorf("superuser %s cannot log in: %s", n.cfg.Superuser, Redact(pgErr.Error()))
 			}
 			lastErr = err
 		}
@@ -422,7 +422,7 @@ func (n *Node) waitReady(ctx context.Context, pid int, exited <-chan struct{}) e
 			n.mu.Unlock()
 			return fmt.Errorf("postgres exited before it was ready: %s", exitStatus(werr))
 		case <-ctx.Done():
-			return fmt.Errorf("not ready (%s): %w", redact(lastErr.Error()), ctx.Err())
+			return fmt.Errorf("not ready (%s): %w", Redact(lastErr.Error()), ctx.Err())
 		case <-ticker.C:
 		}
 	}

@@ -66,7 +66,7 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 
 // emit sends one line, passwords redacted; the caller holds w.mu.
 func (w *lineWriter) emit(line string) {
-	line = redact(line)
+	line = Redact(line)
 	if w.file != nil {
 		_, _ = w.file.WriteString(line + "\n")
 	}
@@ -120,7 +120,7 @@ func quoteTail(lines []string) string {
 	if len(lines) == 0 {
 		return ""
 	}
-	return "\n\t" + redact(strings.Join(lines, "\n\t"))
+	return "\n\t" + Redact(strings.Join(lines, "\n\t"))
 }
 
 var (
@@ -128,8 +128,9 @@ var (
 	passwordURL = regexp.MustCompile(`(://[^:/@\s]*:)[^@\s]*@`)
 )
 
-// redact hides passwords in conninfo strings and URLs within s.
-func redact(s string) string {
+// Redact hides the passwords of conninfo strings and URLs quoted in s (an
+// error's or a child's output), for text that leaves the process.
+func Redact(s string) string {
 	s = passwordKV.ReplaceAllString(s, "${1}REDACTED")
 	return passwordURL.ReplaceAllString(s, "${1}REDACTED@")
 }

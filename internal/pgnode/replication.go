@@ -69,7 +69,7 @@ func (n *Node) promote(ctx context.Context) error {
 func (n *Node) connect(ctx context.Context) (*pgx.Conn, error) {
 	conn, err := pgx.Connect(ctx, n.DSN(""))
 	if err != nil {
-		return nil, errors.New("connect: " + redact(err.Error()))
+		return nil, errors.New("connect: " + Redact(err.Error()))
 	}
 	return conn, nil
 }
@@ -255,7 +255,7 @@ func (n *Node) Reaches(ctx context.Context, host string, port int) error {
 func checkpoint(ctx context.Context, dsn string) error {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
-		return errors.New("connect: " + redact(err.Error()))
+		return errors.New("connect: " + Redact(err.Error()))
 	}
 	defer conn.Close(context.Background())
 	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
@@ -364,7 +364,7 @@ func (n *Node) alterRecoveryConf(ctx context.Context, primaryConnInfo, slot stri
 	for _, s := range stmts {
 		if _, err := conn.Exec(ctx, s); err != nil {
 			// The statement carries the password: name the step only.
-			return fmt.Errorf("set recovery parameters: %s", redact(err.Error()))
+			return fmt.Errorf("set recovery parameters: %s", Redact(err.Error()))
 		}
 	}
 	return nil
