@@ -52,46 +52,8 @@ func requireHosts(t *testing.T) {
 // waits until the API answers through HAProxy on apiAddr.
 func startHostsUp(t *testing.T, home, apiAddr string, extra ...string) *upProcess {
 	t.Helper()
-	p := &upProcess{exited: make(chan struct{}), out: &syncBuffer{}}
-	p.cmd = exec.Command(os.Args[0], append([]string{"up", "--hosts", "netns", "--home", home, "--http", apiAddr,
+	return runUp(t, apiAddr, 4*time.Minute, append([]string{"up", "--hosts", "netns", "--home", home, "--http", apiAddr,
 		"--main-shared-buffers", "32MB"}, extra...)...)
-	p.cmd.Env = append(os.Environ(), beMainEnv+"=1", "SOCNET_LOG_LEVEL=warn")
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = p.cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() { p.stop(t) })
-	deadline := time.After(4 * time.Minute)
-	for {
-		if ok, _ := healthy("http://" + apiAddr); ok {
-			return p
-		}
-		select {
-		case <-p.exited:
-			t.Fatalf("up exited early:\n%s", p.out.String())
-		case <-deadline:
-			t.Fatalf("up not ready after 4m:\n%s", p.out.String())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
-// stop stops `up` as Ctrl-C does and waits for it; a no-op once it exited.
-func (p *upProcess) stop(t *testing.T) {
-	select {
-	case <-p.exited:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-p.exited:
-	case <-time.After(2 * time.Minute):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-		t.Errorf("up did not stop within 2m:\n%s", p.out.String())
-	}
 }
 
 // hostsLeft lists the namespaces and links of the machine named after home.

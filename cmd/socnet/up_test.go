@@ -778,35 +778,55 @@ type upProcess struct {
 // acting as socnet) and waits until its API is healthy.
 func startUpProcess(t *testing.T, home, apiAddr string) *upProcess {
 	t.Helper()
+	p := runUp(t, apiAddr, 3*time.Minute, "up", "--home", home, "--http", apiAddr, "--main-shared-buffers", "32MB")
+	checkCalledServicesUp(t, home)
+	return p
+}
+
+// runUp runs `socnet args...` (an `up`) in a process of its own, stopped as
+// Ctrl-C does when the test ends, and waits until the API on apiAddr
+// answers /healthz; it fails the test if `up` exits or is not ready within
+// ready.
+func runUp(t *testing.T, apiAddr string, ready time.Duration, args ...string) *upProcess {
+	t.Helper()
 	p := &upProcess{exited: make(chan struct{}), out: &syncBuffer{}}
-	p.cmd = exec.Command(os.Args[0], "up", "--home", home, "--http", apiAddr, "--main-shared-buffers", "32MB")
+	p.cmd = exec.Command(os.Args[0], args...)
 	p.cmd.Env = append(os.Environ(), beMainEnv+"=1", "SOCNET_LOG_LEVEL=warn")
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = p.cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(90 * time.Second):
-			_ = p.cmd.Process.Kill()
-		}
-	})
-	deadline := time.After(3 * time.Minute)
+	t.Cleanup(func() { p.stop(t) })
+	deadline := time.After(ready)
 	for {
 		if ok, _ := healthy("http://" + apiAddr); ok {
-			checkCalledServicesUp(t, home)
 			return p
 		}
 		select {
 		case <-p.exited:
 			t.Fatalf("up exited early:\n%s", p.out.String())
 		case <-deadline:
-			t.Fatalf("up not ready after 3m:\n%s", p.out.String())
+			t.Fatalf("up not ready after %s:\n%s", ready, p.out.String())
 		case <-time.After(100 * time.Millisecond):
 		}
+	}
+}
+
+// stop stops `up` as Ctrl-C does and waits for it; a no-op once it exited.
+func (p *upProcess) stop(t *testing.T) {
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-p.exited:
+	case <-time.After(2 * time.Minute):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		t.Errorf("up did not stop within 2m:\n%s", p.out.String())
 	}
 }
 
