@@ -14,6 +14,7 @@ import (
 	"socnet/internal/cluster"
 	"socnet/internal/drill"
 	"socnet/internal/netns"
+	"socnet/internal/netns/netnstest"
 )
 
 // TestClusterOnHosts runs the main cluster with every node on its own
@@ -36,22 +37,8 @@ func TestClusterOnHosts(t *testing.T) {
 	}
 	spec := testSpec(cluster.MainSpec())
 	home := t.TempDir()
-	n, err := netns.Plan(home, spec.NodeNames())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Registered first, so that it runs after the cluster has stopped.
-	t.Cleanup(func() {
-		if err := n.Down(context.Background()); err != nil {
-			t.Error(err)
-		}
-		if nss, _ := netns.Namespaces(context.Background(), n.Prefix()); len(nss) > 0 {
-			t.Errorf("namespaces left: %v", nss)
-		}
-	})
-	if err := n.Up(ctx); err != nil {
-		t.Fatal(err)
-	}
+	// First, so that its clean-up runs after the cluster has stopped.
+	n := netnstest.Up(t, home, spec.NodeNames()...)
 	opts := testOptions(t)
 	opts.Placement = func(node string) cluster.Placement {
 		a, _ := n.Addr(node)

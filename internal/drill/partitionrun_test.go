@@ -9,6 +9,7 @@ import (
 	"socnet/internal/cluster"
 	"socnet/internal/drill"
 	"socnet/internal/netns"
+	"socnet/internal/netns/netnstest"
 )
 
 // mustHostStack is mustStack with every node on its own network host, and
@@ -22,22 +23,8 @@ func mustHostStack(t testing.TB) (*stack, *netns.Net) {
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Skip("setpriv not found: install the Debian package util-linux")
 	}
-	n, err := netns.Plan(t.TempDir(), cluster.MainSpec().NodeNames())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Registered first, so that it runs after the cluster has stopped.
-	t.Cleanup(func() {
-		if err := n.Down(context.Background()); err != nil {
-			t.Error(err)
-		}
-		if nss, _ := netns.Namespaces(context.Background(), n.Prefix()); len(nss) > 0 {
-			t.Errorf("namespaces left: %v", nss)
-		}
-	})
-	if err := n.Up(ctx); err != nil {
-		t.Fatal(err)
-	}
+	// First, so that its clean-up runs after the cluster has stopped.
+	n := netnstest.Up(t, t.TempDir(), cluster.MainSpec().NodeNames()...)
 	s := mustPlacedCluster(t, true, func(node string) cluster.Placement {
 		a, _ := n.Addr(node)
 		return cluster.Placement{Host: a.String(), Netns: n.Netns(node), ClientNet: n.Subnet().String()}

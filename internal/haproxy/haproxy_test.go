@@ -19,6 +19,7 @@ import (
 
 	"socnet/internal/haproxy"
 	"socnet/internal/netns"
+	"socnet/internal/netns/netnstest"
 	"socnet/internal/pgnode"
 )
 
@@ -193,23 +194,7 @@ func startBackend(t *testing.T, n *netns.Net, host string) string {
 	}
 	cmd := n.Command(context.Background(), host, self)
 	cmd.Env = append(os.Environ(), "HAPROXY_TEST_ROLE=backend", "HAPROXY_TEST_NAME="+host, "HAPROXY_TEST_ADDR="+addr)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if line != "ready\n" {
-		t.Fatalf("backend in %s: %q, %v", host, line, err)
-	}
-	go io.Copy(io.Discard, out)
+	netnstest.StartReady(t, cmd)
 	return addr
 }
 
@@ -319,21 +304,7 @@ func TestBalanceAndCut(t *testing.T) {
 	if err := netns.Check(ctx); err != nil {
 		t.Skip(err)
 	}
-	n, err := netns.Plan(t.TempDir(), []string{"api-1", "api-2"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := n.Down(context.Background()); err != nil {
-			t.Error(err)
-		}
-		if nss, _ := netns.Namespaces(context.Background(), n.Prefix()); len(nss) > 0 {
-			t.Errorf("namespaces left: %v", nss)
-		}
-	})
-	if err := n.Up(ctx); err != nil {
-		t.Fatal(err)
-	}
+	n := netnstest.Up(t, t.TempDir(), "api-1", "api-2")
 	var backends []haproxy.Backend
 	for _, h := range n.Hosts() {
 		backends = append(backends, haproxy.Backend{Name: h, Addr: startBackend(t, n, h)})

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"socnet/internal/netns"
+	"socnet/internal/netns/netnstest"
 )
 
 const port = 7411
@@ -101,24 +101,7 @@ func self(t *testing.T) string {
 // mustUp plans and brings up a net for a fresh home, removed at the test's end.
 func mustUp(t *testing.T, home string, hosts ...string) *netns.Net {
 	t.Helper()
-	ctx := context.Background()
-	if err := netns.Check(ctx); err != nil {
-		t.Skip(err)
-	}
-	n, err := netns.Plan(home, hosts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := n.Down(context.Background()); err != nil {
-			t.Error(err)
-		}
-		assertGone(t, n.Prefix())
-	})
-	if err := n.Up(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return netnstest.Up(t, home, hosts...)
 }
 
 // startServer runs the test binary as a TCP server inside host.
@@ -128,23 +111,7 @@ func startServer(t *testing.T, n *netns.Net, host string) string {
 	addr := netip.AddrPortFrom(a, port).String()
 	cmd := n.Command(context.Background(), host, self(t))
 	cmd.Env = append(os.Environ(), "NETNS_TEST_ROLE=serve", "NETNS_TEST_ARG="+addr)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if line != "ready\n" {
-		t.Fatalf("server in %s: %q, %v", host, line, err)
-	}
-	go io.Copy(io.Discard, out)
+	netnstest.StartReady(t, cmd)
 	return addr
 }
 
@@ -178,22 +145,6 @@ func eventually(t *testing.T, what string, f func() error) {
 			t.Fatalf("%s: %v", what, err)
 		}
 		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func assertGone(t *testing.T, prefix string) {
-	t.Helper()
-	ctx := context.Background()
-	nss, err := netns.Namespaces(ctx, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	links, err := netns.Links(ctx, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(nss) > 0 || len(links) > 0 {
-		t.Errorf("left behind with prefix %s: namespaces %v, links %v", prefix, nss, links)
 	}
 }
 
@@ -263,7 +214,7 @@ func TestCleanupAfterSIGKILL(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		netns.Cleanup(context.Background(), home)
-		assertGone(t, n.Prefix())
+		netnstest.AssertGone(t, n.Prefix())
 	})
 	cmd := exec.Command(self(t))
 	cmd.Env = append(os.Environ(), "NETNS_TEST_ROLE=up", "NETNS_TEST_ARG="+home)
@@ -290,7 +241,7 @@ func TestCleanupAfterSIGKILL(t *testing.T) {
 	if err := netns.Cleanup(ctx, home); err != nil {
 		t.Fatal(err)
 	}
-	assertGone(t, n.Prefix())
+	netnstest.AssertGone(t, n.Prefix())
 }
 
 // TestSideBySide brings up two homes whose preferred subnets are the same:

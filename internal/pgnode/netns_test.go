@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"socnet/internal/netns"
+	"socnet/internal/netns/netnstest"
 	"socnet/internal/pgnode"
 	"socnet/internal/pgtest"
 )
@@ -100,22 +101,8 @@ func TestNodesOnTheirOwnHosts(t *testing.T) {
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Skip("setpriv not found: install the Debian package util-linux")
 	}
-	n, err := netns.Plan(t.TempDir(), []string{"pg-1", "pg-2"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Registered first, so it runs after the nodes have stopped.
-	t.Cleanup(func() {
-		if err := n.Down(context.Background()); err != nil {
-			t.Error(err)
-		}
-		if nss, _ := netns.Namespaces(context.Background(), n.Prefix()); len(nss) > 0 {
-			t.Errorf("namespaces left: %v", nss)
-		}
-	})
-	if err := n.Up(ctx); err != nil {
-		t.Fatal(err)
-	}
+	// First, so that its clean-up runs after the nodes have stopped.
+	n := netnstest.Up(t, t.TempDir(), "pg-1", "pg-2")
 	settings := map[string]string{
 		"shared_buffers":  "32MB",
 		"max_connections": "30",
