@@ -156,10 +156,12 @@ func TestReadsGoToReplicas(t *testing.T) {
 	})
 	primaryDelta := after[c.primary.Name()] - before[c.primary.Name()]
 	// On the primary: a probe every HealthInterval while the router was open
-	// (a transaction each), each statistics query of this test with its
-	// connection's start, and a few of autovacuum's, whatever the reads'
-	// speed. Reads sent there would add one each.
-	most := int64(probed/healthInterval) + 1 + int64(2*queries) + 5
+	// (a transaction each, counted twice for the ones a busy machine runs
+	// late and then back to back), each statistics query of this test with
+	// its connection's start, and up to 20 of autovacuum's and the
+	// statistics collector's, whatever the reads' speed. Reads sent there
+	// would add one each: a few percent of them exceed this.
+	most := 2*(int64(probed/healthInterval)+1) + int64(2*queries) + 20
 	t.Logf("xact_commit growth over %d replica reads in %v: primary %d (at most %d), r1 %d, r2 %d", reads,
 		probed.Round(time.Millisecond), primaryDelta, most, after["r1"]-before["r1"], after["r2"]-before["r2"])
 	if primaryDelta > most {

@@ -25,11 +25,31 @@ type Timing struct {
 	// RetryTimeout bounds a retried etcd or PostgreSQL operation; a leader
 	// that cannot renew within it demotes itself.
 	RetryTimeout int
+	// CrashFailover hands the lead to the synchronous standby as soon as
+	// the leader's agent finds its PostgreSQL crashed (Patroni's
+	// primary_start_timeout 0) instead of recovering and restarting it in
+	// place (primary_start_timeout 300, Patroni's default). Synchronous
+	// mode strict makes both lose nothing acknowledged; see
+	// docs/CLUSTER.md for what each costs.
+	CrashFailover bool
 }
 
 // FastTiming fails over as fast as Patroni safely allows on one machine:
 // TTL >= LoopWait + 2*RetryTimeout holds with one second to spare.
 var FastTiming = Timing{TTL: 10, LoopWait: 1, RetryTimeout: 4}
+
+// primaryStartTimeout is Patroni's primary_start_timeout for t.
+func (t Timing) primaryStartTimeout() int {
+	if t.CrashFailover {
+		return 0
+	}
+	return defaultPrimaryStartTimeout
+}
+
+// defaultPrimaryStartTimeout is Patroni's default primary_start_timeout:
+// how long a crashed leader may take to restart in place before its
+// agent fails over.
+const defaultPrimaryStartTimeout = 300
 
 // DefaultTiming is Patroni's own default.
 var DefaultTiming = Timing{TTL: 30, LoopWait: 10, RetryTimeout: 10}
@@ -133,6 +153,7 @@ type DCS struct {
 	TTL                   int           `json:"ttl"`
 	LoopWait              int           `json:"loop_wait"`
 	RetryTimeout          int           `json:"retry_timeout"`
+	PrimaryStartTimeout   int           `json:"primary_start_timeout"`
 	MaximumLagOnFailover  *int64        `json:"maximum_lag_on_failover,omitempty"`
 	SynchronousMode       bool          `json:"synchronous_mode"`
 	SynchronousModeStrict bool          `json:"synchronous_mode_strict"`
@@ -213,7 +234,8 @@ func Configs(spec Spec) ([]Config, error) {
 			Bootstrap: Bootstrap{
 				DCS: DCS{
 					TTL: t.TTL, LoopWait: t.LoopWait, RetryTimeout: t.RetryTimeout,
-					SynchronousMode: true, SynchronousModeStrict: true,
+					PrimaryStartTimeout: t.primaryStartTimeout(),
+					SynchronousMode:     true, SynchronousModeStrict: true,
 					PostgreSQL: DCSPostgreSQL{
 						UsePgRewind: true, UseSlots: true,
 						Parameters: params,

@@ -105,6 +105,8 @@ type agent struct {
 	// releaseWanted is since when NoSyncTags asks to release the node's
 	// nosync tag, zero while it does not.
 	releaseWanted time.Time
+	// starting is set while startAgent starts the agent.
+	starting bool
 	// diedAt is when the engine saw the agent dead, zero while it runs.
 	diedAt   time.Time
 	restarts int
@@ -589,19 +591,38 @@ func (e *Engine) applyDynamicConfig(ctx context.Context, s Spec) error {
 		return fmt.Errorf("unsafe patroni config of %s in etcd: synchronous_mode_strict is off, so a leader without a sync standby acknowledges writes only it holds", s.Cluster)
 	}
 	num := func(k string) int { f, _ := live[k].(float64); return int(f) }
-	if num("ttl") == e.timing.TTL && num("loop_wait") == e.timing.LoopWait && num("retry_timeout") == e.timing.RetryTimeout {
+	startTimeout := defaultPrimaryStartTimeout // Patroni's, when etcd holds none
+	if _, set := live["primary_start_timeout"]; set {
+		startTimeout = num("primary_start_timeout")
+	}
+	t := e.timing
+	if num("ttl") == t.TTL && num("loop_wait") == t.LoopWait && num("retry_timeout") == t.RetryTimeout && startTimeout == t.primaryStartTimeout() {
 		return nil
 	}
-	e.log.Info("patroni timing changed", "cluster", s.Cluster, "ttl", e.timing.TTL, "loop_wait", e.timing.LoopWait, "retry_timeout", e.timing.RetryTimeout)
-	return c.PatchConfig(ctx, map[string]any{"ttl": e.timing.TTL, "loop_wait": e.timing.LoopWait, "retry_timeout": e.timing.RetryTimeout})
+	e.log.Info("patroni timing changed", "cluster", s.Cluster, "ttl", t.TTL, "loop_wait", t.LoopWait, "retry_timeout", t.RetryTimeout, "primary_start_timeout", t.primaryStartTimeout())
+	return c.PatchConfig(ctx, map[string]any{"ttl": t.TTL, "loop_wait": t.LoopWait, "retry_timeout": t.RetryTimeout, "primary_start_timeout": t.primaryStartTimeout()})
 }
 
 // startAgent starts node's agent with its current configuration.
+//
+// It starts none while the node's agent runs or is being started by
+// another caller (supervision, an operator's start, Up's wait): two agents
+// of one node would fight over its PostgreSQL and its REST port.
 func (e *Engine) startAgent(node string) error {
 	e.mu.Lock()
 	a := e.agents[node]
+	if a.starting || a.proc.running() {
+		e.mu.Unlock()
+		return nil
+	}
+	a.starting = true
 	cfg := a.cfg
 	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		a.starting = false
+		e.mu.Unlock()
+	}()
 	var onHost func(name string, args ...string) *exec.Cmd
 	if h := e.hosts; h != nil {
 		onHost = func(name string, args ...string) *exec.Cmd { return h.Command(node, name, args...) }

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -565,6 +567,16 @@ func TestEngine(t *testing.T) {
 		if st.Stopped {
 			t.Error("the started counter cluster is still marked stopped")
 		}
+		// Supervision runs all along: over a few of its rounds no node has
+		// a second agent started beside the one the start made.
+		for range 10 {
+			for _, n := range []string{leader, replica} {
+				if pids := agentPids(home.Path("patroni/counter/" + n + "/patroni.yml")); len(pids) != 1 {
+					t.Fatalf("%s has %d agents after the start (pids %v), want 1", n, len(pids), pids)
+				}
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
 	})
 
 	t.Run("host loss", func(t *testing.T) {
@@ -659,4 +671,24 @@ func TestEngine(t *testing.T) {
 		all.checkNoneLost(t)
 		t.Logf("resumed: %s leads again; all %d rows acknowledged since the first start are there", leader, total)
 	})
+}
+
+// agentPids lists the processes running a Patroni agent with the
+// configuration at path.
+func agentPids(path string) []int {
+	var pids []int
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if len(args) > 1 && slices.Contains(args[1:], path) && strings.Contains(strings.Join(args, " "), "patroni") {
+			if pid, err := strconv.Atoi(filepath.Base(d)); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
 }

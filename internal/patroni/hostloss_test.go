@@ -13,6 +13,7 @@ import (
 
 	"socnet/internal/cluster"
 	"socnet/internal/patroni"
+	"socnet/internal/pgnode"
 	"socnet/internal/pgtest"
 	"socnet/internal/stack"
 )
@@ -28,17 +29,56 @@ import (
 // It asserts no acknowledged row is lost; the times are printed, not
 // asserted.
 func TestHostLossUnavailability(t *testing.T) {
-	runs, _ := strconv.Atoi(os.Getenv("SOCNET_PATRONI_HOSTLOSS_RUNS"))
+	measureUnavailability(t, "SOCNET_PATRONI_HOSTLOSS_RUNS", "host loss", []namedTiming{
+		{"fast", patroni.FastTiming}, {"default", patroni.DefaultTiming},
+	}, func(t *testing.T, f *engineFixture, leader string) (time.Time, func()) {
+		return f.killHost(t, "main", leader), func() { f.eng.Hold(leader, false) }
+	})
+}
+
+// TestCrashUnavailability measures the same after the leader's postmaster
+// alone is SIGKILLed, its agent alive: restarted in place (Patroni's
+// primary_start_timeout 300) against failed over at once (0, CrashFailover):
+//
+//	SOCNET_PATRONI_CRASH_RUNS=5 go test ./internal/patroni/ -run TestCrashUnavailability -count=1 -v
+func TestCrashUnavailability(t *testing.T) {
+	inPlace := patroni.FastTiming
+	inPlace.CrashFailover = false
+	failover := patroni.FastTiming
+	failover.CrashFailover = true
+	measureUnavailability(t, "SOCNET_PATRONI_CRASH_RUNS", "postmaster crash", []namedTiming{
+		{"restart-in-place", inPlace}, {"crash-failover", failover},
+	}, func(t *testing.T, f *engineFixture, leader string) (time.Time, func()) {
+		n := nodeOf(f.status(t, "main"), leader)
+		at, err := pgnode.KillServer(n.Pid, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return at, func() {}
+	})
+}
+
+type namedTiming struct {
+	name   string
+	timing patroni.Timing
+}
+
+// measureUnavailability runs, for each timing on a fresh main cluster, as
+// many faults as the environment variable env asks for (it skips the test
+// when none), each under a writer, and logs how long writes stayed
+// unavailable; it asserts that no acknowledged row is lost. fault makes
+// the fault on the leader and returns its time and what undoes it once
+// writes are back.
+func measureUnavailability(t *testing.T, env, what string, timings []namedTiming,
+	fault func(t *testing.T, f *engineFixture, leader string) (time.Time, func())) {
+	runs, _ := strconv.Atoi(os.Getenv(env))
 	if runs <= 0 {
-		t.Skip("set SOCNET_PATRONI_HOSTLOSS_RUNS=N to measure N host losses per timing")
+		t.Skipf("set %s=N to measure N faults (%s) per timing", env, what)
 	}
 	requireBinaries(t)
-	for _, tc := range []struct {
-		name   string
-		timing patroni.Timing
-	}{{"fast", patroni.FastTiming}, {"default", patroni.DefaultTiming}} {
+	for _, tc := range timings {
 		t.Run(tc.name, func(t *testing.T) {
-			base, err := os.MkdirTemp("", "patroni-hostloss-")
+			base, err := os.MkdirTemp("", "patroni-unavailability-")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -67,16 +107,18 @@ func TestHostLossUnavailability(t *testing.T) {
 				leader, syncStandby := f.settled(t)
 				f.waitSyncKey(t, "main", syncStandby)
 				w := f.startWriter(t)
-				at := f.killHost(t, "main", leader)
+				at, undo := fault(t, f, leader)
 				back := w.waitAfter(t, at, 5*time.Minute)
 				n := w.checkNoneLost(t)
-				f.eng.Hold(leader, false)
+				undo()
 				took = append(took, back)
-				t.Logf("%s run %d: leader %s lost, writes back after %v; %d rows acknowledged, none lost", tc.name, i+1, leader, back.Round(time.Millisecond), n)
+				now, _ := f.settled(t)
+				t.Logf("%s run %d: %s of leader %s, writes back after %v, leader now %s; %d rows acknowledged, none lost",
+					tc.name, i+1, what, leader, back.Round(time.Millisecond), now, n)
 			}
 			slices.Sort(took)
-			t.Logf("%s timing %+v: write unavailability over %d host losses: min %v, median %v, max %v",
-				tc.name, tc.timing, runs, took[0].Round(time.Millisecond), took[len(took)/2].Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond))
+			t.Logf("%s timing %+v: write unavailability over %d faults (%s): min %v, median %v, max %v",
+				tc.name, tc.timing, runs, what, took[0].Round(time.Millisecond), took[len(took)/2].Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond))
 		})
 	}
 }

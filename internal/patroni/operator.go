@@ -111,8 +111,11 @@ func (e *Engine) StartCluster(ctx context.Context, clusterName string) (cluster.
 		return cluster.Outcome{}, &cluster.RefusedError{Op: "start", Reason: fmt.Sprintf("%s runs (it was not stopped)", clusterName)}
 	}
 	start := time.Now()
+	// The agents stay held while upCluster starts them in order (the last
+	// leader first): supervision would otherwise start the others at once.
+	err = e.upCluster(ctx, s)
 	e.holdCluster(s, false)
-	if err := e.upCluster(ctx, s); err != nil {
+	if err != nil {
 		return cluster.Outcome{}, fmt.Errorf("start %s: %w", clusterName, err)
 	}
 	return cluster.Outcome{Message: fmt.Sprintf("start: %s up in %d ms", clusterName, time.Since(start).Milliseconds())}, nil

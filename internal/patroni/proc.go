@@ -32,6 +32,19 @@ func (p *Process) Pid() int { return p.cmd.Process.Pid }
 // Done is closed when the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
 
+// running reports whether p was started and has not exited; false for nil.
+func (p *Process) running() bool {
+	if p == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
 // Kill sends SIGKILL: the host-loss fault.
 func (p *Process) Kill() error {
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
