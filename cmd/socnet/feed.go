@@ -90,24 +90,19 @@ func (o feedOptions) config(e *env, db *dbroute.DB, rdb redis.UniversalClient, r
 }
 
 // feedStores returns the API's post and friend stores: the SQL feed when
-// no Redis is configured, else the feed served from Redis timelines. The
-// returned close releases the Redis client.
-func feedStores(e *env, o feedOptions, db *dbroute.DB, reg prometheus.Registerer) (social.PostStore, social.FriendStore, func(), error) {
+// rdb (the client of the feed's Redis) is nil, else the feed served from
+// Redis timelines.
+func feedStores(e *env, o feedOptions, db *dbroute.DB, rdb *redis.Client, reg prometheus.Registerer) (social.PostStore, social.FriendStore, error) {
 	posts, friends := postgres.NewPostStore(db), postgres.NewFriendStore(db)
-	if o.RedisAddr == "" {
-		return posts, friends, func() {}, nil
-	}
-	rdb, err := o.redisClient()
-	if err != nil {
-		return nil, nil, nil, err
+	if rdb == nil {
+		return posts, friends, nil
 	}
 	reader, err := feed.NewReader(o.config(e, db, rdb, reg))
 	if err != nil {
-		rdb.Close()
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	e.log.Info("feed served from Redis timelines", "redis", o.RedisAddr)
-	return feed.NewPostStore(posts, reader), feed.NewFriendStore(friends, reader), func() { rdb.Close() }, nil
+	return feed.NewPostStore(posts, reader), feed.NewFriendStore(friends, reader), nil
 }
 
 // cmdFeed runs the feed's subcommands.

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 
 	"socnet/internal/auth"
 	"socnet/internal/counter"
@@ -151,11 +152,21 @@ func serve(ctx context.Context, e *env, c serveConfig) error {
 		go reportRouting(rctx, e.log, db, c.RoutingFile, time.Second)
 	}
 
-	posts, friends, closeFeed, err := feedStores(e, c.Feed, db, reg)
+	// The feed's Redis also holds the login and registration limits, so
+	// that API servers behind one balancer share them.
+	var rdb *redis.Client
+	limits := c.Limits
+	if c.Feed.RedisAddr != "" {
+		if rdb, err = c.Feed.redisClient(); err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		defer rdb.Close()
+		limits.Shared = rdb
+	}
+	posts, friends, err := feedStores(e, c.Feed, db, rdb, reg)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	defer closeFeed()
 	dialogs := postgres.NewDialogStore(db)
 	counterOpts, err := counterClientOptions(e, c.ServiceKey)
 	if err != nil {
@@ -173,7 +184,7 @@ func serve(ctx context.Context, e *env, c serveConfig) error {
 		Tokens:   auth.NewTokens(key, c.TokenTTL, nil),
 		Registry: reg,
 		Hasher:   auth.Hasher{Cost: c.BcryptCost},
-		Limits:   c.Limits,
+		Limits:   limits,
 		// The deadline of reads; writes have their own, WriteTimeout.
 		RequestTimeout: c.RequestTimeout,
 	})

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -14,7 +15,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"socnet/internal/feed/feedtest"
 	"socnet/internal/httpapi"
+	"socnet/internal/pgtest"
 	"socnet/internal/social"
 )
 
@@ -208,5 +211,92 @@ func TestOversizedBodyGets413(t *testing.T) {
 				t.Errorf("body %+v, %v; want kind too_large, code 4130", got, err)
 			}
 		})
+	}
+}
+
+// TestLimitsSharedAcrossServers: two API servers over one Redis spend from
+// one bucket per address and one per user, as they do behind a balancer;
+// each server's own buckets take over while Redis is down.
+func TestLimitsSharedAcrossServers(t *testing.T) {
+	rds := feedtest.MustRedis(t)
+	rdb := rds.Client(t)
+	dsn := pgtest.MustDatabase(t)
+	limits := httpapi.Limits{
+		// Rates low enough that nothing refills during the test.
+		PerAddr:        httpapi.RateLimit{Rate: 0.001, Burst: 4},
+		PerUser:        httpapi.RateLimit{Rate: 0.001, Burst: 3},
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		Shared:         rdb,
+	}
+	servers := make([]*env, 2)
+	for i := range servers {
+		servers[i] = mustEnvWith(t, envOptions{dsn: dsn, wrap: func(d *httpapi.Deps) { d.Limits = limits }})
+	}
+	var out struct {
+		UserID string `json:"user_id"`
+	}
+	// One address, alternating servers: the address's burst (4) in all,
+	// not 4 per server.
+	var got []int
+	for i := range 6 {
+		r := servers[i%2].do(t, request{method: "POST", path: "/user/register", body: validUser(fmt.Sprintf("Shared%c", 'a'+i), "P"), header: from("203.0.113.7")})
+		got = append(got, r.Status)
+		if r.Status == 200 {
+			r.json(t, &out)
+		}
+	}
+	if diff := cmp.Diff([]int{200, 200, 200, 200, 429, 429}, got); diff != "" {
+		t.Errorf("registrations from one address over two servers (-want +got):\n%s", diff)
+	}
+	victim := out.UserID
+
+	// One user, from a new address each time, alternating servers: the
+	// user's burst (3) in all. Wrong passwords, so 401 until limited.
+	got = nil
+	for i := range 5 {
+		got = append(got, servers[i%2].do(t, loginAs(victim, fmt.Sprintf("guess-%d", i), fmt.Sprintf("198.51.100.%d", 10+i))).Status)
+	}
+	if diff := cmp.Diff([]int{401, 401, 401, 429, 429}, got); diff != "" {
+		t.Errorf("guesses at one user over two servers (-want +got):\n%s", diff)
+	}
+	n, err := rdb.Exists(context.Background(), "ratelimit:v1:user:"+victim).Result()
+	if err != nil || n != 1 {
+		t.Errorf("the user's bucket in Redis: exists=%d err=%v", n, err)
+	}
+
+	// Redis down: each server limits alone, with buckets of its own
+	// (full at first): a fresh user gets its burst per server, no more.
+	servers[0].do(t, request{method: "POST", path: "/user/register", body: validUser("Later", "P"), header: from("198.51.100.2")}).
+		wantStatus(t, 200).json(t, &out)
+	later := out.UserID
+	rds.Kill(t)
+	for _, s := range servers {
+		for i := range 3 {
+			s.do(t, loginAs(later, fmt.Sprintf("g-%d", i), fmt.Sprintf("192.0.2.%d", 10+i))).wantStatus(t, 401)
+		}
+		s.do(t, loginAs(later, "g-x", "192.0.2.99")).wantStatus(t, 429)
+	}
+}
+
+// TestSharedBucketRefills: a shared bucket refills at its rate by Redis's
+// clock, and expires from Redis once it would be full again.
+func TestSharedBucketRefills(t *testing.T) {
+	rdb := feedtest.MustRedis(t).Client(t)
+	e := mustEnvWith(t, envOptions{wrap: func(d *httpapi.Deps) {
+		d.Limits = httpapi.Limits{PerAddr: httpapi.RateLimit{Rate: 10, Burst: 1}, Shared: rdb,
+			TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
+	}})
+	register := func(first string) reply {
+		return e.do(t, request{method: "POST", path: "/user/register", body: validUser(first, "P"), header: from("203.0.113.9")})
+	}
+	register("Ra").wantStatus(t, 200)
+	if got := register("Rb").wantStatus(t, 429).Header.Get("Retry-After"); got != "1" {
+		t.Errorf("Retry-After %q, want 1 (a token back within 100 ms)", got)
+	}
+	time.Sleep(200 * time.Millisecond) // two tokens' worth; the burst holds one
+	register("Rc").wantStatus(t, 200)
+	ttl, err := rdb.PTTL(context.Background(), "ratelimit:v1:addr:203.0.113.9").Result()
+	if err != nil || ttl <= 0 || ttl > 2*time.Second {
+		t.Errorf("the bucket's expiry: %v (%v), want within the time to refill plus a second", ttl, err)
 	}
 }

@@ -1,8 +1,10 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
@@ -10,7 +12,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"socnet/internal/social"
 )
@@ -54,6 +59,14 @@ type Limits struct {
 	// headers name the client. Empty: the headers are ignored and the
 	// client is the TCP peer.
 	TrustedProxies []netip.Prefix
+	// Shared, when set, keeps the buckets in that Redis, so that every API
+	// server using it spends from one bucket per client address and one
+	// per user: behind a balancer, servers with buckets of their own would
+	// each allow the whole budget. While Redis does not answer, each server
+	// falls back to its own buckets, so the limits hold per server and are
+	// never off. MaxKeys does not apply there: a Redis bucket expires once
+	// it would be full again.
+	Shared redis.Scripter
 }
 
 // ParseTrustedProxies parses a comma- or space-separated list of CIDRs or
@@ -141,14 +154,22 @@ func (l *limiter) take(key string) (bool, time.Duration) {
 type authLimits struct {
 	addr, user *limiter
 	trusted    []netip.Prefix
+	shared     *sharedBuckets
 }
 
-func newAuthLimits(l Limits, now func() time.Time) *authLimits {
-	return &authLimits{
+func newAuthLimits(l Limits, now func() time.Time, log *slog.Logger) *authLimits {
+	a := &authLimits{
 		addr:    newLimiter(l.PerAddr, l.MaxKeys, now),
 		user:    newLimiter(l.PerUser, l.MaxKeys, now),
 		trusted: l.TrustedProxies,
 	}
+	if l.Shared != nil {
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		a.shared = &sharedBuckets{rdb: l.Shared, log: log}
+	}
+	return a
 }
 
 // allow spends a token of r's client address and, when userID is not
@@ -156,16 +177,95 @@ func newAuthLimits(l Limits, now func() time.Time) *authLimits {
 // spent. The address is checked first, so that one client's flood does not
 // also lock its targets out.
 func (a *authLimits) allow(r *http.Request, userID string) error {
-	if ok, wait := a.addr.take(addrKey(clientAddr(r, a.trusted))); !ok {
+	if ok, wait := a.take(r.Context(), "addr", a.addr, addrKey(clientAddr(r, a.trusted))); !ok {
 		return &retryLater{after: wait, err: social.Errorf(social.ETOOMANY, "too many attempts from your address; retry later")}
 	}
 	if userID == "" {
 		return nil
 	}
-	if ok, wait := a.user.take(userID); !ok {
+	if ok, wait := a.take(r.Context(), "user", a.user, userID); !ok {
 		return &retryLater{after: wait, err: social.Errorf(social.ETOOMANY, "too many login attempts for this user; retry later")}
 	}
 	return nil
+}
+
+// take spends a token of key in the shared bucket of that kind when there
+// is one and Redis answers, else in this server's own (l).
+func (a *authLimits) take(ctx context.Context, kind string, l *limiter, key string) (bool, time.Duration) {
+	if l == nil {
+		return true, 0
+	}
+	if a.shared != nil {
+		if ok, wait, err := a.shared.take(ctx, kind, l.limit, key); err == nil {
+			return ok, wait
+		}
+	}
+	return l.take(key)
+}
+
+// sharedBuckets are token buckets in Redis, one hash per key (tokens, and
+// the time of the last take in microseconds of Redis's clock, which every
+// server shares), updated by one script so that concurrent takes from
+// several servers never spend a token twice.
+type sharedBuckets struct {
+	rdb redis.Scripter
+	log *slog.Logger
+	// warned is when the last failure was logged (Unix nanoseconds), so
+	// that an outage logs a line per sharedWarnEvery, not per request.
+	warned atomic.Int64
+}
+
+// sharedKeyPrefix names the buckets' keys in Redis: ratelimit:v1:KIND:KEY.
+const sharedKeyPrefix = "ratelimit:v1:"
+
+// sharedWarnEvery bounds how often a Redis failure of the limits is logged.
+const sharedWarnEvery = 10 * time.Second
+
+var takeScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'last')
+local tokens = tonumber(b[1])
+local last = tonumber(b[2])
+if tokens == nil or last == nil then
+  tokens = burst
+  last = now
+end
+if now > last then
+  tokens = math.min(burst, tokens + (now - last) / 1000000 * rate)
+end
+local allowed = 0
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+else
+  wait = math.ceil((1 - tokens) / rate * 1000)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'last', tostring(math.max(now, last)))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
+return {allowed, wait}
+`)
+
+// take spends a token of key's bucket of kind under limit l; it returns
+// Redis's error, after logging it (at most every sharedWarnEvery), when
+// the bucket could not be read.
+func (s *sharedBuckets) take(ctx context.Context, kind string, l RateLimit, key string) (bool, time.Duration, error) {
+	res, err := takeScript.Run(ctx, s.rdb, []string{sharedKeyPrefix + kind + ":" + key},
+		strconv.FormatFloat(l.Rate, 'g', -1, 64), max(1, l.Burst)).Int64Slice()
+	if err == nil && len(res) != 2 {
+		err = fmt.Errorf("rate limit script returned %d values, want 2", len(res))
+	}
+	if err != nil {
+		now := time.Now().UnixNano()
+		if last := s.warned.Load(); now-last >= int64(sharedWarnEvery) && s.warned.CompareAndSwap(last, now) {
+			s.log.Warn("shared rate limits unavailable: this server limits with its own buckets", "err", err)
+		}
+		return false, 0, err
+	}
+	return res[0] == 1, time.Duration(res[1]) * time.Millisecond, nil
 }
 
 // retryLater is an error the client may retry after a while, which the

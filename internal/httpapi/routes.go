@@ -1,11 +1,14 @@
 package httpapi
 
-import "net/http"
+import (
+	"log/slog"
+	"net/http"
+)
 
 // addRoutes lists the whole API.
-func addRoutes(mux *routeTable, deps Deps) {
+func addRoutes(mux *routeTable, deps Deps, log *slog.Logger) {
 	bearer := func(h http.Handler) http.Handler { return requireUser(deps.Tokens, h) }
-	limits := newAuthLimits(deps.Limits, deps.Now)
+	limits := newAuthLimits(deps.Limits, deps.Now, log)
 
 	mux.Handle("POST /user/register", handleUserRegister(deps.Users, deps.Hasher, limits, deps.Now))
 	mux.Handle("POST /login", handleLogin(deps.Users, deps.Hasher, deps.Tokens, limits))

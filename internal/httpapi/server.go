@@ -48,7 +48,7 @@ func NewServer(log *slog.Logger, deps Deps) http.Handler {
 		deps.Now = time.Now
 	}
 	routes := newRouteTable()
-	addRoutes(routes, deps)
+	addRoutes(routes, deps, log)
 	var h http.Handler = routes.mux
 	h = recoverPanics(h)
 	h = observe(log, newMetrics(deps.Registry), routes, h)
