@@ -397,6 +397,21 @@ func TestUpOnHosts(t *testing.T) {
 	}
 	up2.stop(t)
 	t.Log("up restarted after the SIGKILL, served, and stopped")
+	// The stopped home's status names the nodes' hosts, not loopback.
+	for _, cl := range mustStatus(t, home, getenv).Clusters {
+		for _, n := range cl.Nodes {
+			if n.Netns == "" || !strings.HasPrefix(n.Host, "10.213.") {
+				t.Errorf("stopped home: node %s at host %q, netns %q; want its host's", n.Name, n.Host, n.Netns)
+			}
+		}
+	}
+	// An operator command on the stopped home cannot start its nodes on
+	// loopback (they admit the hosts' network only): it says what to do.
+	var out, errOut syncBuffer
+	err := run(context.Background(), []string{"socnet", "cluster", "start", "--home", home, "counter"}, getenv, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "--hosts netns") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("cluster start on a stopped hosts home: %v, want a one-line refusal naming --hosts netns", err)
+	}
 	if left := hostsLeft(t, home); len(left) > 0 {
 		t.Errorf("after up stopped, these remain: %v", left)
 	}

@@ -176,6 +176,24 @@ func upHosts(ctx context.Context, h Home, eng Engine, log *slog.Logger) (*Hosts,
 	return hosts, down, nil
 }
 
+// placeAsPlanned places the engine of a stopped home that last ran on hosts
+// of its own on the hosts as planned (netns.Plan: the names, and the
+// subnet the next `up` prefers and almost always gets), so that its status
+// names the nodes' hosts rather than the machine's loopback. It creates
+// nothing.
+func placeAsPlanned(h Home, eng Engine) {
+	he, ok := eng.(HostedEngine)
+	if !ok {
+		return
+	}
+	if info, err := ReadInfo(h); err != nil || info.Hosts != HostsNetns {
+		return
+	}
+	if n, err := netns.Plan(h.Dir, append(he.HostNames(), serviceHosts()...)); err == nil {
+		he.Place(&Hosts{net: n})
+	}
+}
+
 // hostsRecord is the hosts mode as stack.json records it.
 func hostsRecord(mode string) string {
 	if mode == HostsNetns {

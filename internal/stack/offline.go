@@ -25,6 +25,12 @@ func Offline(ctx context.Context, h Home, eng Engine, op Op, notice io.Writer) (
 		return cluster.Outcome{}, fmt.Errorf("%s is in use by another socnet process whose control socket does not answer: %w", h.Dir, err)
 	}
 	defer unlock()
+	if info, err := ReadInfo(h); err == nil && info.Hosts == HostsNetns {
+		// Its nodes admit logins from the hosts' network only, and
+		// Patroni's etcd members live on hosts: neither works on loopback.
+		return cluster.Outcome{}, fmt.Errorf("%s runs on hosts of its own and none is up: start it with `socnet up --hosts %s --home %s`, then act on it",
+			h.Dir, HostsNetns, h.Dir)
+	}
 	names := eng.Clusters()
 	if len(names) == 0 {
 		return cluster.Outcome{}, fmt.Errorf("no clusters in %s: create them with `socnet up --home %s`", h.Dir, h.Dir)

@@ -66,6 +66,7 @@ func ReadStatus(ctx context.Context, h Home, open func() (Engine, error)) (Statu
 		if err != nil {
 			return doc, fmt.Errorf("status: %w", err)
 		}
+		placeAsPlanned(h, eng)
 		sts, err := eng.Status(ctx)
 		if err != nil {
 			return doc, fmt.Errorf("status: %w", err)
