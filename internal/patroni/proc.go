@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -122,6 +123,10 @@ type EtcdSpec struct {
 	// Command makes the member's command (on its host); nil runs it
 	// directly.
 	Command func(name string, args ...string) *exec.Cmd
+	// TLS, when set, makes the member speak https to clients and peers
+	// and admit only those with a certificate signed by TLS.CA; nil
+	// means plain http without authentication.
+	TLS *EtcdTLS
 }
 
 // LogPath is where etcd's output goes.
@@ -149,9 +154,20 @@ func (e EtcdSpec) name() string {
 // Endpoint is the client endpoint, host:port, for Spec.Etcd.
 func (e EtcdSpec) Endpoint() string { return net.JoinHostPort(e.addr(), strconv.Itoa(e.ClientPort)) }
 
+// scheme is https with TLS, else http.
+func (e EtcdSpec) scheme() string {
+	if e.TLS != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// ClientURL is the member's client URL.
+func (e EtcdSpec) ClientURL() string { return e.scheme() + "://" + e.Endpoint() }
+
 // PeerURL is the member's peer URL.
 func (e EtcdSpec) PeerURL() string {
-	return "http://" + net.JoinHostPort(e.addr(), strconv.Itoa(e.PeerPort))
+	return e.scheme() + "://" + net.JoinHostPort(e.addr(), strconv.Itoa(e.PeerPort))
 }
 
 // StartEtcd starts etcd with only its v3 API and waits until it answers.
@@ -181,7 +197,7 @@ func startEtcd(logger *slog.Logger, e EtcdSpec) (*Process, error) {
 	if err := os.MkdirAll(e.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("start etcd: %w", err)
 	}
-	client := "http://" + e.Endpoint()
+	client := e.ClientURL()
 	peer := e.PeerURL()
 	initial := e.Cluster
 	if initial == nil {
@@ -194,6 +210,11 @@ func startEtcd(logger *slog.Logger, e EtcdSpec) (*Process, error) {
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
 		"--initial-cluster", strings.Join(initial, ","),
 		"--enable-v2=false"}
+	if t := e.TLS; t != nil {
+		args = append(args,
+			"--cert-file", t.Cert, "--key-file", t.Key, "--trusted-ca-file", t.CA, "--client-cert-auth",
+			"--peer-cert-file", t.Cert, "--peer-key-file", t.Key, "--peer-trusted-ca-file", t.CA, "--peer-client-cert-auth")
+	}
 	if e.Cluster != nil {
 		// A member back from a partition asks before it calls an
 		// election, rather than deposing the leader with its higher term.
@@ -211,11 +232,22 @@ func startEtcd(logger *slog.Logger, e EtcdSpec) (*Process, error) {
 	return p, nil
 }
 
-// waitEtcd waits until the member p answers healthy.
+// waitEtcd waits until the member p answers healthy, over TLS with the
+// client certificate when e.TLS is set.
 func waitEtcd(ctx context.Context, e EtcdSpec, p *Process) error {
-	client := "http://" + e.Endpoint()
+	hc := http.DefaultClient
+	if e.TLS != nil {
+		cfg, err := ClientTLSConfig(e.TLS.Client)
+		if err != nil {
+			return fmt.Errorf("start etcd: %w", err)
+		}
+		tr := &http.Transport{TLSClientConfig: cfg}
+		defer tr.CloseIdleConnections()
+		hc = &http.Client{Transport: tr}
+	}
+	client := e.ClientURL()
 	err := waitFor(ctx, 60*time.Second, p, func() bool {
-		st, err := httpGet(ctx, client+"/health")
+		st, err := httpGet(ctx, hc, client+"/health")
 		return err == nil && st == 200
 	})
 	if err != nil {
