@@ -45,8 +45,10 @@ func (e *Engine) EtcdMembers() []EtcdSpec { return e.etcd }
 // StartEtcdOnly does what Up does for etcd alone: its certificates, then
 // its members; Stop stops them.
 func (e *Engine) StartEtcdOnly(ctx context.Context) error {
-	if err := os.MkdirAll(e.dir, 0o700); err != nil {
-		return err
+	for _, d := range []string{e.dir, e.cfg.Home.Logs()} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
 	}
 	if err := saveState(e.dir, e.st); err != nil {
 		return err

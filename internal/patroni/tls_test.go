@@ -17,9 +17,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"socnet/internal/patroni"
 	"socnet/internal/pgnode"
@@ -471,4 +474,157 @@ func tail(b []byte, n int) []byte {
 		return b[len(b)-n:]
 	}
 	return b
+}
+
+// TestEngineEtcdTLSByHome checks which homes get etcd with TLS: a new one
+// does, and keeps it on resume with the same CA; one whose etcd data was
+// made over plain http before keeps http, with a warning.
+func TestEngineEtcdTLSByHome(t *testing.T) {
+	requireBinaries(t)
+	ctx := context.Background()
+	newEngine := func(t *testing.T, h stack.Home, log *bytes.Buffer) *patroni.Engine {
+		t.Helper()
+		e, err := patroni.NewEngine(patroni.EngineConfig{Home: h, BinDir: "/nonexistent",
+			Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: log}, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	stop := func(t *testing.T, e *patroni.Engine) {
+		sctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if err := e.Stop(sctx); err != nil {
+			t.Error(err)
+		}
+	}
+	health := func(t *testing.T, h stack.Home, e *patroni.Engine) string {
+		t.Helper()
+		hc, scheme, err := patroni.EtcdHTTPClient(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := hc.Get(scheme + "://" + e.EtcdMembers()[0].Endpoint() + "/health")
+		if err != nil {
+			t.Fatalf("etcd health over %s: %v", scheme, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("etcd health over %s: status %d", scheme, resp.StatusCode)
+		}
+		return scheme
+	}
+
+	t.Run("new home", func(t *testing.T) {
+		h := newHome(t)
+		var log bytes.Buffer
+		e := newEngine(t, h, &log)
+		cfg := e.AgentConfig("main-1").Etcd3
+		tlsDir := filepath.Join(h.Path("patroni"), "tls")
+		want := patroni.Etcd3{Hosts: cfg.Hosts, Protocol: "https", CACert: filepath.Join(tlsDir, "ca.crt"),
+			Cert: filepath.Join(tlsDir, "client.crt"), Key: filepath.Join(tlsDir, "client.key")}
+		if d := cmp.Diff(want, cfg); d != "" {
+			t.Errorf("agent's etcd3 (-want +got):\n%s", d)
+		}
+		if !e.EtcdTLSOn() {
+			t.Fatal("a new home's etcd is not on TLS")
+		}
+		if err := e.StartEtcdOnly(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if s := health(t, h, e); s != "https" {
+			t.Errorf("scheme %s, want https", s)
+		}
+		stop(t, e)
+		ca, err := os.ReadFile(filepath.Join(tlsDir, "ca.crt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Resumed: still TLS, with the same CA.
+		e = newEngine(t, h, &log)
+		if !e.EtcdTLSOn() {
+			t.Fatal("a resumed home's etcd is not on TLS")
+		}
+		if err := e.StartEtcdOnly(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer stop(t, e)
+		health(t, h, e)
+		if again, _ := os.ReadFile(filepath.Join(tlsDir, "ca.crt")); !bytes.Equal(ca, again) {
+			t.Error("the CA changed on resume")
+		}
+	})
+
+	t.Run("home made over http", func(t *testing.T) {
+		h := newHome(t)
+		dir := h.Path("patroni")
+		// An etcd as engines before TLS made it, with a key in it.
+		old := patroni.EtcdSpec{Dir: filepath.Join(dir, "etcd"), ClientPort: freePort(t), PeerPort: freePort(t)}
+		p, err := patroni.StartEtcd(ctx, slog.New(slog.DiscardHandler), old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		put := func() error {
+			resp, err := http.Post(old.ClientURL()+"/v3/kv/put", "application/json", strings.NewReader(`{"key":"a2V5","value":"b2xk"}`))
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			return nil
+		}
+		if err := put(); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Stop(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		state := fmt.Sprintf(`{"version":1,"etcd_client_port":%d,"etcd_peer_port":%d}`, old.ClientPort, old.PeerPort)
+		if err := os.WriteFile(filepath.Join(dir, "state.json"), []byte(state), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var log bytes.Buffer
+		e := newEngine(t, h, &log)
+		if e.EtcdTLSOn() || e.AgentConfig("main-1").Etcd3.Protocol != "" {
+			t.Fatalf("a home made over http: TLS %v, agent's etcd3 %+v; want plain http", e.EtcdTLSOn(), e.AgentConfig("main-1").Etcd3)
+		}
+		if err := e.StartEtcdOnly(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer stop(t, e)
+		if s := health(t, h, e); s != "http" {
+			t.Errorf("scheme %s, want http", s)
+		}
+		resp, err := http.Post(old.ClientURL()+"/v3/kv/range", "application/json", strings.NewReader(`{"key":"a2V5"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct {
+			Kvs []struct {
+				Value string `json:"value"`
+			} `json:"kvs"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		if err != nil || len(got.Kvs) != 1 || got.Kvs[0].Value != "b2xk" {
+			t.Errorf("the old etcd's key after resume: %+v (%v), want it kept", got, err)
+		}
+		if !strings.Contains(log.String(), "without TLS") {
+			t.Errorf("no warning about plain http in the engine's log:\n%s", log.String())
+		}
+		if _, err := os.Stat(filepath.Join(dir, "tls")); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("tls/ made for a home that keeps http: %v", err)
+		}
+	})
+}
+
+// lockedWriter serialises writes to w: the engine logs from goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
