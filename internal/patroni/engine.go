@@ -217,6 +217,9 @@ func (e *Engine) build() error {
 	if e.hosts == nil {
 		e.etcd = []EtcdSpec{{Dir: filepath.Join(e.dir, "etcd"), ClientPort: e.st.EtcdClientPort,
 			PeerPort: e.st.EtcdPeerPort, Log: e.cfg.Home.Log("etcd")}}
+		if e.etcdTLS {
+			e.etcd[0].TLS = e.tls.member(e.etcd[0].name())
+		}
 	} else {
 		// Every member has its own address, so they share the ports.
 		e.etcd = nil
@@ -224,6 +227,9 @@ func (e *Engine) build() error {
 		for _, h := range etcdHosts {
 			m := EtcdSpec{Name: h, Host: e.hosts.Addr(h), Dir: filepath.Join(e.dir, h),
 				ClientPort: e.st.EtcdClientPort, PeerPort: e.st.EtcdPeerPort, Log: e.cfg.Home.Log(h)}
+			if e.etcdTLS {
+				m.TLS = e.tls.member(h) // before PeerURL, whose scheme it sets
+			}
 			hosts, host := e.hosts, h
 			m.Command = func(name string, args ...string) *exec.Cmd { return hosts.Command(host, name, args...) }
 			peers = append(peers, h+"="+m.PeerURL())
@@ -239,11 +245,8 @@ func (e *Engine) build() error {
 		c := e.tls.client()
 		clientTLS = &c
 	}
-	for i := range e.etcd {
-		if e.etcdTLS {
-			e.etcd[i].TLS = e.tls.member(e.etcd[i].name())
-		}
-		endpoints = append(endpoints, e.etcd[i].Endpoint())
+	for _, m := range e.etcd {
+		endpoints = append(endpoints, m.Endpoint())
 	}
 	rest := e.sec.REST
 	e.specs = nil
