@@ -473,6 +473,23 @@ func TestEngine(t *testing.T) {
 			t.Fatalf("etcd with the home's client certificate: %v", err)
 		}
 		resp.Body.Close()
+		// The agent runs with the sitecustomize that keeps urllib3 on the
+		// standard library's ssl (agentSiteCustomize).
+		pid := nodeOf(f.status(t, "main"), "main-1").AgentPid
+		if pid == nil {
+			t.Fatal("main-1 has no agent pid")
+		}
+		environ, err := os.ReadFile("/proc/" + strconv.Itoa(*pid) + "/environ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pyPath := home.Path("patroni/main/main-1/python")
+		if !slices.Contains(strings.Split(string(environ), "\x00"), "PYTHONPATH="+pyPath) {
+			t.Errorf("main-1's agent runs without PYTHONPATH=%s", pyPath)
+		}
+		if b, err := os.ReadFile(filepath.Join(pyPath, "sitecustomize.py")); err != nil || !strings.Contains(string(b), "inject_into_urllib3 = lambda: None") {
+			t.Errorf("sitecustomize.py: %v, want the one that disables pyOpenSSL's injection", err)
+		}
 		// The same CA trusted, no certificate presented: refused.
 		noCert := hc.Transport.(*http.Transport).Clone()
 		noCert.TLSClientConfig.Certificates = nil

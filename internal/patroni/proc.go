@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"socnet/internal/pgnode"
+	"socnet/internal/stack"
 )
 
 // Process is a child process socnet started: etcd or a Patroni agent.
@@ -87,7 +88,11 @@ func start(name, logPath, osUser string, cmd *exec.Cmd) (*Process, error) {
 		}
 		if acct != nil {
 			cmd.SysProcAttr.Credential = acct.Credential()
-			cmd.Env = append(os.Environ(), "HOME="+acct.Home(), "USER="+osUser, "LOGNAME="+osUser)
+			env := cmd.Env
+			if env == nil {
+				env = os.Environ()
+			}
+			cmd.Env = append(env, "HOME="+acct.Home(), "USER="+osUser, "LOGNAME="+osUser)
 		}
 	}
 	if err := cmd.Start(); err != nil {
@@ -282,6 +287,10 @@ func startAgent(logger *slog.Logger, n NodeSpec, cfg Config, osUser string, onHo
 	if err := WriteConfig(n.ConfigPath(), cfg); err != nil {
 		return nil, err
 	}
+	env, err := agentEnv(n, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("start patroni %s: %w", n.Name, err)
+	}
 	logPath := n.LogPath()
 	var acct *pgnode.Account
 	if osUser != "" {
@@ -302,9 +311,13 @@ func startAgent(logger *slog.Logger, n NodeSpec, cfg Config, osUser string, onHo
 	var p *Process
 	switch {
 	case onHost == nil:
-		p, err = start("patroni "+n.Name, logPath, osUser, exec.Command(path, n.ConfigPath()))
+		cmd := exec.Command(path, n.ConfigPath())
+		cmd.Env = env
+		p, err = start("patroni "+n.Name, logPath, osUser, cmd)
 	case acct == nil:
-		p, err = start("patroni "+n.Name, logPath, "", onHost(path, n.ConfigPath()))
+		cmd := onHost(path, n.ConfigPath())
+		cmd.Env = env
+		p, err = start("patroni "+n.Name, logPath, "", cmd)
 	default:
 		c := acct.Credential()
 		groups := "--clear-groups"
@@ -318,7 +331,7 @@ func startAgent(logger *slog.Logger, n NodeSpec, cfg Config, osUser string, onHo
 		cmd := onHost("setpriv", "--reuid="+strconv.FormatUint(uint64(c.Uid), 10),
 			"--regid="+strconv.FormatUint(uint64(c.Gid), 10), groups, "--pdeathsig=keep", "--",
 			path, n.ConfigPath())
-		cmd.Env = append(os.Environ(), "HOME="+acct.Home(), "USER="+osUser, "LOGNAME="+osUser)
+		cmd.Env = append(env, "HOME="+acct.Home(), "USER="+osUser, "LOGNAME="+osUser)
 		p, err = start("patroni "+n.Name, logPath, "", cmd)
 	}
 	if err != nil {
@@ -326,6 +339,48 @@ func startAgent(logger *slog.Logger, n NodeSpec, cfg Config, osUser string, onHo
 	}
 	logger.Info("patroni agent started", "node", n.Name, "pid", p.Pid())
 	return p, nil
+}
+
+// agentSiteCustomize keeps python-etcd from switching urllib3 to pyOpenSSL
+// (it calls urllib3.contrib.pyopenssl.inject_into_urllib3 on import).
+// Over https, Patroni stops its etcd watch by calling
+// sock.shutdown(socket.SHUT_RDWR), which pyOpenSSL's socket does not take:
+// the error is swallowed and the watch is never stopped, so an agent cut
+// off from etcd keeps a stale view in which it still holds the leader key.
+// Patroni 3.0.2 then writes the leader key without a comparison once the
+// cut heals, taking the lead back from the node promoted meanwhile and
+// losing the writes acknowledged there (seen in TestUpOnHostsPatroni).
+// With the standard library's ssl the shutdown works, as over http.
+const agentSiteCustomize = `# Written by socnet: see agentSiteCustomize in internal/patroni/proc.go.
+try:
+    import urllib3.contrib.pyopenssl as _pyopenssl
+    _pyopenssl.inject_into_urllib3 = lambda: None
+except ImportError:
+    pass
+`
+
+// agentEnv is the agent's environment: the current one, and for an agent
+// that reaches etcd over https a PYTHONPATH whose sitecustomize.py (in the
+// node's directory) is agentSiteCustomize.
+func agentEnv(n NodeSpec, cfg Config) ([]string, error) {
+	env := os.Environ()
+	if cfg.Etcd3.Protocol != "https" {
+		return env, nil
+	}
+	dir := filepath.Join(n.Dir, "python")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := stack.WriteFile(filepath.Join(dir, "sitecustomize.py"), []byte(agentSiteCustomize), 0o600); err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(env)+1)
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "PYTHONPATH=") {
+			out = append(out, kv)
+		}
+	}
+	return append(out, "PYTHONPATH="+dir), nil
 }
 
 // PostmasterPid reads the postmaster's pid from the data directory.
