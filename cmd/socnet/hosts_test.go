@@ -25,6 +25,7 @@ import (
 	"socnet/internal/drill"
 	"socnet/internal/haproxy"
 	"socnet/internal/netns"
+	"socnet/internal/patroni"
 	"socnet/internal/stack"
 )
 
@@ -603,6 +604,40 @@ func TestUpOnHostsPatroni(t *testing.T) {
 	if id := c.register("Осип", "Мандельштам", "pw-osip"); id == "" {
 		t.Fatal("no user id from /user/register")
 	}
+	t.Run("etcd admits only the home's certificates", func(t *testing.T) {
+		n, err := netns.Attach(ctx, home)
+		if err != nil {
+			t.Fatal(err)
+		}
+		etcdLeaderHost(t, home, n) // over https with the home's client certificate
+		var st struct {
+			Port int `json:"etcd_client_port"`
+		}
+		mustReadJSON(t, filepath.Join(home, "patroni", "state.json"), &st)
+		h, err := stack.NewHome(home)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hc, _, err := patroni.EtcdHTTPClient(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		noCert := hc.Transport.(*http.Transport).Clone()
+		noCert.TLSClientConfig.Certificates = nil
+		defer noCert.CloseIdleConnections()
+		for _, host := range []string{"etcd-1", "etcd-2", "etcd-3"} {
+			addr, _ := n.Addr(host)
+			base := net.JoinHostPort(addr.String(), strconv.Itoa(st.Port))
+			if resp, err := (&http.Client{Transport: noCert, Timeout: 5 * time.Second}).Get("https://" + base + "/health"); err == nil {
+				resp.Body.Close()
+				t.Errorf("%s answered a client without a certificate: status %d", host, resp.StatusCode)
+			}
+			if resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + base + "/health"); err == nil && resp.StatusCode == http.StatusOK {
+				resp.Body.Close()
+				t.Errorf("%s answered plain http", host)
+			}
+		}
+	})
 
 	type partitionReport struct {
 		OK        bool  `json:"ok"`
@@ -785,12 +820,20 @@ func etcdLeaderHost(t *testing.T, home string, n *netns.Net) string {
 		Port int `json:"etcd_client_port"`
 	}
 	mustReadJSON(t, filepath.Join(home, "patroni", "state.json"), &st)
+	h, err := stack.NewHome(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, scheme, err := patroni.EtcdHTTPClient(h)
+	if err != nil {
+		t.Fatal(err)
+	}
 	leaderOf := func(h string) (bool, error) {
 		addr, ok := n.Addr(h)
 		if !ok {
 			return false, fmt.Errorf("no host %s", h)
 		}
-		resp, err := http.Post("http://"+net.JoinHostPort(addr.String(), strconv.Itoa(st.Port))+"/v3/maintenance/status",
+		resp, err := hc.Post(scheme+"://"+net.JoinHostPort(addr.String(), strconv.Itoa(st.Port))+"/v3/maintenance/status",
 			"application/json", strings.NewReader("{}"))
 		if err != nil {
 			return false, err

@@ -226,15 +226,15 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) (int,
 	return resp.StatusCode, nil
 }
 
-// httpGet returns the status of a GET, for readiness probes.
-func httpGet(ctx context.Context, url string) (int, error) {
+// httpGet returns the status of a GET through hc, for readiness probes.
+func httpGet(ctx context.Context, hc *http.Client, url string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, err
 	}

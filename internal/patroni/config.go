@@ -91,9 +91,12 @@ func (n NodeSpec) ConfigPath() string { return filepath.Join(n.Dir, "patroni.yml
 
 // Spec is a whole cluster.
 type Spec struct {
-	Cluster     string   // Patroni scope
-	BinDir      string   // PostgreSQL server programs
-	Etcd        []string // etcd client endpoints, host:port
+	Cluster string   // Patroni scope
+	BinDir  string   // PostgreSQL server programs
+	Etcd    []string // etcd client endpoints, host:port
+	// EtcdTLS, when set, makes the agents reach etcd over https with this
+	// client certificate; nil means plain http.
+	EtcdTLS     *TLSFiles
 	Superuser   Credential
 	Replication Credential
 	Rewind      Credential
@@ -137,9 +140,14 @@ type RESTAPI struct {
 	Authentication *Credential `json:"authentication,omitempty"`
 }
 
-// Etcd3 points the agent at etcd's v3 API.
+// Etcd3 points the agent at etcd's v3 API, over https with a client
+// certificate when Protocol is https.
 type Etcd3 struct {
-	Hosts []string `json:"hosts"`
+	Hosts    []string `json:"hosts"`
+	Protocol string   `json:"protocol,omitempty"`
+	CACert   string   `json:"cacert,omitempty"`
+	Cert     string   `json:"cert,omitempty"`
+	Key      string   `json:"key,omitempty"`
 }
 
 // Bootstrap is applied once, when the cluster is first initialised.
@@ -205,6 +213,10 @@ func Configs(spec Spec) ([]Config, error) {
 	if clientNet == "" {
 		clientNet = "127.0.0.1/32"
 	}
+	etcd3 := Etcd3{Hosts: spec.Etcd}
+	if t := spec.EtcdTLS; t != nil {
+		etcd3.Protocol, etcd3.CACert, etcd3.Cert, etcd3.Key = "https", t.CA, t.Cert, t.Key
+	}
 	out := make([]Config, 0, len(spec.Nodes))
 	for _, n := range spec.Nodes {
 		if n.Name == "" || n.Port == 0 || n.RESTPort == 0 || n.Dir == "" {
@@ -230,7 +242,7 @@ func Configs(spec Spec) ([]Config, error) {
 			Scope:   spec.Cluster,
 			Name:    n.Name,
 			RESTAPI: RESTAPI{Listen: rest, ConnectAddress: rest, Authentication: spec.REST},
-			Etcd3:   Etcd3{Hosts: spec.Etcd},
+			Etcd3:   etcd3,
 			Bootstrap: Bootstrap{
 				DCS: DCS{
 					TTL: t.TTL, LoopWait: t.LoopWait, RetryTimeout: t.RetryTimeout,

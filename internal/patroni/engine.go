@@ -78,6 +78,10 @@ type Engine struct {
 	// hosts is where the processes run (Place); nil on 127.0.0.1.
 	hosts *stack.Hosts
 	etcd  []EtcdSpec
+	// etcdTLS makes etcd speak mutual TLS with the certificates in tls;
+	// false only for a home whose etcd was made before it did.
+	etcdTLS bool
+	tls     tlsDir
 
 	mu        sync.Mutex
 	st        *engineState
@@ -174,6 +178,10 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	if e.sec, e.newSecrets, err = loadSecrets(e.dir); err != nil {
 		return nil, fmt.Errorf("patroni engine: %w", err)
 	}
+	e.tls = tlsDir(filepath.Join(e.dir, tlsDirName))
+	if e.etcdTLS = e.st.EtcdTLS || !etcdDataExists(e.dir); e.etcdTLS {
+		e.st.EtcdTLS = true
+	}
 	switch {
 	case cfg.Timing != (Timing{}):
 		e.timing = cfg.Timing
@@ -192,12 +200,26 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 // etcdHosts are the hosts of the etcd members on hosts of their own.
 var etcdHosts = []string{"etcd-1", "etcd-2", "etcd-3"}
 
+// etcdDataExists reports whether an etcd member of the home in dir has
+// data: on loopback (etcd/) or on hosts (etcd-N/).
+func etcdDataExists(dir string) bool {
+	for _, d := range append([]string{"etcd"}, etcdHosts...) {
+		if _, err := os.Stat(filepath.Join(dir, d, "data")); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // build makes the etcd members and every node's configuration for where
 // they run: on 127.0.0.1, or on e.hosts.
 func (e *Engine) build() error {
 	if e.hosts == nil {
 		e.etcd = []EtcdSpec{{Dir: filepath.Join(e.dir, "etcd"), ClientPort: e.st.EtcdClientPort,
 			PeerPort: e.st.EtcdPeerPort, Log: e.cfg.Home.Log("etcd")}}
+		if e.etcdTLS {
+			e.etcd[0].TLS = e.tls.member(e.etcd[0].name())
+		}
 	} else {
 		// Every member has its own address, so they share the ports.
 		e.etcd = nil
@@ -205,6 +227,9 @@ func (e *Engine) build() error {
 		for _, h := range etcdHosts {
 			m := EtcdSpec{Name: h, Host: e.hosts.Addr(h), Dir: filepath.Join(e.dir, h),
 				ClientPort: e.st.EtcdClientPort, PeerPort: e.st.EtcdPeerPort, Log: e.cfg.Home.Log(h)}
+			if e.etcdTLS {
+				m.TLS = e.tls.member(h) // before PeerURL, whose scheme it sets
+			}
 			hosts, host := e.hosts, h
 			m.Command = func(name string, args ...string) *exec.Cmd { return hosts.Command(host, name, args...) }
 			peers = append(peers, h+"="+m.PeerURL())
@@ -215,13 +240,18 @@ func (e *Engine) build() error {
 		}
 	}
 	var endpoints []string
+	var clientTLS *TLSFiles
+	if e.etcdTLS {
+		c := e.tls.client()
+		clientTLS = &c
+	}
 	for _, m := range e.etcd {
 		endpoints = append(endpoints, m.Endpoint())
 	}
 	rest := e.sec.REST
 	e.specs = nil
 	for _, s := range e.clusterSpecs {
-		ps := Spec{Cluster: s.Name, BinDir: e.bin, Etcd: endpoints,
+		ps := Spec{Cluster: s.Name, BinDir: e.bin, Etcd: endpoints, EtcdTLS: clientTLS,
 			Superuser: e.sec.Superuser, Replication: e.sec.Replication, Rewind: e.sec.Rewind,
 			REST: &rest, Timing: e.timing, Parameters: s.Settings, ClientNet: e.hosts.ClientNet()}
 		for i, name := range s.NodeNames() {
@@ -420,6 +450,9 @@ func (e *Engine) Up(ctx context.Context) (err error) {
 			_ = e.Stop(sctx)
 		}
 	}()
+	if err := e.prepareEtcdTLS(); err != nil {
+		return fmt.Errorf("patroni engine: %w", err)
+	}
 	if err := e.startEtcd(ctx); err != nil {
 		return fmt.Errorf("patroni engine: %w", err)
 	}
@@ -433,6 +466,21 @@ func (e *Engine) Up(ctx context.Context) (err error) {
 		return fmt.Errorf("patroni engine: %w", err)
 	}
 	return nil
+}
+
+// prepareEtcdTLS makes or checks etcd's certificates (ensureTLS); a home
+// whose etcd was made before etcd spoke TLS keeps plain http, with a
+// warning, because its members' peer URLs are http in etcd's own data.
+func (e *Engine) prepareEtcdTLS() error {
+	if !e.etcdTLS {
+		e.log.Warn("etcd of this home was made without TLS: it keeps plain http without authentication; a new home gets mutual TLS", "home", e.cfg.Home.Dir)
+		return nil
+	}
+	members := make([]tlsMember, len(e.etcd))
+	for i, m := range e.etcd {
+		members[i] = tlsMember{Name: m.name(), Addr: m.addr()}
+	}
+	return ensureTLS(e.log, e.tls, members, e.acct, time.Now())
 }
 
 // startEtcd starts every etcd member, then waits until each answers: a

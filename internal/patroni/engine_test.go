@@ -2,9 +2,11 @@ package patroni_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -443,6 +445,58 @@ func TestEngine(t *testing.T) {
 		}
 		if _, err := conn.Exec(ctx, "CREATE TABLE acked (id bigint PRIMARY KEY)"); err != nil {
 			t.Fatal(err)
+		}
+	})
+
+	t.Run("etcd mutual TLS", func(t *testing.T) {
+		var cfg patroni.Config
+		b, err := os.ReadFile(home.Path("patroni/main/main-1/patroni.yml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Etcd3.Protocol != "https" || cfg.Etcd3.Cert == "" || cfg.Etcd3.Key == "" || cfg.Etcd3.CACert == "" {
+			t.Errorf("main-1's etcd3 %+v: want https with a client certificate", cfg.Etcd3)
+		}
+		hc, scheme, err := patroni.EtcdHTTPClient(home)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if scheme != "https" {
+			t.Fatalf("scheme %s, want https", scheme)
+		}
+		url := "https://" + cfg.Etcd3.Hosts[0] + "/health"
+		resp, err := hc.Get(url)
+		if err != nil {
+			t.Fatalf("etcd with the home's client certificate: %v", err)
+		}
+		resp.Body.Close()
+		// The agent runs with the sitecustomize that keeps urllib3 on the
+		// standard library's ssl (agentSiteCustomize).
+		pid := nodeOf(f.status(t, "main"), "main-1").AgentPid
+		if pid == nil {
+			t.Fatal("main-1 has no agent pid")
+		}
+		environ, err := os.ReadFile("/proc/" + strconv.Itoa(*pid) + "/environ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pyPath := home.Path("patroni/main/main-1/python")
+		if !slices.Contains(strings.Split(string(environ), "\x00"), "PYTHONPATH="+pyPath) {
+			t.Errorf("main-1's agent runs without PYTHONPATH=%s", pyPath)
+		}
+		if b, err := os.ReadFile(filepath.Join(pyPath, "sitecustomize.py")); err != nil || !strings.Contains(string(b), "inject_into_urllib3 = lambda: None") {
+			t.Errorf("sitecustomize.py: %v, want the one that disables pyOpenSSL's injection", err)
+		}
+		// The same CA trusted, no certificate presented: refused.
+		noCert := hc.Transport.(*http.Transport).Clone()
+		noCert.TLSClientConfig.Certificates = nil
+		defer noCert.CloseIdleConnections()
+		if resp, err := (&http.Client{Transport: noCert, Timeout: 5 * time.Second}).Get(url); err == nil {
+			resp.Body.Close()
+			t.Errorf("etcd answered a client without a certificate: status %d", resp.StatusCode)
 		}
 	})
 

@@ -18,7 +18,8 @@ import (
 //
 //	state.json    ports chosen at first start, last leaders, switchovers (0600)
 //	secrets.json  the roles' and the REST API's passwords (0600)
-//	etcd/         etcd's data
+//	etcd/         etcd's data (etcd-N/ on hosts)
+//	tls/          etcd's CA and certificates (see ensureTLS)
 //	CLUSTER/NODE/ a node: patroni.yml (0600), data/, pgpass, PostgreSQL's socket
 //
 // The agents' and etcd's output go to HOME/logs/patroni-NODE.log and
@@ -56,10 +57,13 @@ type switchoverRecordFields struct {
 
 // engineState is HOME/patroni/state.json.
 type engineState struct {
-	Version        int                  `json:"version"`
-	EtcdClientPort int                  `json:"etcd_client_port"`
-	EtcdPeerPort   int                  `json:"etcd_peer_port"`
-	Nodes          map[string]nodePorts `json:"nodes"`
+	Version        int `json:"version"`
+	EtcdClientPort int `json:"etcd_client_port"`
+	EtcdPeerPort   int `json:"etcd_peer_port"`
+	// EtcdTLS marks a home whose etcd speaks mutual TLS (patroni/tls/);
+	// homes made before it did have none and keep plain http.
+	EtcdTLS bool                 `json:"etcd_tls,omitempty"`
+	Nodes   map[string]nodePorts `json:"nodes"`
 	// Leaders are the last leader seen of each cluster: a resumed cluster
 	// starts that node's agent first.
 	Leaders     map[string]string `json:"leaders"`

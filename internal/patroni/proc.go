@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"socnet/internal/pgnode"
+	"socnet/internal/stack"
 )
 
 // Process is a child process socnet started: etcd or a Patroni agent.
@@ -86,7 +88,11 @@ func start(name, logPath, osUser string, cmd *exec.Cmd) (*Process, error) {
 		}
 		if acct != nil {
 			cmd.SysProcAttr.Credential = acct.Credential()
-			cmd.Env = append(os.Environ(), "HOME="+acct.Home(), "USER="+osUser, "LOGNAME="+osUser)
+			env := cmd.Env
+			if env == nil {
+				env = os.Environ()
+			}
+			cmd.Env = append(env, "HOME="+acct.Home(), "USER="+osUser, "LOGNAME="+osUser)
 		}
 	}
 	if err := cmd.Start(); err != nil {
@@ -122,6 +128,10 @@ type EtcdSpec struct {
 	// Command makes the member's command (on its host); nil runs it
 	// directly.
 	Command func(name string, args ...string) *exec.Cmd
+	// TLS, when set, makes the member speak https to clients and peers
+	// and admit only those with a certificate signed by TLS.CA; nil
+	// means plain http without authentication.
+	TLS *EtcdTLS
 }
 
 // LogPath is where etcd's output goes.
@@ -149,9 +159,20 @@ func (e EtcdSpec) name() string {
 // Endpoint is the client endpoint, host:port, for Spec.Etcd.
 func (e EtcdSpec) Endpoint() string { return net.JoinHostPort(e.addr(), strconv.Itoa(e.ClientPort)) }
 
+// scheme is https with TLS, else http.
+func (e EtcdSpec) scheme() string {
+	if e.TLS != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// ClientURL is the member's client URL.
+func (e EtcdSpec) ClientURL() string { return e.scheme() + "://" + e.Endpoint() }
+
 // PeerURL is the member's peer URL.
 func (e EtcdSpec) PeerURL() string {
-	return "http://" + net.JoinHostPort(e.addr(), strconv.Itoa(e.PeerPort))
+	return e.scheme() + "://" + net.JoinHostPort(e.addr(), strconv.Itoa(e.PeerPort))
 }
 
 // StartEtcd starts etcd with only its v3 API and waits until it answers.
@@ -181,7 +202,7 @@ func startEtcd(logger *slog.Logger, e EtcdSpec) (*Process, error) {
 	if err := os.MkdirAll(e.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("start etcd: %w", err)
 	}
-	client := "http://" + e.Endpoint()
+	client := e.ClientURL()
 	peer := e.PeerURL()
 	initial := e.Cluster
 	if initial == nil {
@@ -194,6 +215,11 @@ func startEtcd(logger *slog.Logger, e EtcdSpec) (*Process, error) {
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
 		"--initial-cluster", strings.Join(initial, ","),
 		"--enable-v2=false"}
+	if t := e.TLS; t != nil {
+		args = append(args,
+			"--cert-file", t.Cert, "--key-file", t.Key, "--trusted-ca-file", t.CA, "--client-cert-auth",
+			"--peer-cert-file", t.Cert, "--peer-key-file", t.Key, "--peer-trusted-ca-file", t.CA, "--peer-client-cert-auth")
+	}
 	if e.Cluster != nil {
 		// A member back from a partition asks before it calls an
 		// election, rather than deposing the leader with its higher term.
@@ -211,11 +237,22 @@ func startEtcd(logger *slog.Logger, e EtcdSpec) (*Process, error) {
 	return p, nil
 }
 
-// waitEtcd waits until the member p answers healthy.
+// waitEtcd waits until the member p answers healthy, over TLS with the
+// client certificate when e.TLS is set.
 func waitEtcd(ctx context.Context, e EtcdSpec, p *Process) error {
-	client := "http://" + e.Endpoint()
+	hc := http.DefaultClient
+	if e.TLS != nil {
+		cfg, err := ClientTLSConfig(e.TLS.Client)
+		if err != nil {
+			return fmt.Errorf("start etcd: %w", err)
+		}
+		tr := &http.Transport{TLSClientConfig: cfg}
+		defer tr.CloseIdleConnections()
+		hc = &http.Client{Transport: tr}
+	}
+	client := e.ClientURL()
 	err := waitFor(ctx, 60*time.Second, p, func() bool {
-		st, err := httpGet(ctx, client+"/health")
+		st, err := httpGet(ctx, hc, client+"/health")
 		return err == nil && st == 200
 	})
 	if err != nil {
@@ -250,6 +287,10 @@ func startAgent(logger *slog.Logger, n NodeSpec, cfg Config, osUser string, onHo
 	if err := WriteConfig(n.ConfigPath(), cfg); err != nil {
 		return nil, err
 	}
+	env, err := agentEnv(n, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("start patroni %s: %w", n.Name, err)
+	}
 	logPath := n.LogPath()
 	var acct *pgnode.Account
 	if osUser != "" {
@@ -270,9 +311,13 @@ func startAgent(logger *slog.Logger, n NodeSpec, cfg Config, osUser string, onHo
 	var p *Process
 	switch {
 	case onHost == nil:
-		p, err = start("patroni "+n.Name, logPath, osUser, exec.Command(path, n.ConfigPath()))
+		cmd := exec.Command(path, n.ConfigPath())
+		cmd.Env = env
+		p, err = start("patroni "+n.Name, logPath, osUser, cmd)
 	case acct == nil:
-		p, err = start("patroni "+n.Name, logPath, "", onHost(path, n.ConfigPath()))
+		cmd := onHost(path, n.ConfigPath())
+		cmd.Env = env
+		p, err = start("patroni "+n.Name, logPath, "", cmd)
 	default:
 		c := acct.Credential()
 		groups := "--clear-groups"
@@ -286,7 +331,7 @@ func startAgent(logger *slog.Logger, n NodeSpec, cfg Config, osUser string, onHo
 		cmd := onHost("setpriv", "--reuid="+strconv.FormatUint(uint64(c.Uid), 10),
 			"--regid="+strconv.FormatUint(uint64(c.Gid), 10), groups, "--pdeathsig=keep", "--",
 			path, n.ConfigPath())
-		cmd.Env = append(os.Environ(), "HOME="+acct.Home(), "USER="+osUser, "LOGNAME="+osUser)
+		cmd.Env = append(env, "HOME="+acct.Home(), "USER="+osUser, "LOGNAME="+osUser)
 		p, err = start("patroni "+n.Name, logPath, "", cmd)
 	}
 	if err != nil {
@@ -294,6 +339,48 @@ func startAgent(logger *slog.Logger, n NodeSpec, cfg Config, osUser string, onHo
 	}
 	logger.Info("patroni agent started", "node", n.Name, "pid", p.Pid())
 	return p, nil
+}
+
+// agentSiteCustomize keeps python-etcd from switching urllib3 to pyOpenSSL
+// (it calls urllib3.contrib.pyopenssl.inject_into_urllib3 on import).
+// Over https, Patroni stops its etcd watch by calling
+// sock.shutdown(socket.SHUT_RDWR), which pyOpenSSL's socket does not take:
+// the error is swallowed and the watch is never stopped, so an agent cut
+// off from etcd keeps a stale view in which it still holds the leader key.
+// Patroni 3.0.2 then writes the leader key without a comparison once the
+// cut heals, taking the lead back from the node promoted meanwhile and
+// losing the writes acknowledged there (seen in TestUpOnHostsPatroni).
+// With the standard library's ssl the shutdown works, as over http.
+const agentSiteCustomize = `# Written by socnet: see agentSiteCustomize in internal/patroni/proc.go.
+try:
+    import urllib3.contrib.pyopenssl as _pyopenssl
+    _pyopenssl.inject_into_urllib3 = lambda: None
+except ImportError:
+    pass
+`
+
+// agentEnv is the agent's environment: the current one, and for an agent
+// that reaches etcd over https a PYTHONPATH whose sitecustomize.py (in the
+// node's directory) is agentSiteCustomize.
+func agentEnv(n NodeSpec, cfg Config) ([]string, error) {
+	env := os.Environ()
+	if cfg.Etcd3.Protocol != "https" {
+		return env, nil
+	}
+	dir := filepath.Join(n.Dir, "python")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := stack.WriteFile(filepath.Join(dir, "sitecustomize.py"), []byte(agentSiteCustomize), 0o600); err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(env)+1)
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "PYTHONPATH=") {
+			out = append(out, kv)
+		}
+	}
+	return append(out, "PYTHONPATH="+dir), nil
 }
 
 // PostmasterPid reads the postmaster's pid from the data directory.
