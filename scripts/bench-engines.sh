@@ -8,6 +8,10 @@
 #   ENGINES="socnet patroni"  engines, in the table's order
 #   N=10                      runs per engine and fault
 #   FAULTS="postmaster host"  faults
+#   CUTS=N                    partition runs per engine: the primary's host cut
+#                             off (`socnet drill partition --repeat`) on a fresh
+#                             `up --hosts netns` stack; needs root; 0 for none
+#                             (default N when root, else 0)
 #   DUR=6s                    writing per run (the kill at a random 20-80%)
 #   SESSIONS=0                the drill's history sessions (see below)
 #   DOC=docs/BENCHMARKS.md    where the table goes ("" for nowhere)
@@ -26,13 +30,14 @@ BIN=${BIN:-bin/socnet}
 ENGINES=${ENGINES:-socnet patroni}
 N=${N:-10}
 FAULTS=${FAULTS:-postmaster host}
+if [ "$(id -u)" -eq 0 ]; then CUTS=${CUTS:-$N}; else CUTS=${CUTS:-0}; fi
 DUR=${DUR:-6s}
 SESSIONS=${SESSIONS:-0}
 DOC=${DOC-docs/BENCHMARKS.md}
 OUT=${OUT:-bench-results/engines-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-COMMAND="scripts/bench.sh engines (ENGINES=\"$ENGINES\" N=$N DUR=$DUR SESSIONS=$SESSIONS)"
+COMMAND="scripts/bench.sh engines (ENGINES=\"$ENGINES\" N=$N CUTS=$CUTS DUR=$DUR SESSIONS=$SESSIONS)"
 
 up_pid=
 home=
@@ -97,6 +102,34 @@ for engine in $ENGINES; do
 	done
 	log "$engine: stopping the stack"
 	stop_stack
+
+	if [ "$CUTS" -gt 0 ]; then
+		# The partition: every node and service on a host of its own.
+		# Patroni's primary is cut for 15 s (its leader key lasts ttl 10 s),
+		# socnet's for 5 s; each run writes 5 s longer than the cut.
+		cut_for=5s write_for=10s
+		if [ "$engine" = patroni ]; then cut_for=15s write_for=20s; fi
+		home=$(mktemp -d "/tmp/socnet-engines-$engine-hosts.XXXXXX")
+		log "stack: socnet up $flags --hosts netns --home $home --http 127.0.0.1:0"
+		# shellcheck disable=SC2086 # flags is empty or two words
+		start_stack "$OUT/up-$engine-hosts.log" $flags --hosts netns --home "$home" --http 127.0.0.1:0
+		grep '^socnet is up' "$OUT/up-$engine-hosts.log" | tee -a "$OUT/summary.txt"
+		log "$engine: socnet drill partition --target primary --repeat $CUTS --cut-for $cut_for --duration $write_for"
+		rc=0
+		"$BIN" drill partition --home "$home" --target primary --repeat "$CUTS" --cut-for "$cut_for" --duration "$write_for" \
+			--json "$OUT/$engine-cut-primary.json" --html "$OUT/$engine-cut-primary.html" \
+			>"$OUT/$engine-cut-primary.txt" 2>"$OUT/drill-$engine-cut-primary.log" || rc=$?
+		tail -n 6 "$OUT/$engine-cut-primary.txt" | tee -a "$OUT/summary.txt"
+		if [ "$rc" -ne 0 ]; then
+			failed=1
+			echo "drill exited $rc (3: a verdict FAIL; 1: it could not run, see $OUT/drill-$engine-cut-primary.log)" | tee -a "$OUT/summary.txt"
+		fi
+		if [ -s "$OUT/$engine-cut-primary.json" ]; then
+			reports+=("$OUT/$engine-cut-primary.json")
+		fi
+		log "$engine: stopping the hosts stack"
+		stop_stack
+	fi
 done
 
 log "comparison"

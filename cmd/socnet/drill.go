@@ -284,7 +284,8 @@ func drillPartition(ctx context.Context, e *env, args []string) error {
 	home := fs.HomeDir()
 	clusterName := fs.String("cluster", mainCluster, "cluster written and watched: main or counter")
 	target := fs.String("target", partitionPrimary, "what to cut off: primary, sync (the synchronous replica), api (the host of api-1) or etcd (an etcd member, Patroni engine)")
-	host := fs.String("host", "", "host to cut off by name instead of --target: a node (main-1), or another host of the stack (api-2)")
+	hostFlag := fs.String("host", "", "host to cut off by name instead of --target: a node (main-1), or another host of the stack (api-2)")
+	repeat := fs.Int("repeat", 1, "runs; each cuts the target of the moment (the primary changes with each failover)")
 	cutAfter := fs.Duration("cut-after", drill.DefaultKillAfter, "when to cut the host off after the writes start")
 	cutFor := fs.Duration("cut-for", drill.DefaultHealAfter, "how long the host stays cut off before it is healed")
 	duration := fs.Duration("duration", drill.DefaultDuration, "how long to write at least")
@@ -293,7 +294,7 @@ func drillPartition(ctx context.Context, e *env, args []string) error {
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	if err := checkDrillFlags(*duration, *writers, 1); err != nil {
+	if err := checkDrillFlags(*duration, *writers, *repeat); err != nil {
 		return err
 	}
 	if *cutAfter <= 0 || *cutFor <= 0 {
@@ -309,63 +310,87 @@ func drillPartition(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("drill partition: %w", err)
 	}
-	st, err := stackStatusFunc(*home)(ctx)
+	// pick names the host to cut, asked again before each run: the
+	// primary and the synchronous replica change with every failover.
+	pick := func(ctx context.Context) (host string, isNode bool, err error) {
+		st, err := stackStatusFunc(*home)(ctx)
+		if err != nil {
+			return "", false, err
+		}
+		cs, ok := st.Cluster(*clusterName)
+		if !ok {
+			return "", false, usageError{fmt.Errorf("drill partition: the stack in %s has no cluster %q", *home, *clusterName)}
+		}
+		host = *hostFlag
+		if host == "" {
+			switch *target {
+			case partitionSync:
+				for _, n := range cs.Nodes {
+					if n.Role == cluster.RoleReplica && n.SyncState == "sync" {
+						host = n.Name
+					}
+				}
+				if host == "" {
+					return "", false, fmt.Errorf("drill partition: cluster %s has no synchronous replica now", *clusterName)
+				}
+			case partitionAPI:
+				host = "api-1"
+			case partitionEtcd:
+				if st.Engine != stack.EnginePatroni {
+					return "", false, usageError{fmt.Errorf("drill partition: --target etcd: the %s engine runs no etcd (its supervisor lives in `up`); it is a target under --engine %s",
+						st.Engine, stack.EnginePatroni)}
+				}
+				// The Patroni engine's etcd members run on hosts etcd-1..3
+				// (stack.HostedEngine); one of three is a minority.
+				host = "etcd-1"
+			}
+		}
+		if host == "" { // the primary of the moment, which RunPartition finds
+			return "", true, nil
+		}
+		if _, ok := hosts.Addr(host); !ok {
+			return "", false, usageError{fmt.Errorf("drill partition: --host %q: the stack's hosts are %s", host, strings.Join(hosts.Hosts(), ", "))}
+		}
+		_, isNode = cs.Node(host)
+		return host, isNode, nil
+	}
+	host, isNode, err := pick(ctx)
 	if err != nil {
 		return err
-	}
-	cs, ok := st.Cluster(*clusterName)
-	if !ok {
-		return usageError{fmt.Errorf("drill partition: the stack in %s has no cluster %q", *home, *clusterName)}
-	}
-	if *host == "" {
-		switch *target {
-		case partitionSync:
-			for _, n := range cs.Nodes {
-				if n.Role == cluster.RoleReplica && n.SyncState == "sync" {
-					*host = n.Name
-				}
-			}
-			if *host == "" {
-				return fmt.Errorf("drill partition: cluster %s has no synchronous replica now", *clusterName)
-			}
-		case partitionAPI:
-			*host = "api-1"
-		case partitionEtcd:
-			if st.Engine != stack.EnginePatroni {
-				return usageError{fmt.Errorf("drill partition: --target etcd: the %s engine runs no etcd (its supervisor lives in `up`); it is a target under --engine %s",
-					st.Engine, stack.EnginePatroni)}
-			}
-			// The Patroni engine's etcd members run on hosts etcd-1..3
-			// (stack.HostedEngine); one of three is a minority.
-			*host = "etcd-1"
-		}
-	}
-	if *host != "" {
-		if _, ok := hosts.Addr(*host); !ok {
-			return usageError{fmt.Errorf("drill partition: --host %q: the stack's hosts are %s", *host, strings.Join(hosts.Hosts(), ", "))}
-		}
 	}
 	// A node's cut is written with SQL, so that the drill knows which node
 	// acknowledged each write; any other host's (an API instance) through
 	// the API at --http, so that the report counts what clients saw.
 	writes := writesSQL
-	if *host != "" {
-		if _, isNode := cs.Node(*host); !isNode {
-			writes = writesAPI
-		}
+	if !isNode {
+		writes = writesAPI
 	}
 	t, closeTarget, err := drillTarget(ctx, e, *home, *clusterName, writes, *writers)
 	if err != nil {
 		return err
 	}
 	defer closeTarget()
-	run, err := drill.RunPartition(ctx, t, hosts, drill.PartitionOptions{
-		Host: *host, Duration: *duration, CutAfter: *cutAfter, HealAfter: *cutFor, Writers: *writers, Log: e.log,
-	})
-	if err != nil {
-		return fmt.Errorf("drill partition: %w", err)
+	fault := "cut-" + *target // the comparison's row (drill compare)
+	if *hostFlag != "" {
+		fault = "cut-" + *hostFlag
 	}
-	return rf.finish(e, drill.NewReport(drill.DrillPartition, *clusterName, []drill.Run{run}))
+	var runs []drill.Run
+	for i := range *repeat {
+		if i > 0 {
+			if host, _, err = pick(ctx); err != nil {
+				return err
+			}
+		}
+		run, err := drill.RunPartition(ctx, t, hosts, drill.PartitionOptions{
+			Host: host, Duration: *duration, CutAfter: *cutAfter, HealAfter: *cutFor, Writers: *writers, Log: e.log,
+		})
+		if err != nil {
+			return fmt.Errorf("drill partition: run %d of %d: %w", i+1, *repeat, err)
+		}
+		run.Fault = fault
+		runs = append(runs, run)
+	}
+	return rf.finish(e, drill.NewReport(drill.DrillPartition, *clusterName, runs))
 }
 
 func drillFill(ctx context.Context, e *env, args []string) error {

@@ -52,6 +52,13 @@ type CompareRow struct {
 	// Unavailable is every run's unavailability in milliseconds, in run
 	// order (null for a run whose writes never came back).
 	Unavailable []*float64 `json:"unavailable_ms"`
+	// Watched counts the partition runs, whose every node's role was
+	// polled throughout; TwoPrimaries sums the moments they saw two
+	// writable primaries and LateAcks the writes acknowledged by a node
+	// after another was promoted. Both must be 0.
+	Watched      int `json:"watched"`
+	TwoPrimaries int `json:"two_primaries"`
+	LateAcks     int `json:"late_acks"`
 	// Problems quotes the failed runs' first problems.
 	Problems []string `json:"problems"`
 }
@@ -70,8 +77,9 @@ type Comparison struct {
 	OK      bool         `json:"ok"`
 }
 
-// Compare groups the failover runs of reports by engine and fault:
-// engines in the order they first appear, faults as Faults lists them.
+// Compare groups the failover and partition runs of reports by engine and
+// fault (a partition run's fault is its cut, "cut-primary" ...): engines in
+// the order they first appear, faults as Faults lists them, then the cuts.
 // Runs of other drills are left out.
 func Compare(reports []Report, machine, command string) Comparison {
 	c := Comparison{Schema: CompareSchema, Machine: machine, Command: command, OK: true}
@@ -80,11 +88,15 @@ func Compare(reports []Report, machine, command string) Comparison {
 	runs := map[key][]Run{}
 	for _, r := range reports {
 		for _, run := range r.Runs {
-			if run.Drill != DrillFailover {
+			if run.Drill != DrillFailover && run.Drill != DrillPartition {
 				continue
 			}
 			k := key{orUnknown(run.Engine), run.Fault}
-			if k.fault == "" {
+			switch {
+			case k.fault != "":
+			case run.Drill == DrillPartition:
+				k.fault = "cut" // reports from before --repeat
+			default:
 				k.fault = string(FaultPostmaster) // reports from before --fault
 			}
 			if _, ok := runs[k]; !ok {
@@ -145,6 +157,11 @@ func compareRow(engine, fault string, runs []Run) CompareRow {
 		}
 		if run.RestartedInPlace {
 			row.RestartedInPlace++
+		}
+		if p := run.Partition; p != nil {
+			row.Watched++
+			row.TwoPrimaries += len(p.Overlaps)
+			row.LateAcks += len(p.LateAcks)
 		}
 		row.Lost += run.Lost()
 		if v := run.Verdict; v != nil {
@@ -244,12 +261,17 @@ func medianText(d Distribution, runs int) string {
 // tableRows renders the rows as the cells of the comparison's table.
 func (c Comparison) tableRows() (header []string, rows [][]string) {
 	header = []string{"engine", "fault", "runs", "passed", "write unavailability min / median / p90 / max",
-		"promotion (or restart in place) median", "rejoin median", "restarted in place", "acknowledged", "acknowledged writes lost", "writes in doubt (present)"}
+		"promotion (or restart in place) median", "rejoin median", "restarted in place", "acknowledged", "acknowledged writes lost", "writes in doubt (present)",
+		"two primaries / late acks"}
 	for _, r := range c.Rows {
+		watched := "–" // a kill: nothing was cut off to claim the role twice
+		if r.Watched > 0 {
+			watched = fmt.Sprintf("%d / %d", r.TwoPrimaries, r.LateAcks)
+		}
 		rows = append(rows, []string{r.Engine, r.Fault, strconv.Itoa(r.Runs), strconv.Itoa(r.Passed),
 			distText(r.Unavailability), medianText(r.Promotion, r.Runs), medianText(r.Rejoin, r.Runs),
 			strconv.Itoa(r.RestartedInPlace), strconv.Itoa(r.Acknowledged), lostText(r),
-			fmt.Sprintf("%d (%d)", r.InDoubt, r.InDoubtPresent)})
+			fmt.Sprintf("%d (%d)", r.InDoubt, r.InDoubtPresent), watched})
 	}
 	return header, rows
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"encoding/xml"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -196,5 +197,45 @@ func TestReadReport(t *testing.T) {
 	}
 	if _, err := drill.ReadReport(filepath.Join(dir, "missing.json")); err == nil {
 		t.Error("a missing file was read")
+	}
+}
+
+// TestComparePartitionRows: partition runs get rows of their own, after the
+// kills, with the moments of two primaries and the late acknowledgements
+// their watch saw; a kill's row says nothing of either.
+func TestComparePartitionRows(t *testing.T) {
+	t0 := time.Date(2026, 12, 2, 3, 0, 0, 0, time.UTC)
+	cut := func(engine string, unavailableMS float64, overlaps int) drill.Run {
+		run := engineRun(t0, engine, "cut-primary", unavailableMS, unavailableMS-100, ptr(9000), 0, 1)
+		run.Drill = drill.DrillPartition
+		run.Partition = &drill.PartitionVerdict{Overlaps: make([]drill.Overlap, overlaps)}
+		if overlaps > 0 {
+			run.Problems = append(run.Problems, "two writable primaries")
+		}
+		return run
+	}
+	reports := []drill.Report{
+		drill.NewReport(drill.DrillPartition, "main", []drill.Run{cut("socnet", 1600, 0), cut("socnet", 1700, 0)}),
+		drill.NewReport(drill.DrillPartition, "main", []drill.Run{cut("patroni", 14000, 1)}),
+		comparedReports(t0)[1], // socnet, postmaster
+	}
+	c := drill.Compare(reports, "2 × Test CPU", "test")
+	var got []string
+	for _, r := range c.Rows {
+		got = append(got, fmt.Sprintf("%s %s runs=%d passed=%d watched=%d two=%d", r.Engine, r.Fault, r.Runs, r.Passed, r.Watched, r.TwoPrimaries))
+	}
+	want := []string{
+		"socnet postmaster runs=3 passed=3 watched=0 two=0",
+		"socnet cut-primary runs=2 passed=2 watched=2 two=0",
+		"patroni cut-primary runs=1 passed=0 watched=1 two=1",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("rows (-want +got):\n%s", diff)
+	}
+	md := c.Markdown()
+	for _, s := range []string{"| two primaries / late acks |", "| 12 (6) | – |", "| cut-primary | 2 | 2 |", "| 1 / 0 |"} {
+		if !strings.Contains(md, s) {
+			t.Errorf("the markdown lacks %q:\n%s", s, md)
+		}
 	}
 }

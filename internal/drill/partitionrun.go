@@ -114,6 +114,9 @@ func RunPartition(ctx context.Context, t Target, p Partitioner, opt PartitionOpt
 
 	run := newRun(DrillPartition, t, opt.Writers, opt.Bucket)
 	run.CutHost = host
+	if run.Engine, err = t.Cluster.Engine(ctx); err != nil {
+		return Run{}, fmt.Errorf("partition drill: %w", err)
+	}
 	if host == old {
 		run.OldPrimary = old
 	}
