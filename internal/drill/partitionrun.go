@@ -47,6 +47,10 @@ type PartitionOptions struct {
 	ReplayTimeout time.Duration
 	// HealthyTimeout bounds the wait, before the run, for a healthy cluster.
 	HealthyTimeout time.Duration
+	// Settle is how long the healthy cluster must keep its primary and
+	// every replica's sync state before the cut (WaitSettled), so that a
+	// run measures one fault, not the end of the previous run's repair.
+	Settle time.Duration
 	// Bucket is the width of the timeline's buckets.
 	Bucket time.Duration
 	// WatchInterval is how often every node is asked for its role.
@@ -63,6 +67,7 @@ func (o PartitionOptions) withDefaults() PartitionOptions {
 	setDefault(&o.RejoinTimeout, DefaultRejoinTimeout)
 	setDefault(&o.ReplayTimeout, DefaultReplayTimeout)
 	setDefault(&o.HealthyTimeout, DefaultHealthyTimeout)
+	setDefault(&o.Settle, DefaultSettle)
 	setDefault(&o.Bucket, DefaultBucket)
 	setDefault(&o.WatchInterval, DefaultWatchInterval)
 	if o.Writers <= 0 {
@@ -94,7 +99,7 @@ func (o PartitionOptions) withDefaults() PartitionOptions {
 func RunPartition(ctx context.Context, t Target, p Partitioner, opt PartitionOptions) (Run, error) {
 	opt = opt.withDefaults()
 	log := opt.Log
-	nodes, err := WaitHealthy(ctx, t.Cluster, opt.HealthyTimeout)
+	nodes, err := WaitSettled(ctx, t.Cluster, opt.HealthyTimeout, opt.Settle)
 	if err != nil {
 		return Run{}, fmt.Errorf("partition drill: %w", err)
 	}
