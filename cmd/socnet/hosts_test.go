@@ -610,24 +610,13 @@ func TestUpOnHostsPatroni(t *testing.T) {
 			t.Fatal(err)
 		}
 		etcdLeaderHost(t, home, n) // over https with the home's client certificate
-		var st struct {
-			Port int `json:"etcd_client_port"`
-		}
-		mustReadJSON(t, filepath.Join(home, "patroni", "state.json"), &st)
-		h, err := stack.NewHome(home)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hc, _, err := patroni.EtcdHTTPClient(h)
-		if err != nil {
-			t.Fatal(err)
-		}
+		port, hc, _ := etcdClient(t, home)
 		noCert := hc.Transport.(*http.Transport).Clone()
 		noCert.TLSClientConfig.Certificates = nil
 		defer noCert.CloseIdleConnections()
 		for _, host := range []string{"etcd-1", "etcd-2", "etcd-3"} {
 			addr, _ := n.Addr(host)
-			base := net.JoinHostPort(addr.String(), strconv.Itoa(st.Port))
+			base := net.JoinHostPort(addr.String(), strconv.Itoa(port))
 			if resp, err := (&http.Client{Transport: noCert, Timeout: 5 * time.Second}).Get("https://" + base + "/health"); err == nil {
 				resp.Body.Close()
 				t.Errorf("%s answered a client without a certificate: status %d", host, resp.StatusCode)
@@ -816,24 +805,13 @@ func (a alsoCut) Heal(ctx context.Context, host string) error {
 // as each member's /v3/maintenance/status says; it waits out an election.
 func etcdLeaderHost(t *testing.T, home string, n *netns.Net) string {
 	t.Helper()
-	var st struct {
-		Port int `json:"etcd_client_port"`
-	}
-	mustReadJSON(t, filepath.Join(home, "patroni", "state.json"), &st)
-	h, err := stack.NewHome(home)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc, scheme, err := patroni.EtcdHTTPClient(h)
-	if err != nil {
-		t.Fatal(err)
-	}
+	port, hc, scheme := etcdClient(t, home)
 	leaderOf := func(h string) (bool, error) {
 		addr, ok := n.Addr(h)
 		if !ok {
 			return false, fmt.Errorf("no host %s", h)
 		}
-		resp, err := hc.Post(scheme+"://"+net.JoinHostPort(addr.String(), strconv.Itoa(st.Port))+"/v3/maintenance/status",
+		resp, err := hc.Post(scheme+"://"+net.JoinHostPort(addr.String(), strconv.Itoa(port))+"/v3/maintenance/status",
 			"application/json", strings.NewReader("{}"))
 		if err != nil {
 			return false, err
@@ -934,4 +912,24 @@ func (w *timedWriters) failuresAround(t time.Time) string {
 		fmt.Fprintf(&b, "\n  %d× %+.2fs..%+.2fs: %s", sp.n, sp.first, sp.last, why)
 	}
 	return b.String()
+}
+
+// etcdClient returns the client port of the Patroni engine's etcd members
+// in home, and an HTTP client that presents the home's client certificate
+// with the scheme to use (https; http for a home made before TLS).
+func etcdClient(t *testing.T, home string) (port int, hc *http.Client, scheme string) {
+	t.Helper()
+	var st struct {
+		Port int `json:"etcd_client_port"`
+	}
+	mustReadJSON(t, filepath.Join(home, "patroni", "state.json"), &st)
+	h, err := stack.NewHome(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, scheme, err = patroni.EtcdHTTPClient(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Port, hc, scheme
 }
