@@ -784,9 +784,9 @@ func startUpProcess(t *testing.T, home, apiAddr string) *upProcess {
 }
 
 // runUp runs `socnet args...` (an `up`) in a process of its own, stopped as
-// Ctrl-C does when the test ends, and waits until the API on apiAddr
-// answers /healthz; it fails the test if `up` exits or is not ready within
-// ready.
+// Ctrl-C does when the test ends, and waits until `up` says it is up (every
+// service and HAProxy started and recorded) and the API on apiAddr answers
+// /healthz; it fails the test if `up` exits or is not ready within ready.
 func runUp(t *testing.T, apiAddr string, ready time.Duration, args ...string) *upProcess {
 	t.Helper()
 	p := &upProcess{exited: make(chan struct{}), out: &syncBuffer{}}
@@ -800,8 +800,12 @@ func runUp(t *testing.T, apiAddr string, ready time.Duration, args ...string) *u
 	t.Cleanup(func() { p.stop(t) })
 	deadline := time.After(ready)
 	for {
-		if ok, _ := healthy("http://" + apiAddr); ok {
-			return p
+		// HAProxy answers on apiAddr a moment before `up` has recorded
+		// it in services.json: the line comes after.
+		if strings.Contains(p.out.String(), "socnet is up") {
+			if ok, _ := healthy("http://" + apiAddr); ok {
+				return p
+			}
 		}
 		select {
 		case <-p.exited:
