@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"socnet/internal/pgnode"
@@ -228,65 +227,21 @@ func leafProblem(ca *pki.CA, certPath, keyPath string, usage pki.Usage, ips []ne
 
 // checkTLSDir refuses dir, or an entry of it, that someone other than o.UID
 // could have written or replaced, as stack.CheckHome does for the rest of
-// a home: no symbolic link, nothing writable by group or others, every
-// entry owned by o.UID except client.key, which o.DataUID may own; and no
-// key readable by group or others.
+// a home; client.key alone may be o.DataUID's, every entry must be a
+// regular file, and no key may be readable by group or others.
 func checkTLSDir(dir string, o stack.Owners) error {
-	check := func(path string, fi fs.FileInfo, dataMayOwn bool) error {
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			return &stack.UntrustedError{Path: path, Problem: "is a symbolic link, which socnet does not follow in its home",
-				Fix: "remove it: rm " + path}
+	return stack.CheckDir(dir, o, func(name string, fi fs.FileInfo) (bool, error) {
+		path := filepath.Join(dir, name)
+		if !fi.Mode().IsRegular() {
+			return false, &stack.UntrustedError{Path: path, Problem: "is not a regular file", Fix: "remove it: rm -r " + path}
 		}
-		uid := -1
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			uid = int(st.Uid)
-		}
-		if uid != o.UID && !(dataMayOwn && o.DataUID >= 0 && uid == o.DataUID) {
-			return &stack.UntrustedError{Path: path,
-				Problem: fmt.Sprintf("is owned by uid %d, not by uid %d who runs socnet", uid, o.UID),
-				Fix:     "remove it: rm -r " + path}
-		}
-		perm := fi.Mode().Perm()
-		if perm&0o022 != 0 {
-			return &stack.UntrustedError{Path: path,
-				Problem: fmt.Sprintf("is writable by group or others (mode %#o)", perm),
-				Fix:     "run chmod go-w " + path}
-		}
-		if strings.HasSuffix(path, ".key") && perm&0o077 != 0 {
-			return &stack.UntrustedError{Path: path,
+		if perm := fi.Mode().Perm(); strings.HasSuffix(name, ".key") && perm&0o077 != 0 {
+			return false, &stack.UntrustedError{Path: path,
 				Problem: fmt.Sprintf("is a private key readable by group or others (mode %#o)", perm),
 				Fix:     "run chmod 0600 " + path}
 		}
-		return nil
-	}
-	fi, err := os.Lstat(dir)
-	if err != nil {
-		return fmt.Errorf("check %s: %w", dir, err)
-	}
-	if err := check(dir, fi, false); err != nil {
-		return err
-	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("check %s: %w", dir, err)
-	}
-	for _, e := range entries {
-		path := filepath.Join(dir, e.Name())
-		fi, err := os.Lstat(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("check %s: %w", dir, err)
-		}
-		if err := check(path, fi, e.Name() == clientName+".key"); err != nil {
-			return err
-		}
-		if !fi.Mode().IsRegular() {
-			return &stack.UntrustedError{Path: path, Problem: "is not a regular file", Fix: "remove it: rm -r " + path}
-		}
-	}
-	return nil
+		return name == clientName+".key", nil
+	})
 }
 
 // ClientTLSConfig is the TLS configuration of a client of etcd presenting

@@ -73,18 +73,18 @@ func CheckHome(h Home, o Owners) error {
 	if err := checkEntry(h.Dir, fi, o, false); err != nil {
 		return err
 	}
-	return checkDir(h.Dir, o, func(name string, fi fs.FileInfo) (bool, error) {
+	return CheckDir(h.Dir, o, func(name string, fi fs.FileInfo) (bool, error) {
 		switch name {
 		case LogsDir:
-			return false, checkDir(filepath.Join(h.Dir, name), o, func(string, fs.FileInfo) (bool, error) {
+			return false, CheckDir(filepath.Join(h.Dir, name), o, func(string, fs.FileInfo) (bool, error) {
 				return true, nil // a node's log is PostgreSQL's
 			})
 		case ClustersDir:
-			return false, checkDir(filepath.Join(h.Dir, name), o, func(cname string, fi fs.FileInfo) (bool, error) {
+			return false, CheckDir(filepath.Join(h.Dir, name), o, func(cname string, fi fs.FileInfo) (bool, error) {
 				if !fi.IsDir() {
 					return false, nil
 				}
-				return false, checkDir(filepath.Join(h.Dir, name, cname), o, func(_ string, fi fs.FileInfo) (bool, error) {
+				return false, CheckDir(filepath.Join(h.Dir, name, cname), o, func(_ string, fi fs.FileInfo) (bool, error) {
 					return fi.IsDir(), nil // a node's data directory is PostgreSQL's
 				})
 			})
@@ -93,8 +93,11 @@ func CheckHome(h Home, o Owners) error {
 	})
 }
 
-// checkDir checks dir's entries; each tells whether o.DataUID may own it.
-func checkDir(dir string, o Owners, entry func(name string, fi fs.FileInfo) (dataMayOwn bool, err error)) error {
+// CheckDir refuses dir, or an entry of it, that someone other than o.UID
+// could have written or replaced (CheckHome's rules: no symbolic link,
+// nothing writable by group or others, owned by o.UID); entry judges each
+// entry further and tells whether o.DataUID may own it.
+func CheckDir(dir string, o Owners, entry func(name string, fi fs.FileInfo) (dataMayOwn bool, err error)) error {
 	fi, err := os.Lstat(dir)
 	if err != nil {
 		return fmt.Errorf("check home: %w", err)
