@@ -169,6 +169,14 @@ func RunFailover(ctx context.Context, t Target, opt FailoverOptions) (Run, error
 	}
 	var held *HeldBack
 	if hold != nil {
+		// On a busy machine the hold can take most of the time to the
+		// kill; the kill waits for one write acknowledged while the replica
+		// is held, without which the verdict could not tell a promotion of
+		// the wrong replica.
+		if err := waitAckAfter(ctx, ledger, hold.At, heldAckWait); err != nil {
+			pool.stop()
+			return Run{}, fmt.Errorf("failover drill: %w", err)
+		}
 		held = &HeldBack{Node: hold.Node, At: hold.At}
 		if held.GapBytes, err = ReceiveGap(ctx, nodes, hold.Node); err != nil {
 			run.Problems = append(run.Problems, err.Error())
@@ -233,6 +241,26 @@ func RunFailover(ctx context.Context, t Target, opt FailoverOptions) (Run, error
 	finishRun(ctx, &run, t, pool, ledger.Prefix(), attempts, opt.ReplayTimeout, opt.Bucket)
 	log.Info("drill: verified", "run", run.RunID, "ok", run.OK(), "counter_drift", run.CounterDrift())
 	return run, ctx.Err()
+}
+
+// heldAckWait bounds how long the kill waits for a write acknowledged
+// while the asynchronous replica is held back.
+const heldAckWait = 10 * time.Second
+
+// waitAckAfter waits until the ledger holds a write acknowledged that
+// started after at, for at most limit; it returns early only when ctx ends.
+// A hold that makes no difference in that time is judged by HeldBack.judge.
+func waitAckAfter(ctx context.Context, ledger *Ledger, at time.Time, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for !ledger.LatestAckStart().After(at) {
+		if !time.Now().Before(deadline) {
+			return nil
+		}
+		if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // repair is what the engine did after a kill of the primary, as the drill

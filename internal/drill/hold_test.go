@@ -183,3 +183,44 @@ func TestStaleReadsAreSeen(t *testing.T) {
 		t.Errorf("%d read-your-writes violations on dialogs read from the primary", n)
 	}
 }
+
+// TestKillWaitsForAHeldAck: the failover drill's kill waits for a write
+// acknowledged after the hold, so that a hold that took the whole time to
+// the kill (a busy machine) still leaves writes the held replica lacks.
+func TestKillWaitsForAHeldAck(t *testing.T) {
+	ctx := context.Background()
+	l := drill.NewLedger("run")
+	held := time.Now()
+	l.Record(drill.Attempt{Seq: 1, Outcome: drill.Acknowledged, Start: held.Add(-time.Millisecond), End: held})
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		l.Record(drill.Attempt{Seq: 2, Outcome: drill.Failed, Start: time.Now(), End: time.Now()})
+		time.Sleep(100 * time.Millisecond)
+		start := time.Now()
+		l.Record(drill.Attempt{Seq: 3, Outcome: drill.Acknowledged, Start: start, End: time.Now()})
+	}()
+	began := time.Now()
+	if err := drill.WaitAckAfter(ctx, l, held, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(began); waited < 300*time.Millisecond {
+		t.Errorf("returned after %v, before the first write acknowledged after the hold", waited)
+	}
+	if !l.LatestAckStart().After(held) {
+		t.Errorf("no acknowledged write after the hold when the wait ended")
+	}
+
+	// With no such write, the wait ends at its limit.
+	began = time.Now()
+	if err := drill.WaitAckAfter(ctx, drill.NewLedger("none"), time.Now(), 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(began); waited < 100*time.Millisecond || waited > 30*time.Second {
+		t.Errorf("wait without acknowledgements lasted %v, want its limit", waited)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := drill.WaitAckAfter(cctx, drill.NewLedger("cancelled"), time.Now(), time.Minute); err == nil {
+		t.Error("a cancelled wait returned no error")
+	}
+}
