@@ -468,7 +468,7 @@ func (c *Cluster) nodePid(name string) int {
 	if pid := n.Pid(); pid != 0 {
 		return pid
 	}
-	return postmasterPid(n.Config().DataDir)
+	return pgnode.RunningPostmaster(n.Config().DataDir)
 }
 
 // Up brings the cluster up: on a new directory it bootstraps the topology

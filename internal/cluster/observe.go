@@ -282,7 +282,18 @@ type NodeStatus struct {
 }
 
 // Status asks every node for its state.
+//
+// The postmaster pids are read before the state of record, and that before
+// the probes: the supervisor makes a new primary of record before it starts
+// the old one again as a replica, so a status that shows the old primary's
+// node running also names its successor. Read the other way round, a
+// failover between the reads could show the old node running beside a
+// state of record that still calls it the primary.
 func (c *Cluster) Status(ctx context.Context) (Status, error) {
+	pids := map[string]int{}
+	for _, name := range c.Nodes() {
+		pids[name] = c.nodePid(name)
+	}
 	st := c.snapshot()
 	probes := c.probeAll(ctx)
 	c.mu.Lock()
@@ -300,7 +311,7 @@ func (c *Cluster) Status(ctx context.Context) (Status, error) {
 	for _, n := range st.Nodes {
 		p := probes[n.Name]
 		place := c.place(n.Name)
-		ns := NodeStatus{Name: n.Name, AssignedRole: n.Role, NeedsRejoin: n.NeedsRejoin, Pid: c.nodePid(n.Name),
+		ns := NodeStatus{Name: n.Name, AssignedRole: n.Role, NeedsRejoin: n.NeedsRejoin, Pid: pids[n.Name],
 			Host: place.Host, Netns: place.Netns, Port: n.Port, DSN: c.Node(n.Name).DSN(""), Role: RoleDown, Timeline: p.Timeline}
 		switch {
 		case !p.OK && ns.Pid == 0:

@@ -6,44 +6,17 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
-)
 
-// postmasterPid returns the pid in dataDir/postmaster.pid when that process
-// is alive and runs postgres on dataDir, else 0. It finds servers started by
-// another socnet process (or left behind by one).
-func postmasterPid(dataDir string) int {
-	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
-	if err != nil {
-		return 0
-	}
-	first, _, _ := strings.Cut(string(b), "\n")
-	pid, err := strconv.Atoi(strings.TrimSpace(first))
-	if err != nil || pid <= 0 {
-		return 0
-	}
-	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil || !strings.Contains(string(cmdline), "postgres") {
-		return 0
-	}
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	if i := strings.LastIndexByte(string(stat), ')'); i < 0 || len(stat) < i+3 || stat[i+2] == 'Z' {
-		return 0 // a zombie holds nothing
-	}
-	return pid
-}
+	"socnet/internal/pgnode"
+)
 
 // stopForeign shuts down a postmaster of dataDir that this process did not
 // start, as pgnode.Node.Stop does for its own child: fast, then immediate
 // when ctx ends, then SIGKILL. It returns at once when none runs.
 func stopForeign(ctx context.Context, dataDir string) error {
-	pid := postmasterPid(dataDir)
+	pid := pgnode.RunningPostmaster(dataDir)
 	if pid == 0 {
 		return nil
 	}
@@ -71,7 +44,7 @@ func stopForeign(ctx context.Context, dataDir string) error {
 func waitGone(pid int, dataDir string, limit time.Duration) bool {
 	deadline := time.Now().Add(limit)
 	for {
-		if postmasterPid(dataDir) != pid {
+		if pgnode.RunningPostmaster(dataDir) != pid {
 			return true
 		}
 		if time.Now().After(deadline) {
@@ -84,7 +57,7 @@ func waitGone(pid int, dataDir string, limit time.Duration) bool {
 // killForeign sends SIGKILL to a postmaster of dataDir that this process did
 // not start, and waits for it to go.
 func killForeign(dataDir string) error {
-	pid := postmasterPid(dataDir)
+	pid := pgnode.RunningPostmaster(dataDir)
 	if pid == 0 {
 		return nil
 	}

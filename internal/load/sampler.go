@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"socnet/internal/noderole"
+	"socnet/internal/pgnode"
 )
 
 // clockTicks is USER_HZ, the unit of CPU times in /proc: 100 on Linux.
@@ -329,22 +330,14 @@ func isLocalHost(host string) bool {
 
 // findPostmaster returns the pid of the local server conn talks to, read
 // from postmaster.pid in its data directory, or 0 when that is not possible
-// (no privilege to see the directory, or the file is not readable).
+// (no privilege to see the directory or the process, or the file is not
+// readable).
 func findPostmaster(ctx context.Context, conn *pgx.Conn) int {
 	var dir string
 	if err := conn.QueryRow(ctx, "SHOW data_directory").Scan(&dir); err != nil {
 		return 0
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "postmaster.pid"))
-	if err != nil {
-		return 0
-	}
-	line, _, _ := bytes.Cut(b, []byte("\n"))
-	pid, err := strconv.Atoi(strings.TrimSpace(string(line)))
-	if err != nil || pid <= 0 {
-		return 0
-	}
-	return pid
+	return pgnode.RunningPostmaster(dir)
 }
 
 // processTreeTicks returns the CPU time, in clock ticks, of process pid and

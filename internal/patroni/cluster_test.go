@@ -179,7 +179,7 @@ func TestHostLossKeepsAcknowledgedWritesThenSwitchover(t *testing.T) {
 				}
 			}
 			// A postmaster whose agent was killed is left to us.
-			if pid, err := patroni.PostmasterPid(n.DataDir()); err == nil {
+			if pid := pgnode.RunningPostmaster(n.DataDir()); pid > 0 {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
@@ -328,9 +328,9 @@ func TestHostLossKeepsAcknowledgedWritesThenSwitchover(t *testing.T) {
 	})
 
 	// Host loss: the leader's postmaster and its agent die together.
-	pmPid, err := patroni.PostmasterPid(leaderNode.DataDir())
-	if err != nil {
-		t.Fatal(err)
+	pmPid := pgnode.RunningPostmaster(leaderNode.DataDir())
+	if pmPid == 0 {
+		t.Fatalf("no postmaster runs in %s", leaderNode.DataDir())
 	}
 	killAt := time.Now()
 	if err := syscall.Kill(pmPid, syscall.SIGKILL); err != nil {

@@ -810,7 +810,7 @@ func (e *Engine) stopNode(n NodeSpec, grace time.Duration) {
 		}
 		e.log.Info("patroni agent stopped", "node", n.Name)
 	}
-	if pid, err := PostmasterPid(n.DataDir()); err == nil && processAlive(pid) {
+	if pid := pgnode.RunningPostmaster(n.DataDir()); pid > 0 {
 		e.log.Warn("postmaster outlived its agent: stopping it", "node", n.Name, "pid", pid)
 		_ = syscall.Kill(pid, syscall.SIGINT) // fast shutdown
 		for deadline := time.Now().Add(10 * time.Second); processAlive(pid) && time.Now().Before(deadline); {

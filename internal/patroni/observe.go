@@ -11,6 +11,7 @@ import (
 
 	"socnet/internal/cluster"
 	"socnet/internal/pglsn"
+	"socnet/internal/pgnode"
 )
 
 // probeTimeout bounds one question to a node's PostgreSQL.
@@ -205,7 +206,7 @@ func (e *Engine) clusterStatus(ctx context.Context, s Spec) cluster.Status {
 		if known && m.Role == "leader" {
 			ns.AssignedRole = cluster.RolePrimary
 		}
-		if pid, err := PostmasterPid(n.DataDir()); err == nil && processAlive(pid) {
+		if pid := pgnode.RunningPostmaster(n.DataDir()); pid > 0 {
 			ns.Pid = pid
 		}
 		e.mu.Lock()

@@ -383,20 +383,6 @@ func agentEnv(n NodeSpec, cfg Config) ([]string, error) {
 	return append(out, "PYTHONPATH="+dir), nil
 }
 
-// PostmasterPid reads the postmaster's pid from the data directory.
-func PostmasterPid(dataDir string) (int, error) {
-	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
-	if err != nil {
-		return 0, fmt.Errorf("postmaster pid: %w", err)
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	pid, err := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil {
-		return 0, fmt.Errorf("postmaster pid in %s: %w", dataDir, err)
-	}
-	return pid, nil
-}
-
 // waitFor polls ok until it holds, the process exits, or the deadline passes.
 func waitFor(ctx context.Context, timeout time.Duration, p *Process, ok func() bool) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)

@@ -136,7 +136,7 @@ func (e *Engine) superviseAgent(node, leader string) {
 	died, held := a.diedAt, a.held
 	e.mu.Unlock()
 	pgAlive := false
-	if pid, err := PostmasterPid(a.spec.DataDir()); err == nil && processAlive(pid) {
+	if pgnode.RunningPostmaster(a.spec.DataDir()) > 0 {
 		pgAlive = true
 	}
 	if first {

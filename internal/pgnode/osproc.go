@@ -390,3 +390,26 @@ func processIsPostgres(pid int) bool {
 	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 	return err == nil && bytes.Contains(cmdline, []byte("postgres"))
 }
+
+// RunningPostmaster returns the pid that dataDir/postmaster.pid names when
+// that process is alive (not a zombie), runs postgres and works in dataDir,
+// else 0. A lock file left by a killed server may name a pid the kernel has
+// since given to another process, PostgreSQL of another cluster included:
+// the working-directory check keeps it from being taken for, and signalled
+// as, this directory's server. It finds servers whatever process started
+// them (another socnet process, or Patroni).
+func RunningPostmaster(dataDir string) int {
+	pid, err := readPidFile(filepath.Join(dataDir, "postmaster.pid"))
+	if err != nil || pid <= 0 || !processAlive(pid) || !processIsPostgres(pid) {
+		return 0
+	}
+	want, err := os.Stat(dataDir)
+	if err != nil {
+		return 0
+	}
+	got, err := os.Stat("/proc/" + strconv.Itoa(pid) + "/cwd")
+	if err != nil || !os.SameFile(want, got) {
+		return 0
+	}
+	return pid
+}
