@@ -255,7 +255,7 @@ func TestDrillsOnRealCluster(t *testing.T) {
 			}
 		}
 		if kills != 1 {
-			t.Errorf("%d kills, want 1: the supervisor started nothing of the lost host before the promotion", kills)
+			t.Errorf("%d kills, want 1: the supervisor started nothing of the lost host before the promotion; events %+v", kills, run.Events)
 		}
 	})
 
