@@ -70,14 +70,35 @@ engine_flags() {
 	fi
 }
 
+failed=0
+reports=()
+# run_drill NAME DRILL ARGS...: `socnet drill DRILL ARGS` on the running
+# stack, its report as $OUT/NAME.{txt,json,html}, its log as
+# $OUT/drill-NAME.log; the JSON report joins the comparison, and a drill
+# that fails marks the whole run failed.
+run_drill() {
+	local name=$1 drill=$2
+	shift 2
+	log "${name%%-*}: socnet drill $drill $*"
+	local rc=0
+	"$BIN" drill "$drill" --home "$home" "$@" --json "$OUT/$name.json" --html "$OUT/$name.html" \
+		>"$OUT/$name.txt" 2>"$OUT/drill-$name.log" || rc=$?
+	tail -n 6 "$OUT/$name.txt" | tee -a "$OUT/summary.txt"
+	if [ "$rc" -ne 0 ]; then
+		failed=1
+		echo "drill exited $rc (3: a verdict FAIL; 1: it could not run, see $OUT/drill-$name.log)" | tee -a "$OUT/summary.txt"
+	fi
+	if [ -s "$OUT/$name.json" ]; then
+		reports+=("$OUT/$name.json")
+	fi
+}
+
 {
 	echo "socnet failover drill, engines compared, $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "command: $COMMAND"
 } | tee "$OUT/summary.txt"
 
-failed=0
-reports=()
 for engine in $ENGINES; do
 	flags=$(engine_flags "$engine")
 	home=$(mktemp -d "/tmp/socnet-engines-$engine.XXXXXX")
@@ -86,19 +107,8 @@ for engine in $ENGINES; do
 	start_stack "$OUT/up-$engine.log" $flags --home "$home" --http 127.0.0.1:0
 	grep '^socnet is up' "$OUT/up-$engine.log" | tee -a "$OUT/summary.txt"
 	for fault in $FAULTS; do
-		log "$engine: socnet drill failover --fault $fault --repeat $N --duration $DUR --kill-after random --sessions $SESSIONS"
-		rc=0
-		"$BIN" drill failover --home "$home" --fault "$fault" --repeat "$N" --duration "$DUR" --kill-after random \
-			--sessions "$SESSIONS" --json "$OUT/$engine-$fault.json" --html "$OUT/$engine-$fault.html" \
-			>"$OUT/$engine-$fault.txt" 2>"$OUT/drill-$engine-$fault.log" || rc=$?
-		tail -n 6 "$OUT/$engine-$fault.txt" | tee -a "$OUT/summary.txt"
-		if [ "$rc" -ne 0 ]; then
-			failed=1
-			echo "drill exited $rc (3: a verdict FAIL; 1: it could not run, see $OUT/drill-$engine-$fault.log)" | tee -a "$OUT/summary.txt"
-		fi
-		if [ -s "$OUT/$engine-$fault.json" ]; then
-			reports+=("$OUT/$engine-$fault.json")
-		fi
+		run_drill "$engine-$fault" failover --fault "$fault" --repeat "$N" --duration "$DUR" --kill-after random \
+			--sessions "$SESSIONS"
 	done
 	log "$engine: stopping the stack"
 	stop_stack
@@ -114,19 +124,7 @@ for engine in $ENGINES; do
 		# shellcheck disable=SC2086 # flags is empty or two words
 		start_stack "$OUT/up-$engine-hosts.log" $flags --hosts netns --home "$home" --http 127.0.0.1:0
 		grep '^socnet is up' "$OUT/up-$engine-hosts.log" | tee -a "$OUT/summary.txt"
-		log "$engine: socnet drill partition --target primary --repeat $CUTS --cut-for $cut_for --duration $write_for"
-		rc=0
-		"$BIN" drill partition --home "$home" --target primary --repeat "$CUTS" --cut-for "$cut_for" --duration "$write_for" \
-			--json "$OUT/$engine-cut-primary.json" --html "$OUT/$engine-cut-primary.html" \
-			>"$OUT/$engine-cut-primary.txt" 2>"$OUT/drill-$engine-cut-primary.log" || rc=$?
-		tail -n 6 "$OUT/$engine-cut-primary.txt" | tee -a "$OUT/summary.txt"
-		if [ "$rc" -ne 0 ]; then
-			failed=1
-			echo "drill exited $rc (3: a verdict FAIL; 1: it could not run, see $OUT/drill-$engine-cut-primary.log)" | tee -a "$OUT/summary.txt"
-		fi
-		if [ -s "$OUT/$engine-cut-primary.json" ]; then
-			reports+=("$OUT/$engine-cut-primary.json")
-		fi
+		run_drill "$engine-cut-primary" partition --target primary --repeat "$CUTS" --cut-for "$cut_for" --duration "$write_for"
 		log "$engine: stopping the hosts stack"
 		stop_stack
 	fi
