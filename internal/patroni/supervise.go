@@ -135,10 +135,7 @@ func (e *Engine) superviseAgent(node, leader string) {
 	}
 	died, held := a.diedAt, a.held
 	e.mu.Unlock()
-	pgAlive := false
-	if pgnode.RunningPostmaster(a.spec.DataDir()) > 0 {
-		pgAlive = true
-	}
+	pgAlive := pgnode.RunningPostmaster(a.spec.DataDir()) > 0
 	if first {
 		e.log.Error("patroni agent exited", "node", node, "err", p.err, "postgres_running", pgAlive)
 	}
