@@ -17,6 +17,7 @@ import (
 	"socnet/internal/dbroute"
 	"socnet/internal/drill"
 	"socnet/internal/netns"
+	"socnet/internal/patroni"
 	"socnet/internal/stack"
 )
 
@@ -277,13 +278,20 @@ const (
 	partitionSync    = "sync"    // the synchronous replica's host
 	partitionAPI     = "api"     // the first API instance's host (api-1)
 	partitionEtcd    = "etcd"    // an etcd member's host (Patroni engine)
+	// the primary's host and the etcd leader's at once (Patroni engine):
+	// the majority side must elect a new etcd leader and fail over
+	partitionPrimaryEtcd = "primary+etcd-leader"
 )
+
+// etcdLeaderWait bounds the wait for an etcd leader to cut (an election
+// after the previous run's heal).
+const etcdLeaderWait = 30 * time.Second
 
 func drillPartition(ctx context.Context, e *env, args []string) error {
 	fs := newFlags("drill partition", e)
 	home := fs.HomeDir()
 	clusterName := fs.String("cluster", mainCluster, "cluster written and watched: main or counter")
-	target := fs.String("target", partitionPrimary, "what to cut off: primary, sync (the synchronous replica), api (the host of api-1) or etcd (an etcd member, Patroni engine)")
+	target := fs.String("target", partitionPrimary, "what to cut off: primary, sync (the synchronous replica), api (the host of api-1), etcd (an etcd member, Patroni engine) or primary+etcd-leader (both hosts at once, Patroni engine)")
 	hostFlag := fs.String("host", "", "host to cut off by name instead of --target: a node (main-1), or another host of the stack (api-2)")
 	repeat := fs.Int("repeat", 1, "runs; each cuts the target of the moment (the primary changes with each failover)")
 	cutAfter := fs.Duration("cut-after", drill.DefaultKillAfter, "when to cut the host off after the writes start")
@@ -301,18 +309,24 @@ func drillPartition(ctx context.Context, e *env, args []string) error {
 		return usageError{fmt.Errorf("drill partition: --cut-after and --cut-for must be positive")}
 	}
 	switch *target {
-	case partitionPrimary, partitionSync, partitionAPI, partitionEtcd:
+	case partitionPrimary, partitionSync, partitionAPI, partitionEtcd, partitionPrimaryEtcd:
 	default:
-		return usageError{fmt.Errorf("drill partition: --target %q: want %s, %s, %s or %s", *target,
-			partitionPrimary, partitionSync, partitionAPI, partitionEtcd)}
+		return usageError{fmt.Errorf("drill partition: --target %q: want %s, %s, %s, %s or %s", *target,
+			partitionPrimary, partitionSync, partitionAPI, partitionEtcd, partitionPrimaryEtcd)}
+	}
+	if *hostFlag != "" && *target == partitionPrimaryEtcd {
+		return usageError{fmt.Errorf("drill partition: --host and --target %s exclude each other", partitionPrimaryEtcd)}
 	}
 	hosts, err := netns.Attach(ctx, *home)
 	if err != nil {
 		return fmt.Errorf("drill partition: %w", err)
 	}
 	// pick names the host to cut, asked again before each run: the
-	// primary and the synchronous replica change with every failover.
+	// primary and the synchronous replica change with every failover. also
+	// are the hosts cut with it (the etcd leader's, which moves too).
+	var also []string
 	pick := func(ctx context.Context) (host string, isNode bool, err error) {
+		also = nil
 		st, err := stackStatusFunc(*home)(ctx)
 		if err != nil {
 			return "", false, err
@@ -335,10 +349,18 @@ func drillPartition(ctx context.Context, e *env, args []string) error {
 				}
 			case partitionAPI:
 				host = "api-1"
-			case partitionEtcd:
+			case partitionEtcd, partitionPrimaryEtcd:
 				if st.Engine != stack.EnginePatroni {
-					return "", false, usageError{fmt.Errorf("drill partition: --target etcd: the %s engine runs no etcd (its supervisor lives in `up`); it is a target under --engine %s",
-						st.Engine, stack.EnginePatroni)}
+					return "", false, usageError{fmt.Errorf("drill partition: --target %s: the %s engine runs no etcd (its supervisor lives in `up`); it is a target under --engine %s",
+						*target, st.Engine, stack.EnginePatroni)}
+				}
+				if *target == partitionPrimaryEtcd {
+					leader, err := waitEtcdLeader(ctx, *home, hosts)
+					if err != nil {
+						return "", false, fmt.Errorf("drill partition: %w", err)
+					}
+					also = []string{leader}
+					return "", true, nil // with the primary of the moment
 				}
 				// The Patroni engine's etcd members run on hosts etcd-1..3
 				// (stack.HostedEngine); one of three is a minority.
@@ -381,16 +403,48 @@ func drillPartition(ctx context.Context, e *env, args []string) error {
 				return err
 			}
 		}
-		run, err := drill.RunPartition(ctx, t, hosts, drill.PartitionOptions{
+		var cutter drill.Partitioner = hosts
+		if len(also) > 0 {
+			cutter = drill.CutTogether{P: hosts, Also: also}
+			e.log.Info("drill: cutting the primary's host together with", "hosts", also)
+		}
+		run, err := drill.RunPartition(ctx, t, cutter, drill.PartitionOptions{
 			Host: host, Duration: *duration, CutAfter: *cutAfter, HealAfter: *cutFor, Writers: *writers, Log: e.log,
 		})
 		if err != nil {
 			return fmt.Errorf("drill partition: run %d of %d: %w", i+1, *repeat, err)
 		}
 		run.Fault = fault
+		for i, ev := range run.Events {
+			if ev.Kind == drill.EventCut && len(also) > 0 {
+				run.Events[i].Detail += ", together with " + strings.Join(also, ", ") + " (the etcd leader)"
+			}
+		}
 		runs = append(runs, run)
 	}
 	return rf.finish(e, drill.NewReport(drill.DrillPartition, *clusterName, runs))
+}
+
+// waitEtcdLeader returns the host of the etcd leader of the Patroni stack
+// in home, waiting out an election for up to etcdLeaderWait.
+func waitEtcdLeader(ctx context.Context, home string, hosts *netns.Net) (string, error) {
+	h, err := stack.NewHome(home)
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, etcdLeaderWait)
+	defer cancel()
+	for {
+		leader, err := patroni.EtcdLeaderHost(ctx, h, hosts.Addr)
+		if err == nil {
+			return leader, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 func drillFill(ctx context.Context, e *env, args []string) error {

@@ -76,6 +76,7 @@ func TestDrillRefusesBadInput(t *testing.T) {
 		{"failover", "--home", home, "--cluster", "counter", "--writes", ""},
 		{"partition", "--home", home, "--cut-for", "0s"},
 		{"partition", "--home", home, "--target", "leader"},
+		{"partition", "--home", home, "--target", "primary+etcd-leader", "--host", "main-2"},
 		{"partition", "--home", home, "--cut-after", "-1s"},
 		{"partition", "--home", home, "--writers", "0"},
 		{"failover", "--home", home, "--fault", "network"},

@@ -2,6 +2,7 @@ package drill
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -20,6 +21,36 @@ const DefaultHealAfter = 5 * time.Second
 type Partitioner interface {
 	Cut(ctx context.Context, host string) error
 	Heal(ctx context.Context, host string) error
+}
+
+// CutTogether is a Partitioner that cuts Also off with every host it cuts,
+// at the same moment, and heals them together: a partition of several
+// hosts, such as the primary's and the etcd leader's.
+type CutTogether struct {
+	P    Partitioner
+	Also []string
+}
+
+// Cut cuts host, then every host of Also.
+func (c CutTogether) Cut(ctx context.Context, host string) error {
+	if err := c.P.Cut(ctx, host); err != nil {
+		return err
+	}
+	for _, h := range c.Also {
+		if err := c.P.Cut(ctx, h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Heal heals host and every host of Also, all of them whatever fails.
+func (c CutTogether) Heal(ctx context.Context, host string) error {
+	errs := []error{c.P.Heal(ctx, host)}
+	for _, h := range c.Also {
+		errs = append(errs, c.P.Heal(ctx, h))
+	}
+	return errors.Join(errs...)
 }
 
 // PartitionOptions tune RunPartition. Zero fields take the defaults.
