@@ -417,7 +417,7 @@ func drillPartition(ctx context.Context, e *env, args []string) error {
 		run.Fault = fault
 		for i, ev := range run.Events {
 			if ev.Kind == drill.EventCut && len(also) > 0 {
-				run.Events[i].Detail += ", together with " + strings.Join(also, ", ") + " (the etcd leader)"
+				run.Events[i].Detail += ", and those of " + strings.Join(also, ", ") + ", the etcd leader"
 			}
 		}
 		runs = append(runs, run)

@@ -702,7 +702,7 @@ func TestUpOnHostsPatroni(t *testing.T) {
 		}
 		cutWith := false
 		for _, ev := range r.Events {
-			if ev.Kind == drill.EventCut && strings.Contains(ev.Detail, "together with "+leader+" ") {
+			if ev.Kind == drill.EventCut && strings.HasSuffix(ev.Detail, "those of "+leader+", the etcd leader") {
 				cutWith = true
 			}
 		}
