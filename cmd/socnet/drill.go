@@ -324,16 +324,14 @@ func drillPartition(ctx context.Context, e *env, args []string) error {
 	// pick names the host to cut, asked again before each run: the
 	// primary and the synchronous replica change with every failover. also
 	// are the hosts cut with it (the etcd leader's, which moves too).
-	var also []string
-	pick := func(ctx context.Context) (host string, isNode bool, err error) {
-		also = nil
+	pick := func(ctx context.Context) (host string, also []string, isNode bool, err error) {
 		st, err := stackStatusFunc(*home)(ctx)
 		if err != nil {
-			return "", false, err
+			return "", nil, false, err
 		}
 		cs, ok := st.Cluster(*clusterName)
 		if !ok {
-			return "", false, usageError{fmt.Errorf("drill partition: the stack in %s has no cluster %q", *home, *clusterName)}
+			return "", nil, false, usageError{fmt.Errorf("drill partition: the stack in %s has no cluster %q", *home, *clusterName)}
 		}
 		host = *hostFlag
 		if host == "" {
@@ -345,22 +343,21 @@ func drillPartition(ctx context.Context, e *env, args []string) error {
 					}
 				}
 				if host == "" {
-					return "", false, fmt.Errorf("drill partition: cluster %s has no synchronous replica now", *clusterName)
+					return "", nil, false, fmt.Errorf("drill partition: cluster %s has no synchronous replica now", *clusterName)
 				}
 			case partitionAPI:
 				host = "api-1"
 			case partitionEtcd, partitionPrimaryEtcd:
 				if st.Engine != stack.EnginePatroni {
-					return "", false, usageError{fmt.Errorf("drill partition: --target %s: the %s engine runs no etcd (its supervisor lives in `up`); it is a target under --engine %s",
+					return "", nil, false, usageError{fmt.Errorf("drill partition: --target %s: the %s engine runs no etcd (its supervisor lives in `up`); it is a target under --engine %s",
 						*target, st.Engine, stack.EnginePatroni)}
 				}
 				if *target == partitionPrimaryEtcd {
-					leader, err := waitEtcdLeader(ctx, *home, hosts)
+					leader, err := waitEtcdLeader(ctx, *home, hosts, etcdLeaderWait)
 					if err != nil {
-						return "", false, fmt.Errorf("drill partition: %w", err)
+						return "", nil, false, fmt.Errorf("drill partition: %w", err)
 					}
-					also = []string{leader}
-					return "", true, nil // with the primary of the moment
+					return "", []string{leader}, true, nil // with the primary of the moment
 				}
 				// The Patroni engine's etcd members run on hosts etcd-1..3
 				// (stack.HostedEngine); one of three is a minority.
@@ -368,15 +365,15 @@ func drillPartition(ctx context.Context, e *env, args []string) error {
 			}
 		}
 		if host == "" { // the primary of the moment, which RunPartition finds
-			return "", true, nil
+			return "", nil, true, nil
 		}
 		if _, ok := hosts.Addr(host); !ok {
-			return "", false, usageError{fmt.Errorf("drill partition: --host %q: the stack's hosts are %s", host, strings.Join(hosts.Hosts(), ", "))}
+			return "", nil, false, usageError{fmt.Errorf("drill partition: --host %q: the stack's hosts are %s", host, strings.Join(hosts.Hosts(), ", "))}
 		}
 		_, isNode = cs.Node(host)
-		return host, isNode, nil
+		return host, nil, isNode, nil
 	}
-	host, isNode, err := pick(ctx)
+	host, also, isNode, err := pick(ctx)
 	if err != nil {
 		return err
 	}
@@ -399,7 +396,7 @@ func drillPartition(ctx context.Context, e *env, args []string) error {
 	var runs []drill.Run
 	for i := range *repeat {
 		if i > 0 {
-			if host, _, err = pick(ctx); err != nil {
+			if host, also, _, err = pick(ctx); err != nil {
 				return err
 			}
 		}
@@ -426,13 +423,13 @@ func drillPartition(ctx context.Context, e *env, args []string) error {
 }
 
 // waitEtcdLeader returns the host of the etcd leader of the Patroni stack
-// in home, waiting out an election for up to etcdLeaderWait.
-func waitEtcdLeader(ctx context.Context, home string, hosts *netns.Net) (string, error) {
+// in home, waiting out an election for up to limit.
+func waitEtcdLeader(ctx context.Context, home string, hosts *netns.Net, limit time.Duration) (string, error) {
 	h, err := stack.NewHome(home)
 	if err != nil {
 		return "", err
 	}
-	ctx, cancel := context.WithTimeout(ctx, etcdLeaderWait)
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	for {
 		leader, err := patroni.EtcdLeaderHost(ctx, h, hosts.Addr)

@@ -792,21 +792,11 @@ func checkNoWildcardListeners(t *testing.T, home string, doc stack.Status, geten
 // it waits out an election.
 func etcdLeaderHost(t *testing.T, home string, n *netns.Net) string {
 	t.Helper()
-	h, err := stack.NewHome(home)
+	leader, err := waitEtcdLeader(context.Background(), home, n, time.Minute)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("an etcd leader: %v", err)
 	}
-	var found string
-	waitFor(t, time.Minute, "an etcd leader", func() bool {
-		leader, err := patroni.EtcdLeaderHost(context.Background(), h, n.Addr)
-		if err != nil {
-			t.Logf("%v", err)
-			return false
-		}
-		found = leader
-		return true
-	})
-	return found
+	return leader
 }
 
 // failure is a write the API did not acknowledge.
@@ -883,17 +873,15 @@ func (w *timedWriters) failuresAround(t time.Time) string {
 // with the scheme to use (https; http for a home made before TLS).
 func etcdClient(t *testing.T, home string) (port int, hc *http.Client, scheme string) {
 	t.Helper()
-	var st struct {
-		Port int `json:"etcd_client_port"`
-	}
-	mustReadJSON(t, filepath.Join(home, "patroni", "state.json"), &st)
 	h, err := stack.NewHome(home)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hc, scheme, err = patroni.EtcdHTTPClient(h)
-	if err != nil {
+	if port, err = patroni.EtcdClientPort(h); err != nil {
 		t.Fatal(err)
 	}
-	return st.Port, hc, scheme
+	if hc, scheme, err = patroni.EtcdHTTPClient(h); err != nil {
+		t.Fatal(err)
+	}
+	return port, hc, scheme
 }

@@ -20,14 +20,9 @@ import (
 // /v3/maintenance/status says; addr gives a host's address (the stack's
 // netns.Net). It fails while no member answers as the leader (an election).
 func EtcdLeaderHost(ctx context.Context, h stack.Home, addr func(host string) (netip.Addr, bool)) (string, error) {
-	path := filepath.Join(h.Path(homeDirName), stateFileName)
-	b, err := stack.ReadFile(path)
+	port, err := EtcdClientPort(h)
 	if err != nil {
 		return "", fmt.Errorf("etcd leader: %w", err)
-	}
-	var st engineState
-	if err := json.Unmarshal(b, &st); err != nil || st.EtcdClientPort == 0 {
-		return "", fmt.Errorf("etcd leader: %s names no etcd client port (%v)", path, err)
 	}
 	hc, scheme, err := EtcdHTTPClient(h)
 	if err != nil {
@@ -39,7 +34,7 @@ func EtcdLeaderHost(ctx context.Context, h stack.Home, addr func(host string) (n
 		if !ok {
 			return "", fmt.Errorf("etcd leader: the stack has no host %s (is it running with --hosts netns?)", host)
 		}
-		url := scheme + "://" + net.JoinHostPort(a.String(), strconv.Itoa(st.EtcdClientPort)) + "/v3/maintenance/status"
+		url := scheme + "://" + net.JoinHostPort(a.String(), strconv.Itoa(port)) + "/v3/maintenance/status"
 		leads, err := etcdMemberLeads(ctx, hc, url)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", host, err))
@@ -50,6 +45,22 @@ func EtcdLeaderHost(ctx context.Context, h stack.Home, addr func(host string) (n
 		}
 	}
 	return "", fmt.Errorf("etcd leader: no member answers as the leader: %w", errors.Join(errs...))
+}
+
+// EtcdClientPort is the client port of the etcd members of the Patroni
+// engine's home h (every member listens on it, each on its own host), as the
+// home's state records it.
+func EtcdClientPort(h stack.Home) (int, error) {
+	path := filepath.Join(h.Path(homeDirName), stateFileName)
+	b, err := stack.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	var st engineState
+	if err := json.Unmarshal(b, &st); err != nil || st.EtcdClientPort == 0 {
+		return 0, fmt.Errorf("%s names no etcd client port (%v)", path, err)
+	}
+	return st.EtcdClientPort, nil
 }
 
 // etcdMemberLeads asks one member's status endpoint whether it leads.
